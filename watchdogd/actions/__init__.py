@@ -1,0 +1,1 @@
+"""Actions: one module per family. Never a shell: argv lists or client APIs only."""

@@ -1,0 +1,514 @@
+"""YAML policy -> validated, frozen config objects.
+
+Validation runs in phases (top level, then each target, rule, probe params,
+action and threshold on its own) so that one file reports *all* of its
+mistakes at once, each as ``file:line: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from watchdogd.actions.base import ActionParams
+from watchdogd.guard import BudgetPolicy, GuardPolicy
+from watchdogd.model import Cardinality, Unit
+from watchdogd.policy import Thresholds
+from watchdogd.probes.base import Params
+from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
+from watchdogd.units import THRESHOLD_PARSERS, Duration
+from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
+
+DEFAULT_CONFIG_PATH = Path("/etc/watchdogd/watchdogd.yaml")
+SEVERITIES = ("info", "warning", "critical")
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """All problems of one config file; ``str()`` is one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+# ---------------------------------------------------------------------------
+# Raw schema: what the YAML may contain. Unknown keys are errors everywhere.
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _Budget(_Strict):
+    actions: int = Field(ge=1)
+    per: Duration
+
+
+class _MaxActions(_Strict):
+    count: int = Field(ge=1)
+    per: Duration
+
+
+class _RawConfig(_Strict):
+    interval: Duration = 15.0
+    jitter: Duration | None = None
+    probe_timeout: Duration = 10.0
+    listen: str | None = "127.0.0.1:9469"
+    web_config_file: str | None = None
+    textfile_dir: str | None = None
+    state_dir: str = "/var/lib/watchdogd"
+    control_socket: str = "/run/watchdogd/control.sock"
+    control_group: str | None = None
+    dry_run: bool = False
+    budget: _Budget = _Budget(actions=30, per=3600.0)
+    grace: Duration = 60.0
+    history_retention: Duration = 30 * 86400.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class _Sections(_Strict):
+    """Checked apart from the scalars above so that a typo in ``interval`` still lets every rule be checked."""
+
+    targets: dict[str, dict[str, dict[str, Any]]] = {}
+    rules: dict[str, Any] = {}
+
+
+class _RawRule(_Strict):
+    probe: str
+    target: str | None = None
+    params: dict[str, Any] = {}
+    description: str = ""
+    above: Any = None
+    below: Any = None
+    clear_above: Any = None
+    clear_below: Any = None
+    for_: Duration = Field(default=0.0, alias="for")
+    every: Duration | None = None
+    timeout: Duration | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    enabled: bool = True
+    dry_run: bool = False
+    actions: list[dict[str, dict[str, Any] | None]] = []
+    cooldown: Duration = 300.0
+    max_cooldown: Duration | None = None
+    stable_for: Duration = 600.0
+    max_actions: _MaxActions = _MaxActions(count=5, per=3600.0)
+    verify_after: Duration = 0.0
+
+
+# ---------------------------------------------------------------------------
+# Resolved config: what the engine runs on.
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    kind: str
+    params: ActionParams
+    target: str | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    probe: str
+    target: str | None
+    params: Params
+    unit: Unit
+    cardinality: Cardinality
+    thresholds: Thresholds
+    every: float
+    jitter: float
+    timeout: float
+    severity: str
+    enabled: bool
+    dry_run: bool  # effective: global or per rule
+    actions: tuple[ActionConfig, ...]
+    guard: GuardPolicy
+    verify_after: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    interval: float
+    listen: str | None
+    web_config_file: str | None
+    textfile_dir: str | None
+    state_dir: Path
+    control_socket: Path
+    control_group: str | None
+    dry_run: bool
+    budget: BudgetPolicy
+    grace: float
+    history_retention: float
+    log_format: str
+    log_level: str
+    targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
+    rules: Mapping[str, Rule] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        enabled = sum(1 for rule in self.rules.values() if rule.enabled)
+        actions = sum(len(rule.actions) for rule in self.rules.values() if rule.enabled)
+        targets = sum(len(named) for named in self.targets.values())
+        mode = ", dry-run" if self.dry_run else ""
+        return f"{enabled} rules ({len(self.rules) - enabled} disabled), {actions} actions, {targets} targets{mode}"
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: Path, *, force_dry_run: bool = False, check_permissions: bool = True) -> Config:
+    """Read, check and resolve a config file; raise ConfigError listing every problem."""
+    name = str(path)
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read config: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{name}: config is not UTF-8 text"]) from exc
+    if check_permissions and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # The file decides which commands a root daemon runs: anyone who can write it owns the host.
+        raise ConfigError(
+            [
+                f"{name}: refusing a config writable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+                f" run: chmod go-w {name}"
+            ]
+        )
+    return parse_config(text, path, force_dry_run=force_dry_run)
+
+
+def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Config:
+    try:
+        located = load_located(text)
+    except YamlError as exc:
+        raise ConfigError([f"{path}:{exc.line}: {exc.message}"]) from exc
+    if not isinstance(located.data, dict):
+        raise ConfigError([f"{path}:1: the config must be a mapping of keys (interval, rules, ...)"])
+    builder = _Builder(path, located)
+    config = builder.build(force_dry_run)
+    if builder.problems or config is None:
+        raise ConfigError(sorted(builder.problems, key=_line_number))
+    return config
+
+
+class _Builder:
+    """Collects problems while resolving; ``build`` returns None when any was found."""
+
+    def __init__(self, path: Path, located: Located) -> None:
+        self.path = path
+        self.located = located
+        self.problems: list[str] = []
+
+    def problem(self, key_path: KeyPath, message: str) -> None:
+        line = self.located.line_of(key_path)
+        self.problems.append(f"{self.path}:{line}: {_dotted(key_path)}: {message}")
+
+    def validate(self, model: type[M], data: Any, at: KeyPath) -> M | None:
+        if data is None:
+            data = {}
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self._report(model, at, err)
+            return None
+
+    def validate_partial(self, model: type[M], data: dict[str, Any], at: KeyPath) -> tuple[M | None, bool]:
+        """Report problems, then retry without the offending keys so deeper checks still run."""
+        try:
+            return model.model_validate(data), True
+        except ValidationError as exc:
+            errors = exc.errors()
+        for err in errors:
+            self._report(model, at, err)
+        bad = {err["loc"][0] for err in errors if err["loc"]}
+        try:
+            return model.model_validate({k: v for k, v in data.items() if k not in bad}), False
+        except ValidationError:
+            return None, False
+
+    def _report(self, model: type[BaseModel], at: KeyPath, err: Mapping[str, Any]) -> None:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            self.problem((*at, *loc), f"unknown key{_did_you_mean(str(loc[-1]), allowed)}")
+            return
+        if err["type"] == "missing":
+            self.problem((*at, *loc[:-1]), f"missing required key {loc[-1]!r}")
+            return
+        message = str(err["msg"]).removeprefix("Value error, ")
+        self.problem((*at, *loc), message)
+
+    # -- phases ---------------------------------------------------------------
+
+    def build(self, force_dry_run: bool) -> Config | None:
+        data = dict(self.located.data)
+        sections = self.validate(_Sections, {k: data.pop(k) for k in ("targets", "rules") if k in data}, ())
+        raw = self.validate(_RawConfig, data, ())
+        if sections is None:
+            return None
+        # Keep checking rules against defaults when a global key is wrong: report everything in one go.
+        raw = raw or _RawConfig()
+        dry_run = raw.dry_run or force_dry_run
+        targets = self._targets(sections.targets)
+        rules = {
+            name: rule
+            for name, body in sections.rules.items()
+            if (rule := self._rule(str(name), body, raw, targets, dry_run)) is not None
+        }
+        if self.problems:
+            return None
+        return Config(
+            path=self.path,
+            interval=raw.interval,
+            listen=raw.listen or None,
+            web_config_file=raw.web_config_file,
+            textfile_dir=raw.textfile_dir,
+            state_dir=Path(raw.state_dir),
+            control_socket=Path(raw.control_socket),
+            control_group=raw.control_group,
+            dry_run=dry_run,
+            budget=BudgetPolicy(actions=raw.budget.actions, per=raw.budget.per),
+            grace=raw.grace,
+            history_retention=raw.history_retention,
+            log_format=raw.log_format,
+            log_level=raw.log_level,
+            targets=targets,
+            rules=rules,
+        )
+
+    def _targets(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Params]]:
+        resolved: dict[str, dict[str, Params]] = {}
+        for kind, named in raw.items():
+            spec = TARGET_KINDS.get(kind)
+            if spec is None:
+                self.problem(("targets", kind), f"unknown target kind{_did_you_mean(kind, TARGET_KINDS)}")
+                continue
+            for name, body in named.items():
+                params = self.validate(spec.params, body, ("targets", kind, name))
+                if params is not None:
+                    resolved.setdefault(kind, {})[name] = params
+        return resolved
+
+    def _rule(
+        self,
+        name: str,
+        body: Any,
+        raw: _RawConfig,
+        targets: Mapping[str, Mapping[str, Params]],
+        dry_run: bool,
+    ) -> Rule | None:
+        at: KeyPath = ("rules", name)
+        if not isinstance(body, dict):
+            self.problem(at, "a rule must be a mapping (probe, above, actions, ...)")
+            return None
+        rule, rule_ok = self.validate_partial(_RawRule, body, at)
+        if rule is None:
+            return None
+        spec = PROBES.get(rule.probe)
+        if spec is None:
+            self.problem((*at, "probe"), f"unknown probe {rule.probe!r}{_did_you_mean(rule.probe, PROBES)}")
+            return None
+        params = self.validate(spec.params, rule.params, (*at, "params"))
+        target = self._target_ref(rule.target, spec.target_kind, targets, (*at, "target"))
+        thresholds = self._thresholds(rule, spec.unit, at)
+        actions = tuple(
+            action
+            for index, item in enumerate(rule.actions)
+            if (action := self._action(item, rule.target, targets, (*at, "actions", index))) is not None
+        )
+        if not rule_ok or params is None or thresholds is None or len(actions) != len(rule.actions):
+            return None
+        every = rule.every or raw.interval
+        cooldown = rule.cooldown
+        max_cooldown = rule.max_cooldown if rule.max_cooldown is not None else min(cooldown * 16, 86400.0)
+        if max_cooldown < cooldown:
+            self.problem((*at, "max_cooldown"), "must be at least the cooldown")
+            return None
+        return Rule(
+            name=name,
+            probe=rule.probe,
+            target=target,
+            params=params,
+            unit=spec.unit,
+            cardinality=spec.cardinality,
+            thresholds=thresholds,
+            every=every,
+            # Spread rules that share an interval so they do not all wake at once.
+            jitter=raw.jitter if raw.jitter is not None else min(every * 0.1, 5.0),
+            timeout=rule.timeout if rule.timeout is not None else min(raw.probe_timeout, every),
+            severity=rule.severity,
+            enabled=rule.enabled,
+            dry_run=dry_run or rule.dry_run,
+            actions=actions,
+            guard=GuardPolicy(
+                cooldown=cooldown,
+                max_cooldown=max_cooldown,
+                stable_for=rule.stable_for,
+                max_actions=rule.max_actions.count,
+                max_actions_per=rule.max_actions.per,
+                dry_run=dry_run or rule.dry_run,
+            ),
+            verify_after=rule.verify_after,
+            description=rule.description,
+        )
+
+    def _target_ref(
+        self,
+        ref: str | None,
+        kind: str | None,
+        targets: Mapping[str, Mapping[str, Params]],
+        at: KeyPath,
+    ) -> str | None:
+        if kind is None:
+            if ref is not None:
+                self.problem(at, "this probe runs on the local host and takes no target")
+            return None
+        named = targets.get(kind, {})
+        if ref is None:
+            if len(named) == 1:
+                return next(iter(named))
+            self.problem(at[:-1], f"missing required key 'target' (one of targets.{kind})")
+            return None
+        if ref not in named:
+            hint = _did_you_mean(ref, named) or f" (no targets.{kind} is configured)" * (not named)
+            self.problem(at, f"unknown {kind} target {ref!r}{hint}")
+            return None
+        return ref
+
+    def _thresholds(self, rule: _RawRule, unit: Unit, at: KeyPath) -> Thresholds | None:
+        parse = THRESHOLD_PARSERS[unit]
+        values: dict[str, float | None] = {}
+        ok = True
+        for key in ("above", "below", "clear_above", "clear_below"):
+            raw_value = getattr(rule, key)
+            if raw_value is None:
+                values[key] = None
+                continue
+            try:
+                values[key] = parse(raw_value)
+            except ValueError as exc:
+                self.problem((*at, key), str(exc))
+                ok = False
+        if not ok:
+            return None
+        if values["above"] is None and values["below"] is None:
+            self.problem(at, "set 'above' or 'below' (the threshold)")
+            return None
+        checks: tuple[tuple[bool, str, str], ...] = (
+            (values["clear_above"] is not None and values["above"] is None, "clear_above", "needs 'above'"),
+            (values["clear_below"] is not None and values["below"] is None, "clear_below", "needs 'below'"),
+            (_gt(values["clear_above"], values["above"]), "clear_above", "must not be greater than 'above'"),
+            (_gt(values["below"], values["clear_below"]), "clear_below", "must not be less than 'below'"),
+        )
+        for failed, key, message in checks:
+            if failed:
+                self.problem((*at, key), message)
+                ok = False
+        if not ok:
+            return None
+        return Thresholds(
+            above=values["above"],
+            below=values["below"],
+            clear_above=values["clear_above"],
+            clear_below=values["clear_below"],
+            for_=rule.for_,
+        )
+
+    def _action(
+        self,
+        item: Mapping[str, Mapping[str, Any] | None],
+        rule_target: str | None,
+        targets: Mapping[str, Mapping[str, Params]],
+        at: KeyPath,
+    ) -> ActionConfig | None:
+        if len(item) != 1:
+            self.problem(at, "each action is a mapping with exactly one key, the action kind")
+            return None
+        kind, body = next(iter(item.items()))
+        spec = ACTIONS.get(kind)
+        if spec is None:
+            self.problem((*at, kind), f"unknown action{_did_you_mean(kind, ACTIONS)}")
+            return None
+        body = dict(body or {})
+        target_ref = body.pop("target", None)
+        if (
+            target_ref is None
+            and spec.target_kind is not None
+            and rule_target in targets.get(spec.target_kind, {})
+        ):
+            target_ref = rule_target
+        target = self._target_ref(target_ref, spec.target_kind, targets, (*at, kind, "target"))
+        params = self.validate(spec.params, body, (*at, kind))
+        if params is None or (spec.target_kind is not None and target is None):
+            return None
+        return ActionConfig(kind=kind, params=params, target=target)
+
+
+def _line_number(problem: str) -> int:
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+def _gt(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and a > b
+
+
+def _dotted(path: KeyPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _did_you_mean(word: str, candidates: Mapping[str, Any] | Sequence[str]) -> str:
+    names = list(candidates)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if names and len(names) <= 12:
+        return f" (expected one of: {', '.join(sorted(names))})"
+    return ""
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at ``loc`` inside ``model``, for the did-you-mean hint."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part)) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None
+            )
+            if info is None:
+                return []
+            current = _unwrap(info.annotation)
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [info.alias or field_name for field_name, info in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[Model] -> Model, so hints work inside optional sub-sections."""
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def env_config_path(default: Path = DEFAULT_CONFIG_PATH) -> Path:
+    """WATCHDOGD_CONFIG lets packaging and tests point both commands at one file."""
+    return Path(os.environ.get("WATCHDOGD_CONFIG", str(default)))

@@ -1,0 +1,609 @@
+"""One rule cycle: probe (under a timeout) -> evaluate -> guard -> act -> verify -> record.
+
+The engine owns the live per-rule state and the only path that runs actions,
+so every safety rule (cooldown, budget, give-up, pause, dry-run, grace,
+max_per_run) is applied in exactly one place. Scheduling lives elsewhere; the
+engine is driven by ``run_rule`` from scheduler jobs, the control socket and
+``--once``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from watchdogd import guard as guards
+from watchdogd.actions.base import Action
+from watchdogd.config import ActionConfig, Config, Rule
+from watchdogd.logs import event
+from watchdogd.model import (
+    ActionResult,
+    AuditEntry,
+    Clock,
+    Decision,
+    ProbeResult,
+    Reading,
+    RuleStatus,
+    Status,
+    SubjectState,
+)
+from watchdogd.policy import evaluate, rule_status
+from watchdogd.probes.base import Probe
+from watchdogd.registry import ACTIONS, PROBES
+from watchdogd.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
+from watchdogd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+Clients = Mapping[tuple[str, str], Any]
+"""(target kind, target name) -> connected client, shared by the rules that name it."""
+
+HOST_KEY = "host_guard"
+MAX_AUDIT_ITEMS = 100
+
+
+@dataclass
+class RuleRuntime:
+    """Live state of one rule. Mutated only while holding ``lock``."""
+
+    rule: Rule
+    probe: Probe
+    actions: tuple[tuple[ActionConfig, Action], ...]
+    subjects: dict[str, SubjectState] = field(default_factory=dict)
+    guard: guards.RuleGuard = field(default_factory=guards.RuleGuard)
+    last: ProbeResult | None = None
+    last_run: float | None = None
+    hung: Future[list[Reading]] | None = None
+    last_skip: dict[str, Decision] = field(default_factory=dict)
+    saved: dict[str, Any] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one ``run_rule`` did; ``--once`` and ``watchdogctl run`` print it."""
+
+    rule: str
+    status: RuleStatus
+    up: bool
+    error: str | None
+    firing: tuple[str, ...]
+    pending: tuple[str, ...]
+    audit: tuple[AuditEntry, ...]
+
+
+def build_runtime(rule: Rule, clients: Clients, clock: Clock) -> RuleRuntime:
+    probe_spec = PROBES[rule.probe]
+    kind, target = probe_spec.target_kind, rule.target
+    probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
+    probe = probe_spec.factory(rule.params, probe_client, clock)
+    actions = []
+    for action in rule.actions:
+        spec = ACTIONS[action.kind]
+        client = (
+            clients.get((spec.target_kind, action.target)) if spec.target_kind and action.target else None
+        )
+        actions.append((action, spec.factory(action.params, client, clock)))
+    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions))
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        clients: Clients,
+        clock: Clock = time.time,
+        *,
+        grace: bool = True,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.stop = stop or threading.Event()
+        self.started_at = clock()
+        self._grace = grace
+        self._lock = threading.RLock()  # guards host budget, counters and the runtimes table
+        self._counters: Counter[tuple[str, str, str]] = Counter()
+        self._host = guards.host_guard_from_dict(store.load_kv(HOST_KEY) or {})
+        self._probe_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self.config = config
+        self.config_loaded_at = clock()
+        self.last_reload_error: str | None = None
+        self._runtimes: dict[str, RuleRuntime] = {}
+        self._install(config, clients)
+
+    # -- configuration ---------------------------------------------------------
+
+    def _install(self, config: Config, clients: Clients) -> None:
+        saved = self.store.load_rules()
+        runtimes: dict[str, RuleRuntime] = {}
+        for name, rule in config.rules.items():
+            old = self._runtimes.get(name)
+            runtime = build_runtime(rule, clients, self.clock)
+            was_dry_run = False
+            if old is not None and _same_measurement(old.rule, rule):
+                # Keep pending timers, cooldowns and give-ups across a reload that did not change what is measured.
+                runtime.subjects, runtime.guard, runtime.last, runtime.last_run = (
+                    old.subjects,
+                    old.guard,
+                    old.last,
+                    old.last_run,
+                )
+                was_dry_run = old.rule.guard.dry_run
+            elif name in saved:
+                runtime.subjects, runtime.guard = _restore(saved[name])
+                was_dry_run = bool(saved[name].get("dry_run", False))
+            if was_dry_run and not rule.guard.dry_run:
+                # Cooldowns counted in dry-run must not hold back the first real action.
+                runtime.guard = guards.RuleGuard(paused_until=runtime.guard.paused_until)
+            runtimes[name] = runtime
+        for gone in set(saved) - set(config.rules):
+            self.store.delete_rule(gone)
+        with self._lock:
+            self._runtimes = runtimes
+            self.config = config
+            self.config_loaded_at = self.clock()
+
+    def reconfigure(self, config: Config, clients: Clients) -> None:
+        """Swap in a validated config; rules keep their state when their measurement is unchanged."""
+        self._install(config, clients)
+        self.last_reload_error = None
+
+    def rule_names(self) -> list[str]:
+        with self._lock:
+            return list(self._runtimes)
+
+    def _runtime(self, name: str) -> RuleRuntime:
+        with self._lock:
+            runtime = self._runtimes.get(name)
+        if runtime is None:
+            raise KeyError(name)
+        return runtime
+
+    # -- one cycle -------------------------------------------------------------
+
+    def run_rule(self, name: str) -> RunReport:
+        """Probe, evaluate, act and record one rule. Never raises for probe or action failures."""
+        runtime = self._runtime(name)
+        with runtime.lock:
+            return self._cycle(runtime)
+
+    def _cycle(self, rt: RuleRuntime) -> RunReport:
+        rule = rt.rule
+        if not rule.enabled:
+            return RunReport(rule.name, RuleStatus.DISABLED, True, None, (), (), ())
+        result = self._probe(rt)
+        now = result.finished_at
+        was_up = rt.last.up if rt.last is not None else True
+        rt.last, rt.last_run = result, now
+        if not result.up:
+            if was_up:
+                event(
+                    log, logging.WARNING, "probe down", rule=rule.name, probe=rule.probe, error=result.error
+                )
+            return self._report(rt, ())
+        if not was_up:
+            event(log, logging.INFO, "probe up again", rule=rule.name, probe=rule.probe)
+        firing = self._evaluate(rt, result.readings, now)
+        audit: list[AuditEntry] = []
+        if firing and rt.actions:
+            audit = self._guard_and_act(rt, firing, now)
+        self._persist(rt)
+        return self._report(rt, tuple(audit))
+
+    def _probe(self, rt: RuleRuntime) -> ProbeResult:
+        started = time.monotonic()
+        if rt.hung is not None and not rt.hung.done():
+            # Never stack threads behind a probe that is still stuck; report it until it returns.
+            return self._down(started, f"previous run still hung (over {rt.rule.timeout:g}s)")
+        future = self._probe_pool.submit(rt.probe.measure)
+        try:
+            readings = future.result(timeout=rt.rule.timeout)
+        except FutureTimeout:
+            rt.hung = future
+            return self._down(started, f"timed out after {rt.rule.timeout:g}s")
+        except Exception as exc:  # a probe failure is a reading, never a crash
+            return self._down(started, _error_text(exc))
+        rt.hung = None
+        return ProbeResult(
+            up=True,
+            readings=tuple(readings),
+            duration=time.monotonic() - started,
+            finished_at=self.clock(),
+        )
+
+    def _down(self, started: float, error: str) -> ProbeResult:
+        return ProbeResult(
+            up=False, error=error, duration=time.monotonic() - started, finished_at=self.clock()
+        )
+
+    def _evaluate(self, rt: RuleRuntime, readings: Sequence[Reading], now: float) -> tuple[Reading, ...]:
+        evaluation = evaluate(rt.subjects, readings, rt.rule.thresholds, now)
+        for change in evaluation.transitions:
+            event(
+                log,
+                logging.WARNING if change.new is Status.FIRING else logging.INFO,
+                _TRANSITION_MESSAGES[change.new],
+                rule=rt.rule.name,
+                subject=change.subject,
+                value=change.value,
+                severity=rt.rule.severity,
+            )
+        rt.subjects = evaluation.states
+        breaching = [r.subject for r in (*evaluation.firing, *evaluation.pending)]
+        rt.guard = guards.observe(rt.guard, breaching, now, rt.rule.guard)
+        for subject in list(rt.last_skip):
+            if subject not in rt.subjects:
+                del rt.last_skip[subject]
+        return evaluation.firing
+
+    def _guard_and_act(self, rt: RuleRuntime, firing: Sequence[Reading], now: float) -> list[AuditEntry]:
+        rule = rt.rule
+        by_subject = {reading.subject: reading for reading in firing}
+        max_per_run = min(action.params.max_per_run for action, _ in rt.actions)
+        with self._lock:
+            verdict = guards.decide(
+                rt.guard,
+                self._host,
+                list(by_subject),
+                now,
+                rule.guard,
+                budget=self.config.budget,
+                in_grace=self._in_grace(now),
+                max_per_run=max_per_run,
+            )
+            rt.guard = verdict.guard
+            if verdict.gave_up_now:
+                event(
+                    log,
+                    logging.ERROR,
+                    "rule gave up: too many actions, alerting only",
+                    rule=rule.name,
+                    max_actions=rule.guard.max_actions,
+                    per=rule.guard.max_actions_per,
+                )
+            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now)
+            if not verdict.allowed:
+                if skipped:
+                    self.store.add_audit(skipped)
+                return skipped
+            rt.guard, self._host = guards.record_run(
+                rt.guard, self._host, verdict.allowed, now, rule.guard, budget=self.config.budget
+            )
+            # Write-ahead: the cooldown and a "started" row are durable before anything runs,
+            # so a kill -9 mid-action can never lead to a repeat inside the cooldown.
+            started = [
+                AuditEntry(
+                    now,
+                    rule.name,
+                    subject,
+                    action.kind,
+                    verdict.decision,
+                    "started",
+                    value_before=by_subject[subject].value,
+                )
+                for action, _ in rt.actions
+                for subject in verdict.allowed
+            ]
+            ids = self.store.save_rule_and_audit(rule.name, self._rule_data(rt), [*skipped, *started])
+            self.store.save_kv(HOST_KEY, guards.host_guard_to_dict(self._host))
+        started_ids = ids[len(skipped) :]
+        dry_run = verdict.decision is Decision.DRY_RUN
+        targets = [by_subject[subject] for subject in verdict.allowed]
+        finished = self._run_actions(rt, targets, dry_run, started, started_ids)
+        if not dry_run:
+            finished = self._verify(rt, finished)
+        for entry in finished:
+            assert entry.id is not None
+            self.store.finish_audit(
+                entry.id,
+                result=entry.result,
+                error=entry.error,
+                value_after=entry.value_after,
+                duration=entry.duration,
+                detail=entry.detail,
+            )
+        return [*skipped, *finished]
+
+    def _skip_entries(
+        self,
+        rt: RuleRuntime,
+        skipped: Sequence[tuple[str, Decision]],
+        by_subject: Mapping[str, Reading],
+        now: float,
+    ) -> list[AuditEntry]:
+        """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240."""
+        entries: list[AuditEntry] = []
+        for subject, decision in skipped:
+            if rt.last_skip.get(subject) is decision:
+                continue
+            rt.last_skip[subject] = decision
+            event(
+                log,
+                logging.INFO,
+                "action skipped",
+                rule=rt.rule.name,
+                subject=subject,
+                reason=decision.value.removeprefix("skipped_"),
+            )
+            entries.extend(
+                AuditEntry(
+                    now,
+                    rt.rule.name,
+                    subject,
+                    action.kind,
+                    decision,
+                    "n/a",
+                    value_before=by_subject[subject].value,
+                )
+                for action, _ in rt.actions
+            )
+        return entries
+
+    def _run_actions(
+        self,
+        rt: RuleRuntime,
+        targets: Sequence[Reading],
+        dry_run: bool,
+        started: Sequence[AuditEntry],
+        ids: Sequence[int],
+    ) -> list[AuditEntry]:
+        finished: list[AuditEntry] = []
+        rows = iter(zip(started, ids, strict=True))
+        for action_config, action in rt.actions:
+            batch = targets[: action_config.params.max_per_run]
+            begun = time.monotonic()
+            result = _run_one(action, batch, dry_run)
+            duration = time.monotonic() - begun
+            label = "dry_run" if dry_run else ("ok" if result.ok else "failed")
+            with self._lock:
+                self._counters[(rt.rule.name, action_config.kind, label)] += 1
+            event(
+                log,
+                logging.INFO if result.ok else logging.ERROR,
+                "action would run" if dry_run else ("action done" if result.ok else "action failed"),
+                rule=rt.rule.name,
+                action=action_config.kind,
+                subjects=len(batch),
+                detail=result.detail,
+                error=result.error,
+            )
+            for _ in targets:
+                entry, entry_id = next(rows)
+                finished.append(_finish(entry, entry_id, result, label, duration))
+        return finished
+
+    def _verify(self, rt: RuleRuntime, finished: list[AuditEntry]) -> list[AuditEntry]:
+        """Re-probe after acting and record, per subject, whether the fix held."""
+        if rt.rule.verify_after > 0 and self.stop.wait(rt.rule.verify_after):
+            return finished
+        result = self._probe(rt)
+        rt.last, rt.last_run = result, result.finished_at
+        if not result.up:
+            return [
+                replace(e, detail={**e.detail, "verify": f"probe down: {result.error}"}) for e in finished
+            ]
+        self._evaluate(rt, result.readings, result.finished_at)
+        after = {reading.subject: reading.value for reading in result.readings}
+        verified = []
+        for entry in finished:
+            state = rt.subjects.get(entry.subject)
+            held = state is None or state.status is Status.OK
+            verified.append(
+                replace(entry, value_after=after.get(entry.subject), detail={**entry.detail, "held": held})
+            )
+            if not held:
+                event(
+                    log,
+                    logging.WARNING,
+                    "fix did not hold",
+                    rule=rt.rule.name,
+                    subject=entry.subject,
+                    action=entry.action,
+                    value=after.get(entry.subject),
+                )
+        return verified
+
+    # -- operator controls ---------------------------------------------------
+
+    def pause(self, name: str, until: float) -> None:
+        rt = self._runtime(name)
+        with rt.lock:
+            rt.guard = guards.pause(rt.guard, until)
+            self._persist(rt)
+        event(log, logging.WARNING, "rule paused", rule=name, until=until)
+
+    def resume(self, name: str) -> None:
+        rt = self._runtime(name)
+        with rt.lock:
+            rt.guard = guards.resume(rt.guard)
+            rt.last_skip.clear()
+            self._persist(rt)
+        event(log, logging.WARNING, "rule resumed", rule=name)
+
+    # -- persistence and views ------------------------------------------------
+
+    def _in_grace(self, now: float) -> bool:
+        return self._grace and now < self.started_at + self.config.grace
+
+    def _rule_data(self, rt: RuleRuntime) -> dict[str, Any]:
+        return {
+            "subjects": {
+                subject: {"status": state.status.value, "since": state.since}
+                for subject, state in rt.subjects.items()
+                if state.status is not Status.OK
+            },
+            "guard": guards.rule_guard_to_dict(rt.guard),
+            "dry_run": rt.rule.guard.dry_run,
+        }
+
+    def _persist(self, rt: RuleRuntime) -> None:
+        data = self._rule_data(rt)
+        if data != rt.saved:  # most cycles change nothing durable: skip the fsync
+            self.store.save_rule(rt.rule.name, data)
+            rt.saved = data
+
+    def _report(self, rt: RuleRuntime, audit: tuple[AuditEntry, ...]) -> RunReport:
+        return RunReport(
+            rule=rt.rule.name,
+            status=self._status(rt),
+            up=rt.last.up if rt.last else True,
+            error=rt.last.error if rt.last else None,
+            firing=tuple(s for s, st in rt.subjects.items() if st.status is Status.FIRING),
+            pending=tuple(s for s, st in rt.subjects.items() if st.status is Status.PENDING),
+            audit=audit,
+        )
+
+    def _status(self, rt: RuleRuntime) -> RuleStatus:
+        now = self.clock()
+        return rule_status(
+            rt.subjects,
+            enabled=rt.rule.enabled,
+            up=rt.last.up if rt.last else True,
+            paused=guards.is_paused(rt.guard, now),
+            gave_up=guards.is_gave_up(rt.guard),
+        )
+
+    def snapshot(self) -> EngineSnapshot:
+        now = self.clock()
+        last_actions = self.store.last_actions()
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+            counters = dict(self._counters)
+            host = self._host
+            config = self.config
+        rules = tuple(self._rule_snapshot(rt, last_actions, now) for rt in runtimes)
+        budget = config.budget
+        return EngineSnapshot(
+            taken_at=now,
+            started_at=self.started_at,
+            dry_run=config.dry_run,
+            rules=rules,
+            actions_total=counters,
+            budget_actions=budget.actions,
+            budget_per=budget.per,
+            budget_remaining=guards.budget_remaining(host, budget, now) or 0,
+            actions_last_hour=sum(1 for t in host.action_times if t > now - 3600),
+            config_path=str(config.path),
+            config_loaded_at=self.config_loaded_at,
+            last_reload_error=self.last_reload_error,
+        )
+
+    def _rule_snapshot(
+        self, rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], now: float
+    ) -> RuleSnapshot:
+        rule = rt.rule
+        last = rt.last
+        subjects = dict(rt.subjects)
+        return RuleSnapshot(
+            name=rule.name,
+            probe=rule.probe,
+            target=rule.target,
+            severity=rule.severity,
+            unit=rule.unit,
+            cardinality=rule.cardinality,
+            status=self._status(rt),
+            enabled=rule.enabled,
+            dry_run=rule.dry_run,
+            every=rule.every,
+            above=rule.thresholds.above,
+            below=rule.thresholds.below,
+            up=None if last is None else last.up,
+            error=None if last is None else last.error,
+            last_run=rt.last_run,
+            duration=None if last is None else last.duration,
+            readings={r.subject: r.value for r in last.readings} if last is not None else {},
+            firing=_values(subjects, Status.FIRING),
+            pending=_values(subjects, Status.PENDING),
+            cooldown_until=guards.cooldown_until(rt.guard, now),
+            gave_up_at=rt.guard.gave_up_at,
+            paused_until=rt.guard.paused_until if guards.is_paused(rt.guard, now) else None,
+            last_actions=tuple(
+                ActionSummary(a.kind, e.decision.value, e.result, e.ts, e.subject, e.error)
+                for a in rule.actions
+                if (e := last_actions.get((rule.name, a.kind))) is not None
+            ),
+            has_actions=bool(rule.actions),
+            description=rule.description,
+        )
+
+    def prune_history(self) -> int:
+        return self.store.prune(self.clock() - self.config.history_retention)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+
+
+_TRANSITION_MESSAGES = {
+    Status.FIRING: "firing",
+    Status.PENDING: "pending",
+    Status.OK: "resolved",
+}
+
+
+def _values(subjects: Mapping[str, SubjectState], status: Status) -> dict[str, float]:
+    return {s: st.value for s, st in subjects.items() if st.status is status and st.value is not None}
+
+
+def _same_measurement(old: Rule, new: Rule) -> bool:
+    return (old.probe, old.target, old.params, old.thresholds) == (
+        new.probe,
+        new.target,
+        new.params,
+        new.thresholds,
+    )
+
+
+def _restore(data: Mapping[str, Any]) -> tuple[dict[str, SubjectState], guards.RuleGuard]:
+    subjects = {
+        subject: SubjectState(status=Status(body["status"]), since=float(body["since"]))
+        for subject, body in data.get("subjects", {}).items()
+        if body.get("status") in {s.value for s in Status}
+    }
+    return subjects, guards.rule_guard_from_dict(data.get("guard", {}))
+
+
+def _run_one(action: Action, batch: Sequence[Reading], dry_run: bool) -> ActionResult:
+    try:
+        return action.run(batch, dry_run=dry_run)
+    except Exception as exc:  # an action bug must not kill the rule's job
+        log.exception("action raised", extra={"fields": {"action": type(action).__name__}})
+        return ActionResult(ok=False, error=_error_text(exc))
+
+
+def _finish(
+    entry: AuditEntry, entry_id: int, result: ActionResult, label: str, duration: float
+) -> AuditEntry:
+    own = [item for item in result.items if item.subject == entry.subject]
+    items = own or list(result.items)
+    ok = all(item.ok for item in own) if own else result.ok
+    error = result.error or next((item.detail for item in own if not item.ok), None)
+    return replace(
+        entry,
+        id=entry_id,
+        result="dry_run" if label == "dry_run" else ("ok" if ok else "failed"),
+        error=error,
+        duration=duration,
+        detail={
+            "summary": result.detail,
+            "items": [
+                {"subject": i.subject, "ok": i.ok, "detail": i.detail, **dict(i.info)}
+                for i in items[:MAX_AUDIT_ITEMS]
+            ],
+            "items_total": len(items),
+        },
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

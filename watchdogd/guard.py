@@ -1,0 +1,389 @@
+"""Whether an action may run now: cooldown, backoff, give-up, host budget, grace, pause, dry-run.
+
+Pure on purpose: every function takes the guard state and ``now`` and
+returns new state, so the engine can persist exactly what it decided
+(write-ahead, before the action runs) and tests can walk through hours of
+cooldowns with plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from watchdogd.model import Decision
+
+__all__ = [
+    "BudgetPolicy",
+    "GuardPolicy",
+    "HostGuard",
+    "RuleGuard",
+    "SubjectGuard",
+    "Verdict",
+    "backoff",
+    "budget_remaining",
+    "cooldown_until",
+    "decide",
+    "host_guard_from_dict",
+    "host_guard_to_dict",
+    "is_gave_up",
+    "is_paused",
+    "observe",
+    "pause",
+    "record_run",
+    "resume",
+    "rule_guard_from_dict",
+    "rule_guard_to_dict",
+]
+
+_FORMAT_VERSION = 1
+
+# 2**62 times any sane base cooldown is far past any sane cap; stopping the
+# exponent there keeps a condition that has come back thousands of times
+# (weeks of hourly retries) from overflowing float and crashing the engine.
+_MAX_DOUBLINGS = 62
+
+
+@dataclass(frozen=True, slots=True)
+class GuardPolicy:
+    """A rule's guard settings, resolved from config (``dry_run`` already merges global and per rule)."""
+
+    cooldown: float
+    max_cooldown: float
+    stable_for: float
+    max_actions: int | None
+    max_actions_per: float
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPolicy:
+    """Host-wide cap on real action runs, so many rules misfiring together cannot thrash the host."""
+
+    actions: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectGuard:
+    """Backoff memory for one rule+subject; exists only after the subject was acted on."""
+
+    attempts: int = 0
+    last_action: float | None = None
+    cooldown_until: float = 0.0
+    clear_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleGuard:
+    """Everything about a rule the guard must remember across cycles and restarts."""
+
+    subjects: Mapping[str, SubjectGuard] = field(default_factory=dict)
+    action_times: tuple[float, ...] = ()
+    gave_up_at: float | None = None
+    paused_until: float | None = None
+    clear_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostGuard:
+    """Real (not dry-run) action runs of all rules: the host budget's only input."""
+
+    action_times: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one rule's batch of firing subjects; every candidate appears exactly once."""
+
+    allowed: tuple[str, ...]
+    skipped: tuple[tuple[str, Decision], ...]
+    decision: Decision
+    gave_up_now: bool
+    guard: RuleGuard
+
+
+# --------------------------------------------------------------------------- observe
+
+
+def observe(rg: RuleGuard, breaching: Collection[str], now: float, policy: GuardPolicy) -> RuleGuard:
+    """Track recovery so backoff and give-up can reset.
+
+    Call it after every successful evaluation with the pending and firing
+    subjects. Do not call it when the probe is down: a failed measurement is
+    not evidence that anything recovered.
+    """
+    breaching = breaching if isinstance(breaching, (set, frozenset)) else frozenset(breaching)
+    subjects: dict[str, SubjectGuard] = {}
+    for subject, sg in rg.subjects.items():
+        kept = _observe_subject(sg, subject in breaching, now, policy.stable_for)
+        if kept is not None:
+            subjects[subject] = kept
+    clear_since, gave_up_at, action_times = _observe_rule(rg, bool(breaching), now, policy.stable_for)
+    paused_until = rg.paused_until if rg.paused_until is not None and rg.paused_until > now else None
+    return RuleGuard(subjects, action_times, gave_up_at, paused_until, clear_since)
+
+
+def _observe_subject(sg: SubjectGuard, in_breach: bool, now: float, stable_for: float) -> SubjectGuard | None:
+    """None drops the entry: stably clear and out of cooldown, there is nothing left to remember.
+
+    Attempts are kept while the condition keeps coming back (so backoff
+    grows) and reset once it stayed away for ``stable_for``, unlike Monit,
+    whose failure counter never forgets.
+    """
+    if in_breach:
+        return sg if sg.clear_since is None else replace(sg, clear_since=None)
+    clear_since = now if sg.clear_since is None else sg.clear_since
+    if now - clear_since < stable_for:
+        return sg if sg.clear_since == clear_since else replace(sg, clear_since=clear_since)
+    if sg.cooldown_until <= now:
+        return None
+    return replace(sg, attempts=0, clear_since=clear_since)
+
+
+def _observe_rule(
+    rg: RuleGuard, any_breach: bool, now: float, stable_for: float
+) -> tuple[float | None, float | None, tuple[float, ...]]:
+    """A given-up rule lifts by itself once the whole rule stayed clear, with a fresh action window."""
+    if any_breach:
+        return None, rg.gave_up_at, rg.action_times
+    clear_since = now if rg.clear_since is None else rg.clear_since
+    if rg.gave_up_at is not None and now - clear_since >= stable_for:
+        return clear_since, None, ()
+    return clear_since, rg.gave_up_at, rg.action_times
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(
+    rg: RuleGuard,
+    hg: HostGuard,
+    candidates: Sequence[str],
+    now: float,
+    policy: GuardPolicy,
+    *,
+    budget: BudgetPolicy | None,
+    in_grace: bool,
+    max_per_run: int,
+) -> Verdict:
+    """Which firing subjects to act on now, and why each other one is skipped.
+
+    Rule-wide reasons (pause, give-up, grace) skip the whole batch before any
+    per-subject check, so the audit log names the reason the operator can act
+    on. Give-up and budget are only checked when some subject is actually
+    out of cooldown: a rule that would not act anyway must not give up.
+    """
+    if max_per_run < 1:
+        raise ValueError(f"max_per_run must be >= 1, got {max_per_run}")
+    mode = Decision.DRY_RUN if policy.dry_run else Decision.RAN
+    ordered = tuple(dict.fromkeys(candidates))
+    blanket = _rule_gate(rg, now, in_grace)
+    if blanket is not None:
+        return Verdict((), tuple((s, blanket) for s in ordered), mode, False, rg)
+
+    reasons: dict[str, Decision] = {s: Decision.SKIPPED_COOLDOWN for s in ordered if _cooling(rg, s, now)}
+    ready = [s for s in ordered if s not in reasons]
+    allowed: tuple[str, ...] = ()
+    gives_up = bool(ready) and _window_full(rg.action_times, policy.max_actions, policy.max_actions_per, now)
+    if gives_up:
+        reasons.update(dict.fromkeys(ready, Decision.GAVE_UP))
+    elif ready and budget is not None and _window_full(hg.action_times, budget.actions, budget.per, now):
+        reasons.update(dict.fromkeys(ready, Decision.SKIPPED_BUDGET))
+    else:
+        allowed = tuple(ready[:max_per_run])
+        reasons.update(dict.fromkeys(ready[max_per_run:], Decision.SKIPPED_MAX_PER_RUN))
+    skipped = tuple((s, reasons[s]) for s in ordered if s in reasons)
+    guard = replace(rg, gave_up_at=now) if gives_up else rg
+    return Verdict(allowed, skipped, mode, gives_up, guard)
+
+
+def _rule_gate(rg: RuleGuard, now: float, in_grace: bool) -> Decision | None:
+    """The first rule-wide reason to skip everything, in precedence order."""
+    gates = (
+        (is_paused(rg, now), Decision.SKIPPED_PAUSED),
+        (is_gave_up(rg), Decision.SKIPPED_GAVE_UP),
+        (in_grace, Decision.SKIPPED_GRACE),
+    )
+    return next((decision for applies, decision in gates if applies), None)
+
+
+def _cooling(rg: RuleGuard, subject: str, now: float) -> bool:
+    sg = rg.subjects.get(subject)
+    return sg is not None and sg.cooldown_until > now
+
+
+def _in_window(times: Sequence[float], per: float, now: float) -> tuple[float, ...]:
+    """Times in ``(now - per, now]``.
+
+    A time after ``now`` (the wall clock stepped back) still counts as recent:
+    when in doubt the guard errs towards fewer actions.
+    """
+    start = now - per
+    return tuple(t for t in times if t > start)
+
+
+def _window_full(times: Sequence[float], limit: int | None, per: float, now: float) -> bool:
+    return limit is not None and len(_in_window(times, per, now)) >= limit
+
+
+# --------------------------------------------------------------------------- record
+
+
+def record_run(
+    rg: RuleGuard,
+    hg: HostGuard,
+    acted: Sequence[str],
+    now: float,
+    policy: GuardPolicy,
+    *,
+    budget: BudgetPolicy | None,
+) -> tuple[RuleGuard, HostGuard]:
+    """Book a run before it executes (write-ahead: a kill -9 mid-action never repeats it in cooldown).
+
+    Dry-run goes through the same rule bookkeeping on purpose, so its audit
+    log shows the cadence the real thing would have; only the host budget is
+    spared, because nothing was actually done to the host. Without a budget
+    nothing reads the host history, so none is kept. An empty ``acted`` is
+    not a run and changes nothing.
+    """
+    if not acted:
+        return rg, hg
+    subjects = dict(rg.subjects)
+    for subject in dict.fromkeys(acted):
+        subjects[subject] = _acted_on(subjects.get(subject), now, policy)
+    action_times = _in_window((*rg.action_times, now), policy.max_actions_per, now)
+    new_rg = replace(rg, subjects=subjects, action_times=action_times)
+    if policy.dry_run:
+        return new_rg, hg
+    host_times = _in_window((*hg.action_times, now), budget.per, now) if budget is not None else ()
+    return new_rg, HostGuard(host_times)
+
+
+def _acted_on(sg: SubjectGuard | None, now: float, policy: GuardPolicy) -> SubjectGuard:
+    attempts = (0 if sg is None else sg.attempts) + 1
+    return SubjectGuard(
+        attempts=attempts,
+        last_action=now,
+        cooldown_until=now + backoff(policy.cooldown, policy.max_cooldown, attempts),
+        clear_since=None,
+    )
+
+
+def backoff(cooldown: float, max_cooldown: float, attempts: int) -> float:
+    """Cooldown after the ``attempts``-th action: doubles each time the condition comes back, capped."""
+    doublings = min(max(attempts - 1, 0), _MAX_DOUBLINGS)
+    return min(cooldown * 2.0**doublings, max_cooldown)
+
+
+# --------------------------------------------------------------------------- operator
+
+
+def pause(rg: RuleGuard, until: float) -> RuleGuard:
+    """``until=float('inf')`` pauses with no expiry."""
+    return replace(rg, paused_until=until)
+
+
+def resume(rg: RuleGuard) -> RuleGuard:
+    """An operator resume also lifts give-up and forgets the action window.
+
+    Otherwise the very next cycle would count the same runs and give up
+    again. Per-subject attempts stay: backoff still protects each subject.
+    """
+    return replace(rg, paused_until=None, gave_up_at=None, action_times=())
+
+
+# --------------------------------------------------------------------------- read helpers
+
+
+def cooldown_until(rg: RuleGuard, now: float) -> float | None:
+    """The latest cooldown end still ahead of ``now``, for status output; None if nothing is cooling."""
+    ends = [sg.cooldown_until for sg in rg.subjects.values() if sg.cooldown_until > now]
+    return max(ends, default=None)
+
+
+def budget_remaining(hg: HostGuard, budget: BudgetPolicy | None, now: float) -> int | None:
+    """Real runs the host may still make in the current window; None when there is no budget."""
+    if budget is None:
+        return None
+    return max(budget.actions - len(_in_window(hg.action_times, budget.per, now)), 0)
+
+
+def is_gave_up(rg: RuleGuard) -> bool:
+    return rg.gave_up_at is not None
+
+
+def is_paused(rg: RuleGuard, now: float) -> bool:
+    """Checks the expiry itself, so a pause ends on time even before ``observe`` tidies it away."""
+    return rg.paused_until is not None and rg.paused_until > now
+
+
+# --------------------------------------------------------------------------- persistence
+#
+# The store keeps opaque JSON. JSON has no infinity (and strict encoders
+# reject it), yet a pause forever is paused_until=inf, so non-finite floats
+# travel as the strings "inf", "-inf" and "nan". Every key is optional on
+# the way in, so state written by an older version still loads.
+
+
+def _enc(x: float | None) -> float | str | None:
+    if x is None or math.isfinite(x):
+        return x
+    return str(x)
+
+
+def _dec(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _dec_times(raw: Any) -> tuple[float, ...]:
+    return tuple(float(t) for t in raw or ())
+
+
+def _subject_to_dict(sg: SubjectGuard) -> dict[str, Any]:
+    return {
+        "attempts": sg.attempts,
+        "last_action": _enc(sg.last_action),
+        "cooldown_until": _enc(sg.cooldown_until),
+        "clear_since": _enc(sg.clear_since),
+    }
+
+
+def _subject_from_dict(d: Mapping[str, Any]) -> SubjectGuard:
+    return SubjectGuard(
+        attempts=int(d.get("attempts", 0)),
+        last_action=_dec(d.get("last_action")),
+        cooldown_until=_dec(d.get("cooldown_until")) or 0.0,
+        clear_since=_dec(d.get("clear_since")),
+    )
+
+
+def rule_guard_to_dict(rg: RuleGuard) -> dict[str, Any]:
+    return {
+        "version": _FORMAT_VERSION,
+        "subjects": {s: _subject_to_dict(sg) for s, sg in rg.subjects.items()},
+        "action_times": [_enc(t) for t in rg.action_times],
+        "gave_up_at": _enc(rg.gave_up_at),
+        "paused_until": _enc(rg.paused_until),
+        "clear_since": _enc(rg.clear_since),
+    }
+
+
+def rule_guard_from_dict(d: Mapping[str, Any]) -> RuleGuard:
+    return RuleGuard(
+        subjects={s: _subject_from_dict(sd) for s, sd in (d.get("subjects") or {}).items()},
+        action_times=_dec_times(d.get("action_times")),
+        gave_up_at=_dec(d.get("gave_up_at")),
+        paused_until=_dec(d.get("paused_until")),
+        clear_since=_dec(d.get("clear_since")),
+    )
+
+
+def host_guard_to_dict(hg: HostGuard) -> dict[str, Any]:
+    return {"version": _FORMAT_VERSION, "action_times": [_enc(t) for t in hg.action_times]}
+
+
+def host_guard_from_dict(d: Mapping[str, Any]) -> HostGuard:
+    return HostGuard(action_times=_dec_times(d.get("action_times")))

@@ -1,0 +1,181 @@
+"""Per-subject ok -> pending -> firing state machine, and a rule's overall status.
+
+Pure: the caller passes the previous states, the new readings and ``now``;
+nothing here reads a clock, sleeps or keeps state between calls, so every
+edge (the exact ``for`` boundary, a value hovering at the line) is testable
+with plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from watchdogd.model import Reading, RuleStatus, Status, SubjectState, Transition
+
+__all__ = ["Evaluation", "Thresholds", "breaches", "evaluate", "rule_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a subject breaches.
+
+    The clear levels exist so a value hovering at the line does not flap:
+    once firing, a subject keeps firing until it is back past the clear level,
+    which the config sets on the safe side of the trigger (``clear_above`` <=
+    ``above``). Unset clear levels mean "no hysteresis".
+    """
+
+    above: float | None = None
+    below: float | None = None
+    clear_above: float | None = None
+    clear_below: float | None = None
+    for_: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Everything one evaluation produced, so the engine never recomputes it.
+
+    ``states`` holds only subjects measured this time: a vanished pid or
+    container must not linger as firing forever.
+    """
+
+    states: dict[str, SubjectState]
+    transitions: tuple[Transition, ...]
+    firing: tuple[Reading, ...]
+    pending: tuple[Reading, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The four comparisons with the clear-level defaults already resolved.
+
+    Resolved once per evaluation rather than once per subject: ``evaluate``
+    runs over thousands of subjects every cycle.
+    """
+
+    trigger_above: float | None
+    trigger_below: float | None
+    hold_above: float | None
+    hold_below: float | None
+
+    @classmethod
+    def of(cls, th: Thresholds) -> _Limits:
+        return cls(
+            trigger_above=th.above,
+            trigger_below=th.below,
+            hold_above=_unless_unset(th.above, th.clear_above),
+            hold_below=_unless_unset(th.below, th.clear_below),
+        )
+
+    def breaches(self, value: float, firing: bool) -> bool:
+        # NaN compares False with everything, so it never breaches; +inf is
+        # greater than any finite ``above``, so it does.
+        if firing:
+            above, below = self.hold_above, self.hold_below
+        else:
+            above, below = self.trigger_above, self.trigger_below
+        return (above is not None and value > above) or (below is not None and value < below)
+
+
+def _unless_unset(trigger: float | None, clear: float | None) -> float | None:
+    """The level a firing subject must cross to clear: a clear level only matters for a set side."""
+    if trigger is None:
+        return None
+    return trigger if clear is None else clear
+
+
+def breaches(value: float, th: Thresholds, firing: bool) -> bool:
+    """Whether ``value`` is in breach; ``firing`` selects the (hysteresis) clear levels."""
+    return _Limits.of(th).breaches(value, firing)
+
+
+def _next_state(prev: SubjectState, in_breach: bool, value: float, now: float, for_: float) -> SubjectState:
+    """One subject's step. Only a pending subject needs the clock, to see whether ``for`` has passed."""
+    if not in_breach:
+        status = Status.OK
+    elif prev.status is Status.FIRING:
+        status = Status.FIRING
+    else:
+        # A new breach is pending from now. ``min`` re-anchors a ``since`` in
+        # the future (wall clock stepped back) so it cannot stall firing by
+        # the size of the step; at worst the ``for`` period restarts.
+        pending_since = min(prev.since, now) if prev.status is Status.PENDING else now
+        if now - pending_since < for_:
+            return SubjectState(Status.PENDING, pending_since, value, now)
+        status = Status.FIRING
+    since = prev.since if status is prev.status else now
+    return SubjectState(status, since, value, now)
+
+
+def evaluate(
+    prev: Mapping[str, SubjectState],
+    readings: Sequence[Reading],
+    th: Thresholds,
+    now: float,
+) -> Evaluation:
+    """Advance every subject one step and report what changed.
+
+    A subject seen twice in ``readings`` is evaluated once, with its last
+    reading: a probe should not do that, and one state per subject is the
+    invariant the rest of the engine relies on.
+    """
+    limits = _Limits.of(th)
+    latest = {r.subject: r for r in readings}
+    states: dict[str, SubjectState] = {}
+    transitions: list[Transition] = []
+    firing: list[Reading] = []
+    pending: list[Reading] = []
+    for subject, reading in latest.items():
+        old = prev.get(subject)
+        if old is None:
+            old = SubjectState(Status.OK, now)
+        value = reading.value
+        in_breach = limits.breaches(value, old.status is Status.FIRING)
+        new = _next_state(old, in_breach, value, now, th.for_)
+        states[subject] = new
+        if new.status is not old.status:
+            transitions.append(Transition(subject, old.status, new.status, value))
+        # Identity tests, not a dict keyed by Status: Enum.__hash__ is Python
+        # code, and this line runs for every subject of every rule every cycle.
+        if new.status is Status.FIRING:
+            firing.append(reading)
+        elif new.status is Status.PENDING:
+            pending.append(reading)
+    transitions.extend(_vanished(prev, latest))
+    return Evaluation(states, tuple(transitions), tuple(firing), tuple(pending))
+
+
+def _vanished(prev: Mapping[str, SubjectState], seen: Mapping[str, Reading]) -> list[Transition]:
+    """A subject that is gone (pid exited, container removed) has recovered as far as we can tell."""
+    return [
+        Transition(subject, state.status, Status.OK, None)
+        for subject, state in prev.items()
+        if subject not in seen and state.status is not Status.OK
+    ]
+
+
+def rule_status(
+    states: Mapping[str, SubjectState],
+    *,
+    enabled: bool,
+    up: bool,
+    paused: bool,
+    gave_up: bool,
+) -> RuleStatus:
+    """One word for `watchdogctl status`: operator intent first, then health of the probe, then subjects.
+
+    The order matters: a paused rule whose probe is down shows "paused",
+    because that is the thing the operator has to undo.
+    """
+    present = {state.status for state in states.values()}
+    precedence = (
+        (not enabled, RuleStatus.DISABLED),
+        (paused, RuleStatus.PAUSED),
+        (gave_up, RuleStatus.GAVE_UP),
+        (not up, RuleStatus.DOWN),
+        (Status.FIRING in present, RuleStatus.FIRING),
+        (Status.PENDING in present, RuleStatus.PENDING),
+    )
+    return next((status for applies, status in precedence if applies), RuleStatus.OK)

@@ -1,0 +1,39 @@
+"""The contract every probe meets.
+
+A probe instance lives as long as its rule's config: it may keep state
+between runs (CPU time deltas, counters for rates, file offsets) because
+several rules measuring the same thing must not disturb each other, which
+psutil's module-level ``cpu_percent`` state would.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from watchdogd.model import Reading
+
+
+class ProbeError(Exception):
+    """A probe could not measure. The message ends up verbatim in status and /metrics logs."""
+
+
+class Params(BaseModel):
+    """Base of every probe's and action's ``params``: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class Probe(Protocol):
+    def measure(self) -> list[Reading]:
+        """Return one reading per subject, or raise; the engine turns exceptions into a down result.
+
+        Runs in a worker thread under a timeout: it must not touch shared state
+        other than its own attributes and its target client.
+        """
+        ...

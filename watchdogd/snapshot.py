@@ -1,0 +1,67 @@
+"""Read-only views of the engine's state for /metrics, `watchdogctl status` and /healthz.
+
+A scrape or a status call copies these under the engine's lock and formats
+them afterwards, so readers never block a rule run and never run a probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from watchdogd.model import Cardinality, RuleStatus, Unit
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSummary:
+    action: str
+    decision: str
+    result: str
+    ts: float
+    subject: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSnapshot:
+    name: str
+    probe: str
+    target: str | None
+    severity: str
+    unit: Unit
+    cardinality: Cardinality
+    status: RuleStatus
+    enabled: bool
+    dry_run: bool
+    every: float
+    above: float | None
+    below: float | None
+    up: bool | None  # None: not run yet
+    error: str | None
+    last_run: float | None
+    duration: float | None
+    readings: Mapping[str, float] = field(default_factory=dict)
+    firing: Mapping[str, float] = field(default_factory=dict)
+    pending: Mapping[str, float] = field(default_factory=dict)
+    cooldown_until: float | None = None
+    gave_up_at: float | None = None
+    paused_until: float | None = None
+    last_actions: tuple[ActionSummary, ...] = ()
+    has_actions: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    taken_at: float
+    started_at: float
+    dry_run: bool
+    rules: tuple[RuleSnapshot, ...]
+    actions_total: Mapping[tuple[str, str, str], int]  # (rule, action, result) -> count since start
+    budget_actions: int
+    budget_per: float
+    budget_remaining: int
+    actions_last_hour: int
+    config_path: str
+    config_loaded_at: float
+    last_reload_error: str | None = None

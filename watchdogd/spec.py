@@ -1,0 +1,56 @@
+"""Declarations a family module exports so the registry can list it.
+
+Each family module (``probes/host.py``, ``probes/postgres.py``...) exports
+``PROBES: dict[str, ProbeSpec]`` and each action module ``ACTIONS: dict[str,
+ActionSpec]``; each target module ``TARGET: TargetSpec``. ``registry.py``
+merges those tables explicitly, so what exists is greppable and nothing is
+discovered by scanning directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from watchdogd.actions.base import Action, ActionParams
+from watchdogd.model import Cardinality, Clock, Unit
+from watchdogd.probes.base import Params, Probe
+
+ProbeFactory = Callable[[Any, Any, Clock], Probe]
+"""(params, target client or None, clock) -> probe."""
+ActionFactory = Callable[[Any, Any, Clock], Action]
+"""(params, target client or None, clock) -> action."""
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    params: type[Params]
+    factory: ProbeFactory
+    unit: Unit
+    cardinality: Cardinality
+    summary: str
+    target_kind: str | None = None  # "postgres", "redis", "docker"; None for host-local probes
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    params: type[ActionParams]
+    factory: ActionFactory
+    summary: str
+    target_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A kind of thing probes talk to (a PostgreSQL server, a Redis, a Docker engine).
+
+    ``connect`` imports the client library itself, so a host that configures
+    no PostgreSQL target never loads psycopg (memory budget, start time).
+    The returned client must reconnect by itself and be safe to share
+    between the rules that name it.
+    """
+
+    params: type[Params]
+    connect: Callable[[Any], Any]
+    close: Callable[[Any], None]
