@@ -46,7 +46,8 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=0.1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rules = "".join(f"  {name}:\n    {body}\n    every: {int(args.every * 1000)}ms\n" for name, body in RULES.items())
+        every = f"{int(args.every * 1000)}ms"
+        rules = "".join(f"  {name}:\n    {body}\n    every: {every}\n" for name, body in RULES.items())
         config = Path(tmp) / "w.yaml"
         config.write_text(
             f"state_dir: {tmp}/state\ncontrol_socket: {tmp}/c.sock\nlisten: null\njitter: 0s\nrules:\n{rules}"
