@@ -14,22 +14,31 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from watchdogd import __version__
+from watchdogd import __version__, notify
 from watchdogd.clients import close_clients, open_clients
 from watchdogd.config import Config, ConfigError, env_config_path, load_config
+from watchdogd.control import ControlError, ControlServer, Handlers, resolve_group
 from watchdogd.engine import Engine, RunReport
+from watchdogd.exporter import Exposition, build_registry, render_text
+from watchdogd.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
 from watchdogd.logs import event, setup_logging
+from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.scheduler import JobSpec, Scheduler
 from watchdogd.state import StateError, StateStore
+from watchdogd.textfile import TextfileError, TextfileWriter, check_directory
 
 log = logging.getLogger("watchdogd")
 
 EXIT_OK, EXIT_FIRING, EXIT_CONFIG = 0, 1, 2
 PRUNE_EVERY = 3600.0
+STATUS_EVERY = 2.0
+"""Seconds between sd_notify STATUS refreshes (sent only when the text changed)."""
+INTERFACE_ERRORS = (ControlError, ListenError, WebConfigError, TextfileError)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -61,7 +70,16 @@ class Daemon:
         self.store = StateStore(config.state_dir / "state.db", clock)
         self.clients = open_clients(config)
         self.engine = Engine(config, self.store, self.clients, clock, stop=self.stop_event)
-        self.scheduler = Scheduler(self.engine.run_rule, clock)
+        self.scheduler = Scheduler(self._run_rule, clock)
+        self.notifier = notify.Notifier.from_env()
+        self.exposition = Exposition(build_registry(self.engine.snapshot, __version__))
+        self._textfile_registry = build_registry(self.engine.snapshot, __version__, process=False)
+        self.http: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self.textfile: TextfileWriter | None = None
+        self._reload_lock = threading.Lock()
+        self._status_due = 0.0
+        self._pings_withheld = False
         self._last_prune = 0.0
 
     @property
@@ -70,7 +88,19 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
+        try:
+            # Sockets are bound before the scheduler starts: a taken port or a bad group fails
+            # the start before any rule could act.
+            self._open_interfaces(self.config)
+        except INTERFACE_ERRORS as exc:
+            event(log, logging.ERROR, "cannot start", error=str(exc))
+            self._close_interfaces()
+            self.engine.close()
+            close_clients(self.clients)
+            self.store.close()
+            return EXIT_CONFIG
         self.scheduler.start(jobs_for(self.config))
+        self._serve_interfaces()
         event(
             log,
             logging.INFO,
@@ -78,17 +108,38 @@ class Daemon:
             version=__version__,
             config=str(self.config.path),
             summary=self.config.summary(),
+            http=f"{self.config.listen} ({describe(self.http.web)})" if self.http else None,
+            control=str(self.config.control_socket),
+            textfile=self.config.textfile_dir,
         )
+        self.notifier.ready(self._status_text())
         while not self.stop_event.is_set():
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
             self._housekeeping()
-            self.stop_event.wait(1.0)
+            self._tick_notify()
+            self.stop_event.wait(self._loop_wait())
         return self.shutdown()
 
     def reload(self) -> bool:
         """Re-read the config; a bad one keeps the running config and says why."""
+        return self.reload_verbose()[0]
+
+    def reload_verbose(self) -> tuple[bool, str]:
+        """SIGHUP and `watchdogctl reload`: (ok, summary or every problem, one per line).
+
+        systemd hears RELOADING=1 first and READY=1 after, whatever the
+        outcome; STATUS= then says whether the reload failed.
+        """
+        with self._reload_lock:  # SIGHUP and the control socket may ask at the same time
+            self.notifier.reloading()
+            try:
+                return self._reload()
+            finally:
+                self.notifier.ready(self._status_text())
+
+    def _reload(self) -> tuple[bool, str]:
         path = self.config.path
         try:
             config = load_config(path, force_dry_run=self.args.dry_run)
@@ -96,15 +147,23 @@ class Daemon:
             self.engine.last_reload_error = f"{len(exc.problems)} problem(s): {exc.problems[0]}"
             for problem in exc.problems:
                 event(log, logging.ERROR, "reload failed, keeping the running config", problem=problem)
-            return False
+            return False, "\n".join(exc.problems)
+        try:
+            swap = self._prepare_interfaces(config)
+        except INTERFACE_ERRORS as exc:
+            self.engine.last_reload_error = str(exc)
+            event(log, logging.ERROR, "reload failed, keeping the running config", problem=str(exc))
+            return False, str(exc)
         old_clients = self.clients
         self.clients = open_clients(config)
         self.engine.reconfigure(config, self.clients)
         self.scheduler.replace(jobs_for(config))
+        self._commit_interfaces(config, swap)
+        self._changed()
         close_clients(old_clients)
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
-        return True
+        return True, config.summary()
 
     def _housekeeping(self) -> None:
         now = self.clock()
@@ -118,9 +177,14 @@ class Daemon:
         self.stop_event.set()
 
     def shutdown(self) -> int:
+        self.notifier.stopping()
         event(log, logging.INFO, "stopping")
+        if self.control is not None:
+            self.control.close()  # no new requests; waits for a `watchdogctl run` in flight
+            self.control = None
         # wait=True lets an action in flight finish (each action is bounded by its own timeout).
         self.scheduler.shutdown(wait=True)
+        self._close_interfaces()  # after the last cycle, so the textfile holds the final state
         self.engine.close()
         close_clients(self.clients)
         self.store.close()
@@ -137,6 +201,203 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+
+    # -- interfaces: HTTP, control socket, textfile, sd_notify ------------------
+
+    def _run_rule(self, name: str) -> RunReport:
+        """Scheduler and `watchdogctl run` entry: one cycle, then refresh the textfile."""
+        try:
+            return self.engine.run_rule(name)
+        finally:
+            self._changed()
+
+    def _changed(self) -> None:
+        """The engine's state moved: refresh /metrics and the textfile (both debounce)."""
+        self.exposition.changed()
+        if self.textfile is not None:
+            self.textfile.changed()
+
+    def _pause(self, name: str, until: float) -> None:
+        self.engine.pause(name, until)
+        self._changed()
+
+    def _resume(self, name: str) -> None:
+        self.engine.resume(name)
+        self._changed()
+
+    def _handlers(self) -> Handlers:
+        engine = self.engine
+        return Handlers(
+            snapshot=engine.snapshot,
+            history=lambda rule, since, limit: engine.store.history(rule=rule, since=since, limit=limit),
+            pause=self._pause,
+            resume=self._resume,
+            run=self._run_rule,
+            reload=self.reload_verbose,
+            rules=engine.rule_names,
+            units=lambda: {name: rule.unit for name, rule in self.config.rules.items()},
+            version=__version__,
+            clock=self.clock,
+        )
+
+    def _health(self) -> tuple[bool, str]:
+        """/healthz: the scheduler runs and every rule finished within two of its intervals."""
+        if not self.scheduler.running:
+            return False, "scheduler not running"
+        late = sorted(self.scheduler.late())
+        if late:
+            shown = ", ".join(late[:10]) + (" ..." if len(late) > 10 else "")
+            return False, f"{len(late)} rule(s) did not run within two intervals: {shown}"
+        return True, f"ok: {sum(1 for r in self.config.rules.values() if r.enabled)} rules running"
+
+    def _render_textfile(self) -> bytes:
+        return render_text(self._textfile_registry)
+
+    def _open_interfaces(self, config: Config) -> None:
+        web = load_web_config(config.web_config_file)
+        textdir = check_directory(config.textfile_dir) if config.textfile_dir else None
+        self.control = ControlServer(config.control_socket, config.control_group, self._handlers())
+        if config.listen:
+            self.http = MetricsServer(config.listen, web, self.exposition, self._health)
+        if textdir is not None:
+            self.textfile = TextfileWriter(textdir, self._render_textfile)
+
+    def _serve_interfaces(self) -> None:
+        self.exposition.start()
+        for server in (self.control, self.http, self.textfile):
+            if server is not None:
+                server.start()
+
+    def _close_interfaces(self) -> None:
+        for name in ("control", "http", "textfile"):
+            server = getattr(self, name)
+            if server is not None:
+                try:
+                    server.close()
+                except Exception as exc:  # closing must not stop the shutdown
+                    event(log, logging.WARNING, f"closing {name} failed", error=str(exc))
+                setattr(self, name, None)
+        self.exposition.close()
+
+    def _prepare_interfaces(self, config: Config) -> _Swap:
+        """Check and bind what a new config needs, without touching what runs (a reload may still fail)."""
+        old = self.config
+        swap = _Swap(
+            web=load_web_config(config.web_config_file),
+            textdir=check_directory(config.textfile_dir) if config.textfile_dir else None,
+        )
+        resolve_group(config.control_group)
+        try:
+            if config.control_socket != old.control_socket:
+                swap.control = ControlServer(config.control_socket, config.control_group, self._handlers())
+                swap.control_changed = True
+            if config.listen != old.listen:
+                swap.http_changed = True
+                if config.listen:
+                    swap.http = self._rebind_http(config.listen, swap.web)
+        except INTERFACE_ERRORS:
+            if swap.control is not None:
+                swap.control.close()
+            raise
+        return swap
+
+    def _rebind_http(self, listen: str, web: WebConfig) -> MetricsServer:
+        try:
+            return MetricsServer(listen, web, self.exposition, self._health)
+        except ListenError:
+            if self.http is None:
+                raise
+        # The new address overlaps the old one (0.0.0.0:9469 -> 127.0.0.1:9469): free it and retry,
+        # and put the old one back if that fails too.
+        old = self.http
+        old.close()
+        self.http = None
+        try:
+            return MetricsServer(listen, web, self.exposition, self._health)
+        except ListenError:
+            try:
+                self.http = MetricsServer(old.listen, old.web, self.exposition, self._health)
+                self.http.start()
+            except ListenError as exc:
+                event(log, logging.ERROR, "cannot re-open the previous listen address", error=str(exc))
+            raise
+
+    def _commit_interfaces(self, config: Config, swap: _Swap) -> None:
+        if swap.control_changed and swap.control is not None:
+            swap.control.start()
+            old_control, self.control = self.control, swap.control
+            if old_control is not None:
+                old_control.close(timeout=0.0)
+        elif self.control is not None and config.control_group != self.control.group:
+            try:
+                self.control.set_group(config.control_group)
+            except ControlError as exc:
+                event(log, logging.ERROR, "cannot change the control socket's group", error=str(exc))
+        if swap.http_changed:
+            old_http, self.http = self.http, swap.http
+            if self.http is not None:
+                self.http.start()
+            if old_http is not None:
+                old_http.close()
+        elif self.http is not None:
+            self.http.update(swap.web)
+        self._swap_textfile(swap.textdir)
+
+    def _swap_textfile(self, textdir: Path | None) -> None:
+        if textdir is None:
+            if self.textfile is not None:
+                self.textfile.close()
+                self.textfile = None
+        elif self.textfile is None:
+            self.textfile = TextfileWriter(textdir, self._render_textfile)
+            self.textfile.start()
+        else:
+            self.textfile.directory = textdir
+            self.textfile.changed()
+
+    def _status_text(self) -> str:
+        try:
+            return notify.status_line(self.engine.snapshot())
+        except Exception as exc:  # STATUS is informational; never let it break start, reload or the loop
+            return f"status unavailable: {exc}"
+
+    def _progressing(self) -> bool:
+        stuck = self.scheduler.progress.late(notify.stuck_after(self.config.rules.values()), factor=1.0)
+        healthy = notify.should_ping(self.scheduler.running, stuck)
+        if healthy == self._pings_withheld:  # log the edges, not every second
+            self._pings_withheld = not healthy
+            if healthy:
+                event(log, logging.INFO, "scheduler progressing again; watchdog pings resumed")
+            else:
+                event(log, logging.ERROR, "scheduler not progressing; withholding watchdog pings",
+                      running=self.scheduler.running, stuck=",".join(sorted(stuck)[:10]))
+        return healthy
+
+    def _tick_notify(self) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.notifier.interval is not None:
+            self.notifier.watchdog(self._progressing())
+        now = time.monotonic()
+        if now >= self._status_due:
+            self._status_due = now + STATUS_EVERY
+            self.notifier.status(self._status_text())
+
+    def _loop_wait(self) -> float:
+        due = self.notifier.watchdog_due()
+        return 1.0 if due is None else min(1.0, max(0.1, due))
+
+
+@dataclass
+class _Swap:
+    """What a reload prepared for the interfaces; applied only once the whole reload is known good."""
+
+    web: WebConfig
+    textdir: Path | None
+    control: ControlServer | None = None
+    control_changed: bool = False
+    http: MetricsServer | None = None
+    http_changed: bool = False
 
 
 def run_once(config: Config, clock: Clock = time.time) -> int:
@@ -176,6 +437,7 @@ def format_report(report: RunReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     args = parse_args(argv)
     try:
         config = load_config(args.config, force_dry_run=args.dry_run)

@@ -533,6 +533,7 @@ class Engine:
             ),
             has_actions=bool(rule.actions),
             description=rule.description,
+            actions=tuple(action.kind for action in rule.actions),
         )
 
     def prune_history(self) -> int:

@@ -49,6 +49,7 @@ class RuleSnapshot:
     last_actions: tuple[ActionSummary, ...] = ()
     has_actions: bool = False
     description: str = ""
+    actions: tuple[str, ...] = ()  # configured action kinds, in order (metrics pre-set their counters)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,665 @@
+"""The control API: a unix socket speaking versioned JSON, and its client.
+
+Wire format (protocol version 1), one request per connection::
+
+    -> {"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 1800}}\\n
+    <- {"v": 1, "ok": true, "result": {...}}\\n
+    <- {"v": 1, "ok": false, "error": {"code": "unknown_rule", "message": "..."}}\\n
+
+The request ends at the first newline or when the client shuts down its
+sending side. Whatever a client sends (garbage, 10 MB, nothing, one byte a
+minute), it gets a JSON error and the daemon carries on: requests are capped
+at 64 KiB, each connection has one deadline for the whole request (not per
+``recv``, which a slow-loris client would reset forever), and only a few
+connections are served at once.
+
+Access control is the socket's mode (0660) and group: anyone who can connect
+may pause rules, so the socket is never world-accessible. Mutating commands
+are logged with the caller's uid and pid (SO_PEERCRED).
+
+The client half lives in ``watchdogd.cli`` (``call``), so that
+``watchdogctl status`` never imports this module or anything it pulls in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import logging
+import math
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watchdogd.logs import event
+
+if TYPE_CHECKING:
+    from watchdogd.engine import RunReport
+    from watchdogd.model import AuditEntry, Unit
+    from watchdogd.snapshot import EngineSnapshot, RuleSnapshot
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+STATUS_SCHEMA = 1
+MAX_REQUEST = 64 * 1024
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its whole request."""
+REPLY_TIMEOUT = 10.0
+"""Seconds a client has to read the reply before we give up on it."""
+MAX_CLIENTS = 8
+"""Requests served at once; further clients wait in the listen backlog (bounded by their own timeout)."""
+LINGER = 0.5
+"""Seconds to read and discard what a client still sends after our reply (see ``_linger``)."""
+MAX_SOCKET_PATH = 107
+SOCKET_MODE = 0o660
+MAX_LISTED = 20
+"""Subjects listed per rule in status (high-cardinality rules can have thousands; the count is always exact)."""
+HISTORY_LIMIT = 10_000
+
+
+class ControlError(Exception):
+    """The control socket cannot be set up; the message names the key and the path."""
+
+
+class RequestError(Exception):
+    """A request the daemon refuses; becomes ``{"ok": false, "error": {code, message}}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+
+def number(value: float | None) -> float | str | None:
+    """JSON has no infinity: non-finite floats travel as the strings "+Inf", "-Inf" and "NaN"."""
+    if value is None or math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "+Inf" if value > 0 else "-Inf"
+
+
+def jsonable(value: Any) -> Any:
+    """Anything from an audit row's detail -> strict JSON values."""
+    if isinstance(value, float):
+        return number(value)
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(jsonable(message), allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# --------------------------------------------------------------------------- documents (the schemas)
+
+
+def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str, Any]:
+    """What ``status`` returns; the schema is documented in docs/interfaces.md."""
+    rules = [_rule_document(rule) for rule in snap.rules]
+    enabled = [doc for doc in rules if doc["enabled"]]
+    states: dict[str, int] = {}
+    for doc in rules:
+        states[doc["state"]] = states.get(doc["state"], 0) + 1
+    return {
+        "schema": STATUS_SCHEMA,
+        "now": snap.taken_at,
+        "daemon": {
+            "version": version,
+            "pid": pid,
+            "started_at": snap.started_at,
+            "uptime_seconds": max(0.0, snap.taken_at - snap.started_at),
+            "config_path": snap.config_path,
+            "config_loaded_at": snap.config_loaded_at,
+            "last_reload_error": snap.last_reload_error,
+            "dry_run": snap.dry_run,
+        },
+        "budget": {
+            "actions": snap.budget_actions,
+            "per_seconds": snap.budget_per,
+            "remaining": snap.budget_remaining,
+            "used_last_hour": snap.actions_last_hour,
+        },
+        "summary": {
+            "rules": len(rules),
+            "states": states,
+            "firing": [doc["name"] for doc in enabled if doc["firing"]["count"]],
+            "firing_critical": [
+                doc["name"] for doc in enabled if doc["firing"]["count"] and doc["severity"] == "critical"
+            ],
+            "gave_up": [doc["name"] for doc in enabled if doc["gave_up_at"] is not None],
+            "down": [doc["name"] for doc in enabled if doc["up"] is False],
+        },
+        "rules": rules,
+    }
+
+
+def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
+    from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only; keeps watchdogctl light)
+
+    def value(subject: str, raw: float) -> dict[str, Any]:
+        return {"subject": subject, "value": number(raw), "text": format_value(raw, rule.unit)}
+
+    def listed(values: Mapping[str, float]) -> dict[str, Any]:
+        worst_first = sorted(values.items(), key=lambda item: item[1], reverse=rule.above is not None)
+        return {"count": len(values), "subjects": [value(s, v) for s, v in worst_first[:MAX_LISTED]]}
+
+    worst = _worst(rule)
+    last = max(rule.last_actions, key=lambda action: action.ts, default=None)
+    return {
+        "name": rule.name,
+        "description": rule.description,
+        "probe": rule.probe,
+        "target": rule.target,
+        "severity": rule.severity,
+        "state": rule.status.value,
+        "enabled": rule.enabled,
+        "dry_run": rule.dry_run,
+        "unit": rule.unit.value,
+        "cardinality": rule.cardinality.value,
+        "interval_seconds": rule.every,
+        "threshold": {
+            "above": number(rule.above),
+            "below": number(rule.below),
+            "above_text": None if rule.above is None else format_value(rule.above, rule.unit),
+            "below_text": None if rule.below is None else format_value(rule.below, rule.unit),
+        },
+        "up": rule.up,
+        "error": rule.error,
+        "last_run": rule.last_run,
+        "duration_seconds": rule.duration,
+        "subjects": len(rule.readings),
+        "firing": listed(rule.firing),
+        "pending": listed(rule.pending),
+        "worst": None if worst is None else value(*worst),
+        "actions": list(rule.actions),
+        "last_action": None if last is None else {
+            "action": last.action,
+            "decision": last.decision,
+            "result": last.result,
+            "ts": last.ts,
+            "subject": last.subject,
+            "error": last.error,
+        },
+        "cooldown_until": number(rule.cooldown_until),
+        "paused_until": number(rule.paused_until),
+        "gave_up_at": number(rule.gave_up_at),
+    }
+
+
+def _worst(rule: RuleSnapshot) -> tuple[str, float] | None:
+    """The reading closest to (or furthest past) the threshold: what "value vs threshold" shows."""
+    if not rule.readings:
+        return None
+    items = rule.readings.items()
+    high = max(items, key=lambda item: item[1])
+    low = min(items, key=lambda item: item[1])
+    if rule.above is not None and (high[1] > rule.above or rule.below is None or not low[1] < rule.below):
+        return high
+    return low if rule.below is not None else high
+
+
+def audit_document(entry: AuditEntry, unit: Unit | None = None) -> dict[str, Any]:
+    """One audit row; with the rule's unit, values also come as text (``93.1%``, ``2.0h``)."""
+    from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only)
+
+    def text(value: float | None) -> str | None:
+        return None if value is None or unit is None else format_value(value, unit)
+
+    return {
+        "id": entry.id,
+        "ts": entry.ts,
+        "rule": entry.rule,
+        "subject": entry.subject,
+        "action": entry.action,
+        "decision": entry.decision.value,
+        "result": entry.result,
+        "error": entry.error,
+        "value_before": number(entry.value_before),
+        "value_after": number(entry.value_after),
+        "value_before_text": text(entry.value_before),
+        "value_after_text": text(entry.value_after),
+        "duration_seconds": entry.duration,
+        "detail": jsonable(entry.detail),
+    }
+
+
+def report_document(report: RunReport, unit: Unit | None = None) -> dict[str, Any]:
+    return {
+        "rule": report.rule,
+        "state": report.status.value,
+        "up": report.up,
+        "error": report.error,
+        "firing": {"count": len(report.firing), "subjects": list(report.firing[:MAX_LISTED])},
+        "pending": {"count": len(report.pending), "subjects": list(report.pending[:MAX_LISTED])},
+        "audit": [audit_document(entry, unit) for entry in report.audit],
+    }
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What the control API can do, as plain callables: the daemon wires them, tests fake them."""
+
+    snapshot: Callable[[], EngineSnapshot]
+    history: Callable[[str | None, float | None, int], Sequence[AuditEntry]]
+    pause: Callable[[str, float], None]
+    resume: Callable[[str], None]
+    run: Callable[[str], RunReport]
+    reload: Callable[[], tuple[bool, str]]
+    rules: Callable[[], Sequence[str]]
+    units: Callable[[], Mapping[str, Unit]]
+    version: str
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+_ARG_TYPES: dict[str, tuple[type, ...]] = {
+    "rule": (str,),
+    "seconds": (int, float),
+    "since": (int, float),
+    "limit": (int,),
+}
+_COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # command: (required, optional)
+    "version": (frozenset(), frozenset()),
+    "status": (frozenset(), frozenset()),
+    "history": (frozenset(), frozenset({"rule", "since", "limit"})),
+    "pause": (frozenset({"rule"}), frozenset({"seconds"})),
+    "resume": (frozenset({"rule"}), frozenset()),
+    "run": (frozenset({"rule"}), frozenset()),
+    "reload": (frozenset(), frozenset()),
+}
+MUTATING = frozenset({"pause", "resume", "run", "reload"})
+
+
+def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Bytes -> (command, args), or RequestError saying exactly what is wrong."""
+    text = raw.strip()
+    if not text:
+        raise RequestError("bad_request", "empty request: send one JSON object, e.g. {\"v\": 1, \"cmd\": \"status\"}")
+    try:
+        message = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad_request", "request is not UTF-8") from exc
+    except ValueError as exc:
+        raise RequestError("bad_request", f"request is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise RequestError("bad_request", "request must be a JSON object with \"v\" and \"cmd\"")
+    version = message.get("v")
+    if version != PROTOCOL or isinstance(version, bool):
+        raise RequestError("unsupported_version", f"protocol version {version!r} is not supported; use {PROTOCOL}")
+    unknown = set(message) - {"v", "cmd", "args"}
+    if unknown:
+        raise RequestError("bad_request", f"unknown request key(s): {', '.join(sorted(map(str, unknown)))}")
+    command = message.get("cmd")
+    if not isinstance(command, str) or command not in _COMMAND_ARGS:
+        raise RequestError("unknown_command", f"unknown command {command!r}; expected one of: "
+                           f"{', '.join(_COMMAND_ARGS)}")
+    args = message.get("args")
+    args = {} if args is None else args
+    if not isinstance(args, dict):
+        raise RequestError("bad_request", "args must be a JSON object")
+    required, optional = _COMMAND_ARGS[command]
+    for key in sorted(set(args) - required - optional):
+        raise RequestError("bad_request", f"{command}: unknown argument {key!r}")
+    for key in sorted(required - set(args)):
+        raise RequestError("bad_request", f"{command}: missing argument {key!r}")
+    for key, value in args.items():
+        if value is None and key in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, _ARG_TYPES[key]):
+            raise RequestError("bad_request", f"{command}: argument {key!r} has the wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError("bad_request", f"{command}: argument {key!r} must be finite")
+    return command, args
+
+
+class Dispatcher:
+    """Command name -> handler; everything here returns JSON-able data or raises RequestError."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self._table: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "version": self._version,
+            "status": self._status,
+            "history": self._history,
+            "pause": self._pause,
+            "resume": self._resume,
+            "run": self._run,
+            "reload": self._reload,
+        }
+
+    def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
+        try:
+            command, args = parse_request(raw)
+            if command in MUTATING:
+                event(log, logging.INFO, "control request", cmd=command, rule=args.get("rule"),
+                      uid=None if peer is None else peer.uid, pid=None if peer is None else peer.pid)
+            return {"v": PROTOCOL, "ok": True, "result": self._table[command](args)}
+        except RequestError as exc:
+            return error_reply(exc.code, exc.message)
+        except Exception as exc:  # a bug must be an error reply, never a dead daemon
+            log.exception("control request failed")
+            return error_reply("internal", f"internal error: {type(exc).__name__}: {exc}")
+
+    def _known(self, rule: str) -> str:
+        names = list(self.handlers.rules())
+        if rule not in names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            raise RequestError("unknown_rule", f"unknown rule {rule!r} (rules: {shown or 'none'})")
+        return rule
+
+    def _version(self, args: dict[str, Any]) -> Any:
+        return {"version": self.handlers.version, "protocol": PROTOCOL, "commands": list(self._table)}
+
+    def _status(self, args: dict[str, Any]) -> Any:
+        return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version)
+
+    def _history(self, args: dict[str, Any]) -> Any:
+        limit = args.get("limit")
+        limit = 50 if limit is None else limit
+        if not 1 <= limit <= HISTORY_LIMIT:
+            raise RequestError("bad_request", f"history: limit must be from 1 to {HISTORY_LIMIT}")
+        rule = args.get("rule")
+        entries = self.handlers.history(rule, args.get("since"), limit)
+        units = self.handlers.units()
+        return {"entries": [audit_document(entry, units.get(entry.rule)) for entry in entries]}
+
+    def _pause(self, args: dict[str, Any]) -> Any:
+        rule = self._known(args["rule"])
+        seconds = args.get("seconds")
+        if seconds is not None and seconds <= 0:
+            raise RequestError("bad_request", "pause: seconds must be positive (omit it to pause until resumed)")
+        until = math.inf if seconds is None else self.handlers.clock() + seconds
+        self.handlers.pause(rule, until)
+        return {"rule": rule, "paused_until": number(until)}
+
+    def _resume(self, args: dict[str, Any]) -> Any:
+        rule = self._known(args["rule"])
+        self.handlers.resume(rule)
+        return {"rule": rule}
+
+    def _run(self, args: dict[str, Any]) -> Any:
+        rule = self._known(args["rule"])
+        try:
+            report = self.handlers.run(rule)
+        except KeyError as exc:  # removed by a reload between the check and the run
+            raise RequestError("unknown_rule", f"unknown rule {rule!r}") from exc
+        return report_document(report, self.handlers.units().get(rule))
+
+    def _reload(self, args: dict[str, Any]) -> Any:
+        ok, message = self.handlers.reload()
+        if not ok:
+            raise RequestError("reload_failed", message)
+        return {"reloaded": True, "summary": message}
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    return {"v": PROTOCOL, "ok": False, "error": {"code": code, "message": message}}
+
+
+# --------------------------------------------------------------------------- server
+
+
+def resolve_group(name: str | None) -> int | None:
+    """control_group by name (or numeric gid); an unknown group is a config error, not a silent default."""
+    if name is None:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ControlError(f"control_group: no group named {name!r} on this host") from None
+
+
+def _peer(conn: socket.socket) -> Peer | None:
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def _check_existing(path: Path) -> None:
+    """Replace a stale socket, never a live one and never something that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlError(f"control_socket: {path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # left behind by a daemon that died: ours to replace
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"control_socket: another process is listening on {path} (is watchdogd already running?)")
+
+
+def _bind(path: Path, gid: int | None) -> socket.socket:
+    """Bind under a temporary name, set mode and group, then rename into place.
+
+    Nobody can ever connect to ``path`` while it still has the umask's mode
+    or the wrong group: the socket appears there with its final permissions.
+    """
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ControlError(
+            f"control_socket: {path} is a path too long for a unix socket "
+            f"({len(os.fsencode(path))} bytes, max {MAX_SOCKET_PATH})"
+        )
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ControlError(f"control_socket: cannot create {path.parent}: {exc.strerror}") from exc
+    _check_existing(path)
+    temp = path.with_name(f".wd{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temp))
+        os.chmod(temp, SOCKET_MODE)
+        if gid is not None:
+            try:
+                os.chown(temp, -1, gid)
+            except PermissionError as exc:
+                raise ControlError(
+                    f"control_group: cannot give {path} to group {gid}: {exc.strerror} "
+                    "(run as root, or as a member of that group)"
+                ) from exc
+        os.rename(temp, path)
+        sock.listen(16)
+    except ControlError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise ControlError(f"control_socket: cannot listen on {path}: {exc.strerror}") from exc
+    return sock
+
+
+class ControlServer:
+    """Accepts on the socket in one thread; each client gets its own short-lived thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        group: str | None,
+        handlers: Handlers,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        self.path = path
+        self._request_timeout = request_timeout
+        self._max_clients = max_clients
+        self.group = group
+        self._gid = resolve_group(group)
+        self._dispatcher = Dispatcher(handlers)
+        self._sock = _bind(path, self._gid)
+        self._inode = os.stat(path).st_ino
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread: threading.Thread | None = None
+        self._clients: set[threading.Thread] = set()
+        self._clients_lock = threading.Lock()
+
+    def start(self) -> None:
+        self._sock.setblocking(False)
+        self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
+        self._thread.start()
+
+    def set_group(self, group: str | None) -> None:
+        """Reload with the same path but another group: chown in place."""
+        gid = resolve_group(group)
+        if gid is not None:
+            try:
+                os.chown(self.path, -1, gid)
+            except PermissionError as exc:
+                raise ControlError(f"control_group: cannot give {self.path} to group {group}: {exc.strerror}") from exc
+        self.group, self._gid = group, gid
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if not any(key.fileobj is self._sock for key, _ in selector.select()):
+                    continue
+                try:
+                    conn, _ = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    if self._stop.is_set():
+                        return
+                    continue
+                conn.setblocking(True)
+                # At the cap, wait for a slot: the client waits in the backlog instead of getting "busy".
+                while not self._slots.acquire(timeout=0.5):
+                    if self._stop.is_set():
+                        conn.close()
+                        return
+                thread = threading.Thread(target=self._serve, args=(conn,), name="control-client", daemon=True)
+                with self._clients_lock:
+                    self._clients.add(thread)
+                thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                reply = self._reply_for(conn)
+                conn.settimeout(REPLY_TIMEOUT)
+                with contextlib.suppress(OSError):
+                    conn.sendall(encode(reply))
+                    conn.shutdown(socket.SHUT_WR)
+                    _linger(conn)
+        finally:
+            self._slots.release()
+            with self._clients_lock:
+                self._clients.discard(threading.current_thread())
+
+    def _reply_for(self, conn: socket.socket) -> dict[str, Any]:
+        deadline = time.monotonic() + self._request_timeout
+        late = error_reply("timeout", f"request not complete within {self._request_timeout:g}s")
+        buffer = bytearray()
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return late
+            conn.settimeout(remaining)
+            try:
+                chunk = conn.recv(4096)
+            except TimeoutError:
+                return late
+            except OSError as exc:
+                return error_reply("bad_request", f"read failed: {exc.strerror}")
+            if not chunk:
+                break  # half-closed: the client finished sending without a newline
+            buffer += chunk
+            if len(buffer) > MAX_REQUEST:
+                return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        line = bytes(buffer).split(b"\n", 1)[0]
+        if len(line) > MAX_REQUEST:
+            return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        return self._dispatcher.handle(line, _peer(conn))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, remove the socket (if still ours), wait for requests in flight."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")  # wakes the accept loop's select()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self._sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        deadline = time.monotonic() + timeout
+        with self._clients_lock:
+            # A `watchdogctl reload` that moved the socket closes this server from one of its own clients.
+            clients = [t for t in self._clients if t is not threading.current_thread()]
+        for thread in clients:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _linger(conn: socket.socket) -> None:
+    """Discard what the client still sends (an oversized request's tail) until it closes.
+
+    Closing a unix socket with unread data resets the connection, and the
+    client then loses the error reply it was about to read. Bounded in time
+    and bytes, so a client that never stops sending cannot hold the slot.
+    """
+    deadline = time.monotonic() + LINGER
+    discarded = 0
+    while discarded < 16 * MAX_REQUEST:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        conn.settimeout(remaining)
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        discarded += len(chunk)
