@@ -210,6 +210,7 @@ class _Builder:
         self.path = path
         self.located = located
         self.problems: list[str] = []
+        self.broken_targets: set[tuple[str, str]] = set()  # already reported: rules naming them stay quiet
 
     def problem(self, key_path: KeyPath, message: str) -> None:
         line = self.located.line_of(key_path)
@@ -298,7 +299,9 @@ class _Builder:
                 continue
             for name, body in named.items():
                 params = self.validate(spec.params, body, ("targets", kind, name))
-                if params is not None:
+                if params is None:
+                    self.broken_targets.add((kind, str(name)))
+                else:
                     resolved.setdefault(kind, {})[name] = params
         return resolved
 
@@ -382,6 +385,8 @@ class _Builder:
                 return next(iter(named))
             self.problem(at[:-1], f"missing required key 'target' (one of targets.{kind})")
             return None
+        if (kind, ref) in self.broken_targets:
+            return None
         if ref not in named:
             hint = _did_you_mean(ref, named) or f" (no targets.{kind} is configured)" * (not named)
             self.problem(at, f"unknown {kind} target {ref!r}{hint}")
@@ -447,7 +452,10 @@ class _Builder:
         if (
             target_ref is None
             and spec.target_kind is not None
-            and rule_target in targets.get(spec.target_kind, {})
+            and (
+                rule_target in targets.get(spec.target_kind, {})
+                or (spec.target_kind, str(rule_target)) in self.broken_targets
+            )
         ):
             target_ref = rule_target
         target = self._target_ref(target_ref, spec.target_kind, targets, (*at, kind, "target"))

@@ -28,5 +28,10 @@ class Action(Protocol):
         Must not raise for an expected failure (permission denied, gone
         already): report it in the result. Unexpected exceptions are caught by
         the engine and recorded as a failed run.
+
+        ``ActionResult.error`` means the whole run failed (target unreachable);
+        the engine writes it into every audit row of the run, ahead of an
+        item's own reason. A failure of one item (one backend not signalled)
+        belongs in that ``ItemResult`` only.
         """
         ...

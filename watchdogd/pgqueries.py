@@ -1,0 +1,234 @@
+"""The SQL the PostgreSQL probes and actions send, in one place so it can be read and reviewed as SQL.
+
+Every statement is valid on PostgreSQL 12 to 17 (``backend_type``,
+``pg_blocking_pids``, ``pg_stat_progress_vacuum`` and the ``*_lag`` columns
+all exist since 10; ``reserved_connections`` (16+) is read with
+``missing_ok``). Values are always bound parameters. The few fragments that
+vary (which breach to re-check, which signal to send) are chosen from the
+constant tables below and composed with ``psycopg.sql`` by the caller, never
+taken from readings or config.
+
+``now()`` is the statement's start in an autocommit connection, so every
+age in one result is measured against the same instant.
+"""
+
+from __future__ import annotations
+
+# -- per-backend probes ---------------------------------------------------------------------
+
+BACKENDS = """
+SELECT a.pid,
+       a.backend_type IS NULL AS hidden,
+       a.backend_start, a.usename, a.datname, a.application_name,
+       host(a.client_addr) AS client_addr,
+       a.state, a.state_change, a.query_start, a.xact_start,
+       COALESCE(r.rolsuper, false) AS superuser,
+       now() AS now
+FROM pg_stat_activity a
+LEFT JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.pid <> pg_backend_pid()
+  AND (a.backend_type IS NULL
+       OR (a.backend_type = 'client backend'
+           AND a.state = ANY (%(states)s)
+           AND a.application_name IS DISTINCT FROM %(self)s))
+"""
+"""Client backends in the given states, plus any row we may not see (``backend_type`` hidden).
+
+Rows we may not see matter: a role without ``pg_read_all_stats`` gets NULL
+state for other users' sessions, so a probe that skipped them would report
+"no idle connections" while hundreds exist.
+"""
+
+BLOCKING = """
+WITH edges AS (
+    SELECT w.pid AS waiter, b.pid AS blocker
+    FROM pg_stat_activity w
+    CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)
+    WHERE w.wait_event_type = 'Lock'
+)
+SELECT v.hidden, e.waiter, e.blocker,
+       a.pid, a.backend_type, a.backend_start, a.usename, a.datname, a.application_name,
+       host(a.client_addr) AS client_addr,
+       a.state, a.state_change, a.query_start, a.xact_start,
+       COALESCE(r.rolsuper, false) AS superuser,
+       now() AS now
+FROM (SELECT count(*) FILTER (WHERE backend_type IS NULL) > 0 AS hidden FROM pg_stat_activity) v
+LEFT JOIN edges e ON true
+LEFT JOIN pg_stat_activity a ON a.pid = e.blocker
+LEFT JOIN pg_roles r ON r.oid = a.usesysid
+"""
+"""Who waits on whom. ``pg_blocking_pids`` is called only for backends waiting on a lock.
+
+The one-row ``v`` makes the result never empty, so "this role cannot see
+other sessions" is noticed even when nothing waits (a role without
+``pg_read_all_stats`` sees no waits at all).
+
+The docs warn that it is not cheap; restricting it to the waiters keeps the
+cost proportional to the incident, not to the number of connections. A
+blocker with pid 0 is a prepared transaction (no backend: nothing to signal).
+"""
+
+# -- aggregate probes ---------------------------------------------------------------------------
+
+CONNECTIONS = """
+SELECT s.max_connections, s.superuser_reserved, s.reserved,
+       a.datname, a.usename, a.state, a.backend_type IS NULL AS hidden, count(a.pid) AS n
+FROM (SELECT current_setting('max_connections')::int AS max_connections,
+             current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+             COALESCE(current_setting('reserved_connections', true), '0')::int AS reserved) s
+LEFT JOIN pg_stat_activity a ON a.backend_type = 'client backend' OR a.backend_type IS NULL
+GROUP BY s.max_connections, s.superuser_reserved, s.reserved, a.datname, a.usename, a.state, 7
+"""
+"""Client backends are what ``max_connections`` counts (walsenders, autovacuum and background workers
+have their own slots since PostgreSQL 12); the reserved slots are for superusers (and, on 16+,
+``pg_use_reserved_connections``), so applications hit the wall before ``max_connections``."""
+
+REPLICAS = """
+SELECT s.pid, s.application_name, host(s.client_addr) AS client_addr, s.client_port,
+       s.state, s.sync_state,
+       EXTRACT(EPOCH FROM s.write_lag)::float8 AS write_lag,
+       EXTRACT(EPOCH FROM s.flush_lag)::float8 AS flush_lag,
+       EXTRACT(EPOCH FROM s.replay_lag)::float8 AS replay_lag,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                            ELSE pg_current_wal_lsn() END, s.replay_lsn)::float8 AS replay_bytes,
+       EXTRACT(EPOCH FROM now() - s.reply_time)::float8 AS since_reply
+FROM pg_stat_replication s
+ORDER BY s.application_name, s.client_addr, s.client_port
+"""
+"""Downstream replicas of this server, on a primary or a cascading standby (the CASE is evaluated
+lazily, so ``pg_current_wal_lsn()``, which fails during recovery, is never called on a standby)."""
+
+STANDBY = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN
+           CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+                ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
+       END::float8 AS replay_delay,
+       CASE WHEN pg_is_in_recovery() THEN
+           pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+       END::float8 AS replay_bytes
+"""
+"""This server's own delay when it is a standby. Received-and-replayed-everything counts as 0:
+on an idle primary the last replayed commit only gets older, which is not lag."""
+
+DEAD_TUPLES = """
+SELECT s.relid, s.schemaname, s.relname, s.n_live_tup, s.n_dead_tup,
+       GREATEST(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+       GREATEST(s.last_analyze, s.last_autoanalyze) AS last_analyze
+FROM pg_stat_user_tables s
+WHERE s.n_dead_tup >= %(min_dead_tuples)s
+"""
+
+# -- signalling backends --------------------------------------------------------------------
+
+SIGNAL = """
+WITH t AS (
+    SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[], %(marks)s::timestamptz[],
+                         %(apps)s::text[], %(supers)s::bool[])
+                  AS t(pid, backend_start, mark, application_name, was_superuser)
+), c AS (
+    SELECT t.pid,
+           a.pid IS NOT NULL AS alive,
+           COALESCE(a.backend_start = t.backend_start, false) AS same_backend,
+           COALESCE(a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+                    AND a.application_name IS DISTINCT FROM %(self)s, false) AS client,
+           COALESCE(a.application_name IS NOT DISTINCT FROM t.application_name, false) AS same_app,
+           NOT COALESCE(r.rolsuper, false) OR t.was_superuser AS same_superuser,
+           COALESCE({check}, false) AS breaching,
+           COALESCE(r.rolsuper, false) AS superuser,
+           current_setting('is_superuser') = 'on' AS we_are_superuser,
+           COALESCE(pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE'),
+                    false) AS may_signal,
+           a.usename, a.datname, a.application_name AS app_now, host(a.client_addr) AS client_addr,
+           a.state, current_user AS role,
+           EXTRACT(EPOCH FROM now() - t.mark)::float8 AS seconds,
+           CASE WHEN %(with_query)s THEN left(a.query, %(query_chars)s) END AS query
+    FROM t
+    LEFT JOIN pg_stat_activity a ON a.pid = t.pid
+    LEFT JOIN pg_roles r ON r.oid = a.usesysid
+), e AS (
+    SELECT c.*,
+           c.same_backend AND c.client AND c.same_app AND c.same_superuser AND c.breaching
+           AND (NOT c.superuser OR c.we_are_superuser) AND c.may_signal AS eligible
+    FROM c
+)
+SELECT e.*, CASE WHEN e.eligible THEN {signal} END AS signalled
+FROM e
+"""
+"""Re-check and signal in ONE statement: same pid, same ``backend_start`` (so a reused pid is never
+hit), still a client backend with the same ``application_name`` (the one attribute a session can change
+to slip out of a filter) and not newly a superuser, and still in the very breach the
+probe saw (``{check}``), and only then ``{signal}``. CASE evaluates its THEN branch only for rows
+that pass, so nothing else is ever signalled. The permission columns mirror the server's own rule
+(superuser backends need a superuser; others need membership in their role or
+``pg_signal_backend``), so a denied row is reported instead of aborting the whole batch with an ERROR.
+In dry-run ``{signal}`` is ``NULL``: the same WHERE, as a plain SELECT."""
+
+BREACH_CHECKS: dict[str, str] = {
+    "idle": "a.state = 'idle' AND a.state_change = t.mark",
+    "idle_in_transaction": (
+        "a.state IN ('idle in transaction', 'idle in transaction (aborted)') AND a.state_change = t.mark"
+    ),
+    "long_query": "a.state = 'active' AND a.query_start = t.mark",
+    "blocking": (
+        "a.xact_start IS NOT DISTINCT FROM t.mark AND EXISTS ("
+        "SELECT 1 FROM pg_stat_activity w WHERE w.wait_event_type = 'Lock' "
+        "AND a.pid = ANY (pg_blocking_pids(w.pid)))"
+    ),
+}
+"""Per probe: what "still breaching" means, relative to the mark the probe recorded.
+
+An unchanged ``state_change`` means the backend has not left that state
+since it was measured, so it has only got older; an unchanged
+``query_start`` means the same query is still running; an unchanged
+``xact_start`` means the same transaction still holds the blocking lock.
+"""
+
+SIGNALS: dict[str, str] = {
+    "terminate": "pg_terminate_backend(e.pid)",
+    "cancel": "pg_cancel_backend(e.pid)",
+    "dry_run": "NULL::boolean",
+}
+
+STILL_PRESENT = """
+SELECT a.pid
+FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]) AS t(pid, backend_start)
+JOIN pg_stat_activity a ON a.pid = t.pid AND a.backend_start = t.backend_start
+"""
+"""Terminated backends that have not exited yet; a signal is asynchronous."""
+
+# -- vacuum ----------------------------------------------------------------------------------------
+
+_MAY_VACUUM_OWNER = (
+    "pg_has_role(c.relowner, 'USAGE') OR (NOT c.relisshared AND pg_has_role("
+    "(SELECT d.datdba FROM pg_database d WHERE d.datname = current_database()), 'USAGE'))"
+)
+_MAY_VACUUM_MAINTAIN = (
+    "has_table_privilege(c.oid, 'MAINTAIN') OR (NOT c.relisshared AND pg_has_role("
+    "(SELECT d.datdba FROM pg_database d WHERE d.datname = current_database()), 'USAGE'))"
+)
+
+VACUUM_PRIVILEGE_SINCE: tuple[tuple[int, str], ...] = ((170000, _MAY_VACUUM_MAINTAIN), (0, _MAY_VACUUM_OWNER))
+"""Who may VACUUM a table, newest server first: the server's own rule, so a VACUUM that would only
+print "skipping ... only table or database owner can vacuum it" is reported before it is sent.
+MAINTAIN and ``pg_maintain`` exist from PostgreSQL 17 (added to 16 during development, then reverted)."""
+
+VACUUM_TARGET = """
+SELECT c.oid AS relid, n.nspname, c.relname, c.relkind,
+       ({may_vacuum}) AS may_vacuum,
+       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = c.oid) AS vacuum_running,
+       s.n_dead_tup, s.n_live_tup, current_user AS role
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = %(relid)s
+"""
+"""The table by oid, as the probe saw it: a table dropped and recreated under the same name is another
+table, and a renamed one is still this one."""
+
+VACUUM_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(ms)s, false)"
+STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, false)"
+
+
+def vacuum_privilege(server_version: int) -> str:
+    return next(expr for since, expr in VACUUM_PRIVILEGE_SINCE if server_version >= since)
