@@ -2,8 +2,9 @@
 
 Opening a client must not block or raise: a PostgreSQL that is down at start
 is a probe that reports down, not a daemon that refuses to start. Each
-target kind's ``connect`` imports its library, so unconfigured kinds cost
-no memory.
+target kind's ``connect`` imports its library, so a kind that no enabled rule
+uses costs no memory. A reload keeps the clients whose settings did not
+change, so it neither drops connections nor resets their backoff.
 """
 
 from __future__ import annotations
@@ -13,25 +14,49 @@ import logging
 from watchdogd.config import Config
 from watchdogd.engine import Clients
 from watchdogd.logs import event
-from watchdogd.registry import TARGET_KINDS
+from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
 
 log = logging.getLogger(__name__)
 
+TargetKey = tuple[str, str]
 
-def open_clients(config: Config) -> dict[tuple[str, str], object]:
-    clients: dict[tuple[str, str], object] = {}
-    for kind, named in config.targets.items():
-        spec = TARGET_KINDS[kind]
-        for name, params in named.items():
-            clients[(kind, name)] = spec.connect(params)
+
+def used_targets(config: Config) -> set[TargetKey]:
+    """Targets named by enabled rules, directly or through their actions."""
+    used: set[TargetKey] = set()
+    for rule in config.rules.values():
+        if not rule.enabled:
+            continue
+        kind = PROBES[rule.probe].target_kind
+        if kind is not None and rule.target is not None:
+            used.add((kind, rule.target))
+        for action in rule.actions:
+            action_kind = ACTIONS[action.kind].target_kind
+            if action_kind is not None and action.target is not None:
+                used.add((action_kind, action.target))
+    return used
+
+
+def open_clients(
+    config: Config, reuse: Clients | None = None, previous: Config | None = None
+) -> dict[TargetKey, object]:
+    """Clients for the targets in use; with ``reuse``, keep those whose params are unchanged."""
+    clients: dict[TargetKey, object] = {}
+    for kind, name in sorted(used_targets(config)):
+        params = config.targets[kind][name]
+        old = reuse.get((kind, name)) if reuse is not None else None
+        unchanged = previous is not None and previous.targets.get(kind, {}).get(name) == params
+        clients[(kind, name)] = old if old is not None and unchanged else TARGET_KINDS[kind].connect(params)
     return clients
 
 
-def close_clients(clients: Clients) -> None:
+def close_clients(clients: Clients, keep: Clients | None = None) -> None:
+    """Close every client not also in ``keep`` (by identity)."""
+    kept = {id(client) for client in (keep or {}).values()}
     for (kind, name), client in clients.items():
+        if id(client) in kept:
+            continue
         try:
             TARGET_KINDS[kind].close(client)
         except Exception as exc:  # closing a dead connection must not stop a reload or shutdown
-            event(
-                log, logging.WARNING, "closing target client failed", kind=kind, target=name, error=str(exc)
-            )
+            event(log, logging.WARNING, "closing target client failed", kind=kind, target=name, error=str(exc))

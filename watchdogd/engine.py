@@ -35,7 +35,7 @@ from watchdogd.model import (
     SubjectState,
 )
 from watchdogd.policy import evaluate, rule_status
-from watchdogd.probes.base import Probe
+from watchdogd.probes.base import Probe, ProbeError
 from watchdogd.registry import ACTIONS, PROBES
 from watchdogd.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
 from watchdogd.state import StateStore
@@ -56,6 +56,7 @@ class RuleRuntime:
     rule: Rule
     probe: Probe
     actions: tuple[tuple[ActionConfig, Action], ...]
+    probe_client: Any = None
     subjects: dict[str, SubjectState] = field(default_factory=dict)
     guard: guards.RuleGuard = field(default_factory=guards.RuleGuard)
     last: ProbeResult | None = None
@@ -79,7 +80,16 @@ class RunReport:
     audit: tuple[AuditEntry, ...]
 
 
+class _Disabled:
+    """Stands in for the probe of a disabled rule, which is never run and opens no target."""
+
+    def measure(self) -> list[Reading]:
+        raise ProbeError("rule is disabled")
+
+
 def build_runtime(rule: Rule, clients: Clients, clock: Clock) -> RuleRuntime:
+    if not rule.enabled:
+        return RuleRuntime(rule=rule, probe=_Disabled(), actions=())
     probe_spec = PROBES[rule.probe]
     kind, target = probe_spec.target_kind, rule.target
     probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
@@ -91,7 +101,7 @@ def build_runtime(rule: Rule, clients: Clients, clock: Clock) -> RuleRuntime:
             clients.get((spec.target_kind, action.target)) if spec.target_kind and action.target else None
         )
         actions.append((action, spec.factory(action.params, client, clock)))
-    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions))
+    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client)
 
 
 class Engine:
@@ -138,6 +148,10 @@ class Engine:
                     old.last_run,
                 )
                 was_dry_run = old.rule.guard.dry_run
+                if old.probe_client is runtime.probe_client:
+                    # Same probe on the same connection: keep its memory (rate baselines, log offsets,
+                    # RSS history), or rate probes would go blind for an interval after every reload.
+                    runtime.probe, runtime.hung = old.probe, old.hung
             elif name in saved:
                 runtime.subjects, runtime.guard = _restore(saved[name])
                 was_dry_run = bool(saved[name].get("dry_run", False))
