@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -138,3 +139,29 @@ class DaemonProcess:
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition", *, interval: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; fail naming ``what`` at the deadline.
+
+    For conditions outside the daemon's log (a process gone, a key deleted, a port open): a bounded
+    poll, never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (tests bind it right after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

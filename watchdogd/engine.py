@@ -313,9 +313,16 @@ class Engine:
         dry_run = verdict.decision is Decision.DRY_RUN
         targets = [by_subject[subject] for subject in verdict.allowed]
         finished = self._run_actions(rt, targets, dry_run, started, started_ids)
+        # Record the outcome before verifying: verify_after may wait, and a crash then must not
+        # leave a finished action looking "started".
+        self._finish_audit(finished)
         if not dry_run:
             finished = self._verify(rt, finished)
-        for entry in finished:
+            self._finish_audit(finished)
+        return [*skipped, *finished]
+
+    def _finish_audit(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
             assert entry.id is not None
             self.store.finish_audit(
                 entry.id,
@@ -325,7 +332,6 @@ class Engine:
                 duration=entry.duration,
                 detail=entry.detail,
             )
-        return [*skipped, *finished]
 
     def _skip_entries(
         self,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tests.helpers import wait_until  # noqa: F401  (re-exported for this package)
 from watchdogd import procfs
 from watchdogd.model import Cardinality, Unit
 from watchdogd.probes.base import ProbeError
@@ -27,16 +28,6 @@ LEAK = (
     "import time\nchunks = []\nprint('ready', flush=True)\n"
     "while True:\n    chunks.append(bytearray(4 << 20))\n    time.sleep(0.05)"
 )
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -365,7 +365,10 @@ class PruneAction:
         freed = sum(float(item.info.get("size") or 0) for item in items if item.info.get("removed")
                     or item.info.get("kind") == "build_cache")
         verb = "would remove" if dry_run else "removed"
-        parts = ", ".join(f"{n} {kind}(s)" for kind, n in counts.items()) or "nothing"
+        # A fixed order (the order `docker system prune` reports in) so summaries compare across runs.
+        order = {kind: index for index, kind in enumerate(("container", "image", "volume", "build_cache"))}
+        ordered = sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        parts = ", ".join(f"{n} {kind}(s)" for kind, n in ordered) or "nothing"
         text = f"{verb} {parts}; {'would free' if dry_run else 'freed'} at least {format_value(freed, Unit.BYTES)}"
         if left:
             text += f"; {left} more eligible object(s) left for the next run (max_items)"

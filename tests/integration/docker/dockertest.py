@@ -7,30 +7,17 @@ session's objects on an engine other test sessions share.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import docker
 
+from tests.helpers import wait_until  # noqa: F401  (re-exported for this package)
 from tests.support.dockerd import NETWORK_MODE
 
 T = TypeVar("T")
 
 RUN_LABEL = "watchdogd-test.run"
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T = predicate()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-        time.sleep(0.05)  # polling interval of a condition with a deadline
-        last = predicate()
-    return last
 
 
 class Containers:

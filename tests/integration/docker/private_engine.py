@@ -11,7 +11,6 @@ import datetime
 import ipaddress
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,14 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.helpers import free_port  # noqa: F401  (re-exported for this package)
 from tests.integration.docker.dockertest import wait_until
 from tests.support.dockerd import ensure_busybox_image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -10,35 +10,20 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from tests.helpers import free_port, wait_until  # noqa: F401  (re-exported for this package)
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HOST, PORT = "127.0.0.1", 5432
 ADMIN_DSN = f"host={HOST} port={PORT} user=postgres dbname=postgres"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 def _isready(host: str, port: int) -> bool:
@@ -129,12 +114,6 @@ class PgEnv:
         for role in reversed(self.roles):
             self.admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
         self.admin.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,12 +39,16 @@ def test_leaking_child_is_found_and_terminated_siblings_are_not(
         for sibling in siblings:
             stat = procfs.read_stat(sibling.pid)
             assert sibling.poll() is None and stat is not None and not stat.zombie
-        history = wait_until(
-            lambda: (out := ctl("--socket", str(tmp_path / "control.sock"), "history", "--json")).returncode == 0
-            and out.stdout,
-            what="watchdogctl history",
-        )
-    rows = [row for row in json.loads(history)["entries"] if row.get("action") == "process.signal"]
+
+        def finished_rows() -> list[dict[str, Any]]:
+            out = ctl("--socket", str(tmp_path / "control.sock"), "history", "--json")
+            if out.returncode != 0:
+                return []
+            rows = [row for row in json.loads(out.stdout)["entries"] if row.get("action") == "process.signal"]
+            # The row is written as "started" before the signal goes out; wait for the outcome.
+            return rows if rows and all(row["result"] != "started" for row in rows) else []
+
+        rows = wait_until(finished_rows, what="the process.signal audit row to be finished")
     assert [row["subject"] for row in rows] == [f"pid:{leaker.pid}"], rows
     item = rows[0]["detail"]["items"][0]
     assert item["pid"] == leaker.pid and token in item["cmdline"] and "sent SIGTERM" in item["detail"]
