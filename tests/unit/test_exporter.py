@@ -210,16 +210,17 @@ def test_exposition_renders_in_the_background_after_a_change() -> None:
         exposition.close()
 
 
-def test_render_spacing_follows_the_scrape_interval() -> None:
+def test_render_is_timed_just_before_the_next_scrape() -> None:
     now = [0.0]
     exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), clock=lambda: now[0])
-    assert exposition.spacing() == 5.0  # nobody scraped twice yet: the slowest pace
-    exposition.render("", False)
+    exposition.render("", False)  # first scrape renders inline at t=0
+    assert exposition.next_render_in() == 5.0  # nobody scraped twice yet: the slowest pace
     now[0] += 15.0
-    exposition.render("", False)
-    assert exposition.spacing() == pytest.approx(3.75)  # Prometheus every 15 s
+    exposition.render("", False)  # Prometheus every 15 s; the body was 15 s old, so it rendered at t=15
+    # One render per scrape, finished shortly (0.5 s) before the next one is expected at t=30.
+    assert exposition.next_render_in() == pytest.approx(14.5)
     now[0] += 0.1
-    exposition.render("", False)
-    assert exposition.spacing() == 0.5  # a tight loop: never more than two renders a second
+    exposition.render("", False)  # a tight loop of curl: at most one render per min_spacing
+    assert exposition.next_render_in() == pytest.approx(0.4)
     now[0] += 3600
     assert exposition._wanted() == {}  # nobody asked for an hour: nothing to keep fresh

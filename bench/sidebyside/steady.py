@@ -1,0 +1,169 @@
+"""The three daemons at rest, side by side: watchdogd with the shipped policy, node_exporter, Monit.
+
+All three start together and run the same steady-state window. During it,
+both /metrics endpoints are scraped every 15 s, as the operator's
+Prometheus would, so the CPU figures include serving those scrapes; Monit
+has no such endpoint. The CPU figure is utime+stime over the window, which
+starts once all three are ready, so start-up (imports, first render) is not
+in it; RSS and PSS are read at the end of the window.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidebyside import monitrc, policy, procstats
+from sidebyside.processes import BenchError, Child, free_port, tail, wait_until
+from sidebyside.scrape import Scraper, fetch_text, probe_success
+
+SCRAPE_EVERY = 15.0
+READY_TIMEOUT = 90.0
+MONIT_INTERVAL = 15
+
+
+@dataclass(frozen=True)
+class ProcFigures:
+    name: str
+    rss_kib: int
+    pss_kib: int | None
+    cpu_percent: float
+
+
+@dataclass(frozen=True)
+class SteadyResult:
+    seconds: float
+    procs: Sequence[ProcFigures]
+    other_cores: float
+    """CPU the rest of the machine used meanwhile, in cores: the noise the figures were taken in."""
+    scrapers: Mapping[str, Scraper]
+    """Still-open scrapers of watchdogd and node_exporter, for the latency run that follows."""
+    probes_up: int
+    probes_down: Sequence[str]
+    """watchdogd's rules whose probe failed its last run at the end of the window."""
+
+
+@dataclass
+class Rig:
+    watchdogd: Child
+    watchdogd_port: int
+    node_exporter: Child
+    node_port: int
+    monit: Child
+    enabled_rules: int
+
+    def children(self) -> dict[str, Child]:
+        return {"watchdogd": self.watchdogd, "node_exporter": self.node_exporter, "monit": self.monit}
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment a packaged daemon would have: none of this shell's Python settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+
+def start(stack: ExitStack, *, python: Path, shipped: Path, workdir: Path, node_exporter: str, monit: str,
+          checks: Sequence[monitrc.Check], enabled_rules: int, extra_args: Sequence[str] = ()) -> Rig:
+    """Start all three (each stopped by ``stack``) and wait until each is doing its job."""
+    port = free_port()
+    config = workdir / "watchdogd.yaml"
+    config.write_text(policy.relocate(shipped.read_text(), {
+        "state_dir": str(workdir / "state"),
+        "control_socket": str(workdir / "control.sock"),
+        "listen": f"127.0.0.1:{port}",
+    }))
+    config.chmod(0o600)
+    watchdogd = Child("watchdogd", [str(python), "-m", "watchdogd.daemon", "--config", str(config), *extra_args],
+                      workdir / "watchdogd.log", env=daemon_env(), cwd=workdir)
+    node_port = free_port()
+    node = Child("node_exporter", [node_exporter, f"--web.listen-address=127.0.0.1:{node_port}"],
+                 workdir / "node_exporter.log", cwd=workdir)
+    rc = workdir / "monitrc"
+    rc.write_text(monitrc.render(workdir, checks, interval=MONIT_INTERVAL))
+    rc.chmod(0o600)  # monit refuses a control file others can read
+    syntax = subprocess.run([monit, "-t", "-c", str(rc)], capture_output=True, text=True, check=False, timeout=30)
+    if syntax.returncode != 0:
+        raise BenchError(f"monit -t rejected the generated {rc}: {(syntax.stdout + syntax.stderr).strip()}")
+    mon = Child("monit", [monit, "-I", "-c", str(rc)], workdir / "monit.out", cwd=workdir)
+    rig = Rig(watchdogd, port, node, node_port, mon, enabled_rules)
+    for child in rig.children().values():
+        child.start()
+        stack.callback(child.stop)
+
+    def watchdogd_ready() -> bool:
+        watchdogd.check_alive()
+        text = fetch_text(port)
+        return text is not None and len(probe_success(text)) >= enabled_rules
+
+    def node_ready() -> bool:
+        node.check_alive()
+        text = fetch_text(node_port)
+        return text is not None and "node_cpu_seconds_total" in text
+
+    def monit_ready() -> bool:
+        mon.check_alive()
+        log = workdir / "monit.log"
+        return log.exists() and " started" in log.read_text(errors="replace")
+
+    wait_until(watchdogd_ready, READY_TIMEOUT, f"watchdogd to run all {enabled_rules} enabled rules "
+               f"(log: {watchdogd.log})")
+    wait_until(node_ready, READY_TIMEOUT, "node_exporter to answer /metrics")
+    wait_until(monit_ready, READY_TIMEOUT, f"monit to start (log: {workdir / 'monit.log'})")
+    return rig
+
+
+def run_window(rig: Rig, seconds: float, progress: bool = True) -> SteadyResult:
+    """Measure the three over ``seconds`` while Prometheus-like scrapes hit both exporters every 15 s."""
+    hz = procstats.clock_ticks()
+    children = rig.children()
+    scrapers = {"watchdogd": Scraper("watchdogd", rig.watchdogd_port),
+                "node_exporter": Scraper("node_exporter", rig.node_port)}
+    host_before = procstats.host_cpu()
+    before = {name: procstats.sample(child.pid) for name, child in children.items()}
+    started = time.monotonic()
+    end = started + seconds
+    next_scrape = started
+    next_report = started + 60.0
+    while (now := time.monotonic()) < end:
+        if now >= next_scrape:
+            for scraper in scrapers.values():
+                scraper.scrape()
+            next_scrape += SCRAPE_EVERY
+        if progress and now >= next_report:
+            print(f"  steady state: {now - started:.0f}/{seconds:.0f} s", flush=True)
+            next_report += 60.0
+        for child in children.values():
+            child.check_alive()
+        time.sleep(max(0.0, min(next_scrape, end, next_report) - time.monotonic()))  # a timed window, not an event
+    after = {name: procstats.sample(child.pid) for name, child in children.items()}
+    host_after = procstats.host_cpu()
+    wall = after["watchdogd"].at - before["watchdogd"].at
+    ours = sum(after[n].ticks - before[n].ticks for n in children)
+    other = max(0, host_after.busy - host_before.busy - ours) / hz / wall
+    procs = [
+        ProcFigures(name, after[name].rss_kib, after[name].pss_kib,
+                    procstats.cpu_percent(before[name], after[name], hz))
+        for name in children
+    ]
+    for scraper in scrapers.values():
+        scraper.times.clear()  # the window's scrapes were for realism, not for the latency figures
+    states = probe_success(fetch_text(rig.watchdogd_port) or "")
+    down = sorted(rule for rule, value in states.items() if value != 1.0)
+    return SteadyResult(wall, procs, other, scrapers, len(states) - len(down), down)
+
+
+def versions(node_exporter: str, monit: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, argv in (("node_exporter", [node_exporter, "--version"]), ("monit", [monit, "-V"])):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+        text = (proc.stdout + proc.stderr).strip().splitlines()
+        out[name] = text[0].strip() if text else "unknown version"
+    return out
+
+
+def log_tail(child: Child) -> str:
+    return tail(child.log)
