@@ -87,13 +87,20 @@ class _Disabled:
         raise ProbeError("rule is disabled")
 
 
-def build_runtime(rule: Rule, clients: Clients, clock: Clock) -> RuleRuntime:
+def build_runtime(rule: Rule, clients: Clients, clock: Clock, previous: RuleRuntime | None = None) -> RuleRuntime:
+    """``previous``: the same rule's runtime before a reload that did not change what it measures."""
     if not rule.enabled:
         return RuleRuntime(rule=rule, probe=_Disabled(), actions=())
     probe_spec = PROBES[rule.probe]
     kind, target = probe_spec.target_kind, rule.target
     probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
-    probe = probe_spec.factory(rule.params, probe_client, clock)
+    hung = None
+    if previous is not None and previous.probe_client is probe_client and previous.rule.enabled:
+        # Same probe on the same connection: keep its memory (rate baselines, log offsets, RSS
+        # history), or rate probes would go blind for an interval after every reload.
+        probe, hung = previous.probe, previous.hung
+    else:
+        probe = probe_spec.factory(rule.params, probe_client, clock)
     actions = []
     for action in rule.actions:
         spec = ACTIONS[action.kind]
@@ -101,7 +108,7 @@ def build_runtime(rule: Rule, clients: Clients, clock: Clock) -> RuleRuntime:
             clients.get((spec.target_kind, action.target)) if spec.target_kind and action.target else None
         )
         actions.append((action, spec.factory(action.params, client, clock)))
-    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client)
+    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client, hung=hung)
 
 
 class Engine:
@@ -137,9 +144,11 @@ class Engine:
         runtimes: dict[str, RuleRuntime] = {}
         for name, rule in config.rules.items():
             old = self._runtimes.get(name)
-            runtime = build_runtime(rule, clients, self.clock)
+            if old is not None and not _same_measurement(old.rule, rule):
+                old = None
+            runtime = build_runtime(rule, clients, self.clock, previous=old)
             was_dry_run = False
-            if old is not None and _same_measurement(old.rule, rule):
+            if old is not None:
                 # Keep pending timers, cooldowns and give-ups across a reload that did not change what is measured.
                 runtime.subjects, runtime.guard, runtime.last, runtime.last_run = (
                     old.subjects,
@@ -148,10 +157,6 @@ class Engine:
                     old.last_run,
                 )
                 was_dry_run = old.rule.guard.dry_run
-                if old.probe_client is runtime.probe_client:
-                    # Same probe on the same connection: keep its memory (rate baselines, log offsets,
-                    # RSS history), or rate probes would go blind for an interval after every reload.
-                    runtime.probe, runtime.hung = old.probe, old.hung
             elif name in saved:
                 runtime.subjects, runtime.guard = _restore(saved[name])
                 was_dry_run = bool(saved[name].get("dry_run", False))

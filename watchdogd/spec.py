@@ -23,6 +23,19 @@ ActionFactory = Callable[[Any, Any, Clock], Action]
 """(params, target client or None, clock) -> action."""
 
 
+def local_probe(build: Callable[[Any, Clock], Probe]) -> ProbeFactory:
+    """Adapt a (params, clock) constructor of a host-local probe to the registry's factory signature.
+
+    Local probes have no target client; dropping it here keeps each probe
+    constructor honest about what it uses.
+    """
+
+    def factory(params: Any, _target: Any, clock: Clock) -> Probe:
+        return build(params, clock)
+
+    return factory
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     params: type[Params]

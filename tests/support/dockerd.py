@@ -73,7 +73,7 @@ def ensure_dockerd(timeout: float = START_TIMEOUT) -> str:
     if _ping(DEFAULT_SOCKET):
         return DEFAULT_URL
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with _locked(LOCK_FILE):
+    with file_lock(LOCK_FILE):
         if _ping(DEFAULT_SOCKET):
             return DEFAULT_URL
         _install_missing()
@@ -101,7 +101,7 @@ def ensure_busybox_image(tag: str = BUSYBOX_TAG, host: str = DEFAULT_URL) -> str
     if _image_exists(tag, host):
         return tag
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with _locked(STATE_DIR / "image.lock"):
+    with file_lock(STATE_DIR / "image.lock"):
         if _image_exists(tag, host):
             return tag
         proc = subprocess.run(
@@ -291,7 +291,8 @@ def _applets(busybox: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialise cache builds across concurrent test sessions on one machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

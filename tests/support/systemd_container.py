@@ -39,8 +39,6 @@ container reaches the Debian mirror as is, but the container runs with
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import os
@@ -52,10 +50,10 @@ import tarfile
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.dockerd import NETWORK_MODE, ensure_dockerd
+from tests.support.dockerd import NETWORK_MODE, ensure_dockerd, file_lock
 
 CACHE_DIR = Path(os.environ.get("WATCHDOGD_TEST_CACHE", "/var/cache/watchdogd-tests"))
 SUITE = "bookworm"
@@ -96,7 +94,7 @@ def build_rootfs(packages: Sequence[str] = PACKAGES) -> Path:
     if target.exists():
         return target
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE_DIR / "rootfs.lock"):
+    with file_lock(CACHE_DIR / "rootfs.lock"):
         if target.exists():
             return target
         if shutil.which("debootstrap") is None:
@@ -128,7 +126,7 @@ def ensure_image(packages: Sequence[str] = PACKAGES) -> str:
     tag = f"{IMAGE_REPO}:{rootfs.stem.rsplit('-', 1)[-1]}"
     if _image_exists(tag):
         return tag
-    with _locked(CACHE_DIR / "image.lock"):
+    with file_lock(CACHE_DIR / "image.lock"):
         if not _image_exists(tag):
             _run(
                 [docker_cli(), "import", "--change", 'CMD ["/lib/systemd/systemd"]',
@@ -164,7 +162,7 @@ def ensure_wheels(requirements: Sequence[str] | None = None) -> Path:
     if done.exists():
         return directory
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE_DIR / "wheels.lock"):
+    with file_lock(CACHE_DIR / "wheels.lock"):
         if not done.exists():
             directory.mkdir(parents=True, exist_ok=True)
             pip = [sys.executable, "-m", "pip"]
@@ -189,7 +187,7 @@ def ensure_deps_image(base: str | None = None) -> str:
     tag = f"{DEPS_IMAGE_REPO}:{_content_tag(base, wheels.name)}"
     if _image_exists(tag):
         return tag
-    with _locked(CACHE_DIR / "deps-image.lock"):
+    with file_lock(CACHE_DIR / "deps-image.lock"):
         if _image_exists(tag):
             return tag
         with SystemdContainer(base, boot=False) as box:
@@ -429,17 +427,6 @@ def _run(
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise SystemdContainerError(f"{what}: exit {proc.returncode}: {' '.join(argv)}\n{tail}")
     return proc
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 if __name__ == "__main__":  # `python -m tests.support.systemd_container`: prepare the caches by hand

@@ -14,16 +14,16 @@ import glob
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import psutil
 from pydantic import Field, field_validator
 
 from watchdogd.model import Cardinality, Clock, Reading, Unit
-from watchdogd.probes.base import NoParams, Params, Probe, ProbeError
-from watchdogd.spec import ProbeSpec
+from watchdogd.probes.base import NoParams, Params, ProbeError
+from watchdogd.spec import ProbeSpec, local_probe
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -41,19 +41,6 @@ PSEUDO_FSTYPES: tuple[str, ...] = (
     "fuse.lxcfs", "fuse.gvfsd-fuse", "fuse.portal", "fuse.snapfuse",
 )
 """Default ``exclude_fstypes``: filesystems an operator never means by "the disk is full"."""
-
-
-def _host_factory(build: Callable[[Any, Clock], Probe]) -> Callable[[Any, Any, Clock], Probe]:
-    """Adapt a (params, clock) constructor to the registry's (params, target, clock) signature.
-
-    Host probes have no target client; dropping it here keeps every probe
-    constructor honest about what it uses.
-    """
-
-    def factory(params: Any, _target: Any, clock: Clock) -> Probe:
-        return build(params, clock)
-
-    return factory
 
 
 def _absolute(value: str, what: str) -> str:
@@ -454,35 +441,35 @@ class DirSizeProbe:
 
 PROBES: dict[str, ProbeSpec] = {
     "host.cpu": ProbeSpec(
-        NoParams, _host_factory(CpuProbe), Unit.PERCENT, Cardinality.LOW,
+        NoParams, local_probe(CpuProbe), Unit.PERCENT, Cardinality.LOW,
         "CPU busy percent since the previous run",
     ),
     "host.memory": ProbeSpec(
-        NoParams, _host_factory(MemoryProbe), Unit.PERCENT, Cardinality.LOW,
+        NoParams, local_probe(MemoryProbe), Unit.PERCENT, Cardinality.LOW,
         "memory used percent (by available memory, like free)",
     ),
     "host.swap": ProbeSpec(
-        NoParams, _host_factory(SwapProbe), Unit.PERCENT, Cardinality.LOW,
+        NoParams, local_probe(SwapProbe), Unit.PERCENT, Cardinality.LOW,
         "swap used percent (0 without swap)",
     ),
     "host.load": ProbeSpec(
-        LoadParams, _host_factory(LoadProbe), Unit.COUNT, Cardinality.LOW,
+        LoadParams, local_probe(LoadProbe), Unit.COUNT, Cardinality.LOW,
         "load average per logical core",
     ),
     "host.disk": ProbeSpec(
-        FilesystemParams, _host_factory(DiskProbe), Unit.PERCENT, Cardinality.LOW,
+        FilesystemParams, local_probe(DiskProbe), Unit.PERCENT, Cardinality.LOW,
         "disk space used percent per mountpoint, as df shows it",
     ),
     "host.inodes": ProbeSpec(
-        FilesystemParams, _host_factory(InodesProbe), Unit.PERCENT, Cardinality.LOW,
+        FilesystemParams, local_probe(InodesProbe), Unit.PERCENT, Cardinality.LOW,
         "inodes used percent per mountpoint",
     ),
     "host.file_age": ProbeSpec(
-        FileAgeParams, _host_factory(FileAgeProbe), Unit.SECONDS, Cardinality.LOW,
+        FileAgeParams, local_probe(FileAgeProbe), Unit.SECONDS, Cardinality.LOW,
         "age of the newest file matching a glob (backup freshness)",
     ),
     "host.dir_size": ProbeSpec(
-        DirSizeParams, _host_factory(DirSizeProbe), Unit.BYTES, Cardinality.LOW,
+        DirSizeParams, local_probe(DirSizeProbe), Unit.BYTES, Cardinality.LOW,
         "total bytes of regular files under a directory",
     ),
 }

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from watchdogd.model import Cardinality, Clock, Reading, Unit
-from watchdogd.probes.base import Params, Probe, ProbeError
-from watchdogd.spec import ProbeSpec
+from watchdogd.probes.base import Params, ProbeError
+from watchdogd.spec import ProbeSpec, local_probe
 from watchdogd.tail import FileTail
 from watchdogd.units import Duration, Size
 
@@ -265,20 +265,13 @@ class CountProbe(_LogProbe):
         return [Reading(self._params.subject, float(details["matches"]), details)]
 
 
-def _factory(cls: Callable[[LogParams, Clock], Probe]) -> Callable[[Any, Any, Clock], Probe]:
-    def build(params: Any, _target: Any, clock: Clock) -> Probe:
-        return cls(params, clock)
-
-    return build
-
-
 PROBES: dict[str, ProbeSpec] = {
     "log.matches": ProbeSpec(
-        LogParams, _factory(MatchesProbe), Unit.PER_SECOND, Cardinality.LOW,
+        LogParams, local_probe(MatchesProbe), Unit.PER_SECOND, Cardinality.LOW,
         "lines matching a regex per second over a window, from a log file or a unit's journal",
     ),
     "log.count": ProbeSpec(
-        LogParams, _factory(CountProbe), Unit.COUNT, Cardinality.LOW,
+        LogParams, local_probe(CountProbe), Unit.COUNT, Cardinality.LOW,
         "lines matching a regex within a window, from a log file or a unit's journal",
     ),
 }

@@ -19,7 +19,6 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -28,8 +27,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from watchdogd import __version__
 from watchdogd.model import Cardinality, Clock, Reading, Unit
-from watchdogd.probes.base import Params, Probe
-from watchdogd.spec import ProbeSpec
+from watchdogd.probes.base import Params
+from watchdogd.spec import ProbeSpec, local_probe
 from watchdogd.units import Duration, Size
 from watchdogd.x509dates import CertificateError, validity
 
@@ -386,24 +385,17 @@ def _settimeout(conn: http.client.HTTPConnection, deadline: float) -> None:
 # --------------------------------------------------------------------------- table
 
 
-def _factory(build: Callable[[Any, Clock], Probe]) -> Callable[[Any, Any, Clock], Probe]:
-    def factory(params: Any, _target: Any, clock: Clock) -> Probe:
-        return build(params, clock)
-
-    return factory
-
-
 PROBES: dict[str, ProbeSpec] = {
     "net.tcp": ProbeSpec(
-        TcpParams, _factory(lambda params, _clock: TcpProbe(params)), Unit.SECONDS, Cardinality.LOW,
+        TcpParams, local_probe(lambda params, _clock: TcpProbe(params)), Unit.SECONDS, Cardinality.LOW,
         "TCP connect latency in seconds; infinite when the connect fails",
     ),
     "net.http": ProbeSpec(
-        HttpParams, _factory(HttpProbe), Unit.SECONDS, Cardinality.LOW,
+        HttpParams, local_probe(HttpProbe), Unit.SECONDS, Cardinality.LOW,
         "HTTP(S) check latency in seconds; infinite when the status, body or connection is wrong",
     ),
     "net.tls_cert": ProbeSpec(
-        TlsCertParams, _factory(TlsCertProbe), Unit.SECONDS, Cardinality.LOW,
+        TlsCertParams, local_probe(TlsCertProbe), Unit.SECONDS, Cardinality.LOW,
         "seconds until the TLS certificate expires (0 or less when it does not verify)",
     ),
 }
