@@ -274,8 +274,10 @@ def _breaching_cell(rule: Mapping[str, Any]) -> str:
 
 def _value_cell(rule: Mapping[str, Any]) -> str:
     worst = rule.get("worst")
+    if rule.get("state") == "waiting":
+        return "waiting on " + ", ".join(rule.get("waiting_on") or ())
     if rule.get("up") is False:
-        return "probe down"
+        return "unreachable" if rule.get("on_down") == "fire" else "probe down"
     if worst is None:
         return "-"
     value = _float(worst["value"])
@@ -305,6 +307,14 @@ def _cooldown_cell(rule: Mapping[str, Any], now: float) -> str:
     return age(until - now) if until is not None and until > now else "-"
 
 
+def _timing_cell(rule: Mapping[str, Any]) -> str:
+    """Interval and the effective probe timeout (status --json says how it was derived)."""
+    every, timeout = _float(rule.get("interval_seconds")), _float(rule.get("timeout_seconds"))
+    if every is None or timeout is None:
+        return "-"
+    return f"{age(every)}/{age(timeout)}"
+
+
 def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
     now = float(doc["now"])
     daemon, budget, summary = doc["daemon"], doc["budget"], doc["summary"]
@@ -332,14 +342,20 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
             (_value_cell(rule), ""),
             _action_cell(rule, now),
             (_cooldown_cell(rule, now), ""),
+            (_timing_cell(rule), ""),
         ]
         for rule in doc["rules"]
     ]
     if rows:
-        lines.append(table(["RULE", "STATE", "BREACHING", "VALUE", "LAST ACTION", "COOLDOWN"], rows, paint))
+        header = ["RULE", "STATE", "BREACHING", "VALUE", "LAST ACTION", "COOLDOWN", "EVERY/TIMEOUT"]
+        lines.append(table(header, rows, paint))
     else:
         lines.append("no rules configured")
-    notes = [f"{rule['name']}: probe down: {rule['error']}" for rule in doc["rules"] if rule.get("up") is False]
+    notes = [
+        f"{rule['name']}: {'unreachable' if rule.get('on_down') == 'fire' else 'probe down'}: {rule['error']}"
+        for rule in doc["rules"]
+        if rule.get("up") is False and rule.get("state") != "waiting"
+    ]
     notes += [
         f"{rule['name']}: last action {rule['last_action']['action']} failed: "
         f"{_cut(' '.join(str(rule['last_action']['error']).split()), 160)}"
@@ -361,7 +377,12 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
     """One line and a Nagios code: CRITICAL for critical firing or a give-up, WARNING for other firing/down."""
     summary = doc["summary"]
     severity = {rule["name"]: rule["severity"] for rule in doc["rules"]}
-    firing = [name for name in summary["firing"] if severity.get(name) != "info"]
+    unreachable = set(summary.get("unreachable", ()))
+    firing = [
+        f"{name} (unreachable)" if name in unreachable else name
+        for name in summary["firing"]
+        if severity.get(name) != "info"
+    ]
     critical = bool(summary["firing_critical"] or summary["gave_up"])
     code = 2 if critical else (1 if firing or summary["down"] or doc["daemon"]["last_reload_error"] else 0)
     parts = []
@@ -371,6 +392,8 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
         parts.append(f"{len(summary['gave_up'])} gave up: {', '.join(summary['gave_up'])}")
     if summary["down"]:
         parts.append(f"{len(summary['down'])} probe down: {', '.join(summary['down'])}")
+    if summary.get("waiting"):  # counted where the outage is, not again here
+        parts.append(f"{len(summary['waiting'])} waiting on an outage")
     if doc["daemon"]["last_reload_error"]:
         parts.append("last reload failed")
     text = "; ".join(parts) or f"{summary['rules']} rules ok"
@@ -564,7 +587,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         return 1
     print(f"OK: {path}: {config.summary()}")
+    for rule in config.rules.values():
+        if rule.enabled:
+            print("  " + rule_timing(rule))
     return EXIT_OK
+
+
+def rule_timing(rule: Any) -> str:
+    """How often a rule runs, how long its probe may take and why, what an outage does to it."""
+    line = (
+        f"{rule.name}: every {rule.every:g}s, timeout {rule.timeout:g}s ({rule.timeout_source}), "
+        f"on_down {rule.on_down}"
+    )
+    if rule.depends_on:
+        line += f", depends on {', '.join(rule.depends_on)}"
+    return line
 
 
 def interface_problems(config: Any) -> list[str]:

@@ -23,18 +23,7 @@ TargetKey = tuple[str, str]
 
 def used_targets(config: Config) -> set[TargetKey]:
     """Targets named by enabled rules, directly or through their actions."""
-    used: set[TargetKey] = set()
-    for rule in config.rules.values():
-        if not rule.enabled:
-            continue
-        kind = PROBES[rule.probe].target_kind
-        if kind is not None and rule.target is not None:
-            used.add((kind, rule.target))
-        for action in rule.actions:
-            action_kind = ACTIONS[action.kind].target_kind
-            if action_kind is not None and action.target is not None:
-                used.add((action_kind, action.target))
-    return used
+    return set(_shortest_intervals(config))
 
 
 def open_clients(
@@ -42,12 +31,33 @@ def open_clients(
 ) -> dict[TargetKey, object]:
     """Clients for the targets in use; with ``reuse``, keep those whose params are unchanged."""
     clients: dict[TargetKey, object] = {}
+    intervals = _shortest_intervals(config)
     for kind, name in sorted(used_targets(config)):
         params = config.targets[kind][name]
         old = reuse.get((kind, name)) if reuse is not None else None
         unchanged = previous is not None and previous.targets.get(kind, {}).get(name) == params
-        clients[(kind, name)] = old if old is not None and unchanged else TARGET_KINDS[kind].connect(params)
+        spec = TARGET_KINDS[kind]
+        client = old if old is not None and unchanged else spec.connect(params)
+        if spec.retry_within is not None:
+            # Half the shortest interval: whatever the phase of the runs, the next run of every rule
+            # on this target tries to reconnect, so a service that is back is seen within one interval.
+            spec.retry_within(client, intervals[(kind, name)] / 2.0)
+        clients[(kind, name)] = client
     return clients
+
+
+def _shortest_intervals(config: Config) -> dict[TargetKey, float]:
+    """Per target in use: the shortest interval of the enabled rules that probe or act on it."""
+    shortest: dict[TargetKey, float] = {}
+    for rule in config.rules.values():
+        if not rule.enabled:
+            continue
+        keys = [(PROBES[rule.probe].target_kind, rule.target)]
+        keys += [(ACTIONS[action.kind].target_kind, action.target) for action in rule.actions]
+        for kind, name in keys:
+            if kind is not None and name is not None:
+                shortest[(kind, name)] = min(shortest.get((kind, name), rule.every), rule.every)
+    return shortest
 
 
 def close_clients(clients: Clients, keep: Clients | None = None) -> None:

@@ -103,6 +103,8 @@ class _RawRule(_Strict):
     stable_for: Duration = 600.0
     max_actions: _MaxActions = _MaxActions(count=5, per=3600.0)
     verify_after: Duration = 0.0
+    on_down: Literal["fire", "hold"] | None = None
+    depends_on: str | list[str] = []
 
 
 # ---------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class ActionConfig:
     kind: str
     params: ActionParams
     target: str | None
+    settle: float = 0.0  # effective: the action's ``settle`` or its kind's default
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class Rule:
     guard: GuardPolicy
     verify_after: float
     description: str = ""
+    on_down: str = "hold"  # effective: "fire" turns a failed measurement into a breach
+    depends_on: tuple[str, ...] = ()
+    timeout_source: str = "probe_timeout"  # how ``timeout`` was derived, for check-config and status
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,7 @@ class _Builder:
             for name, body in sections.rules.items()
             if (rule := self._rule(str(name), body, raw, targets, dry_run)) is not None
         }
+        self._check_dependencies(rules, set(map(str, sections.rules)))
         if self.problems:
             return None
         return Config(
@@ -335,11 +342,20 @@ class _Builder:
         if not rule_ok or params is None or thresholds is None or len(actions) != len(rule.actions):
             return None
         every = rule.every or raw.interval
+        on_down = rule.on_down or ("fire" if spec.availability else "hold")
+        if on_down == "fire" and spec.cardinality is Cardinality.HIGH:
+            self.problem(
+                (*at, "on_down"),
+                f"{rule.probe} measures one subject per connection or process; an outage has no such "
+                "subject to fire on: use an availability probe (postgres.up, redis.up, net.tcp...) for it",
+            )
+            return None
         cooldown = rule.cooldown
         max_cooldown = rule.max_cooldown if rule.max_cooldown is not None else min(cooldown * 16, 86400.0)
         if max_cooldown < cooldown:
             self.problem((*at, "max_cooldown"), "must be at least the cooldown")
             return None
+        timeout, timeout_source = _effective_timeout(rule.timeout, raw.probe_timeout, every)
         return Rule(
             name=name,
             probe=rule.probe,
@@ -351,7 +367,8 @@ class _Builder:
             every=every,
             # Spread rules that share an interval so they do not all wake at once.
             jitter=raw.jitter if raw.jitter is not None else min(every * 0.1, 5.0),
-            timeout=rule.timeout if rule.timeout is not None else min(raw.probe_timeout, every),
+            timeout=timeout,
+            timeout_source=timeout_source,
             severity=rule.severity,
             enabled=rule.enabled,
             dry_run=dry_run or rule.dry_run,
@@ -366,6 +383,8 @@ class _Builder:
             ),
             verify_after=rule.verify_after,
             description=rule.description,
+            on_down=on_down,
+            depends_on=_names(rule.depends_on),
         )
 
     def _target_ref(
@@ -462,7 +481,62 @@ class _Builder:
         params = self.validate(spec.params, body, (*at, kind))
         if params is None or (spec.target_kind is not None and target is None):
             return None
-        return ActionConfig(kind=kind, params=params, target=target)
+        settle = params.settle if params.settle is not None else spec.settle
+        return ActionConfig(kind=kind, params=params, target=target, settle=settle)
+
+    def _check_dependencies(self, rules: Mapping[str, Rule], names: set[str]) -> None:
+        """``depends_on`` names existing rules and never loops back: a cycle would wait for ever."""
+        for name, rule in rules.items():
+            for dep in rule.depends_on:
+                if dep == name:
+                    self.problem(("rules", name, "depends_on"), "a rule cannot depend on itself")
+                elif dep not in names:
+                    hint = _did_you_mean(dep, sorted(names))
+                    self.problem(("rules", name, "depends_on"), f"unknown rule {dep!r}{hint}")
+        for name in rules:
+            cycle = _cycle_from(name, rules)
+            if cycle is not None and cycle[0] == name and name == min(cycle):
+                self.problem(("rules", name, "depends_on"), f"dependency cycle: {' -> '.join((*cycle, name))}")
+
+
+def _effective_timeout(own: float | None, default: float, every: float) -> tuple[float, str]:
+    """A rule's probe timeout and where it came from.
+
+    Without its own ``timeout`` a rule gets ``probe_timeout`` capped at its
+    interval, so a run always ends before the next is due; a rule that sets
+    ``timeout`` gets exactly that, even beyond its interval (a run that is
+    still going makes the scheduler skip a beat, never overlap).
+    """
+    if own is not None:
+        return own, "rule timeout"
+    if default > every:
+        return every, "probe_timeout capped at the interval"
+    return default, "probe_timeout"
+
+
+def _names(value: str | list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([value] if isinstance(value, str) else value))
+
+
+def _cycle_from(start: str, rules: Mapping[str, Rule]) -> tuple[str, ...] | None:
+    """The first dependency path that comes back to a rule already on it, if any (depth-first)."""
+    path: list[str] = []
+    seen: set[str] = set()
+
+    def walk(name: str) -> tuple[str, ...] | None:
+        if name in path:
+            return tuple(path[path.index(name):])
+        if name in seen or name not in rules:
+            return None
+        seen.add(name)
+        path.append(name)
+        for dep in rules[name].depends_on:
+            if (found := walk(dep)) is not None:
+                return found
+        path.pop()
+        return None
+
+    return walk(start)
 
 
 def _line_number(problem: str) -> int:

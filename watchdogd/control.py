@@ -146,7 +146,12 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
                 doc["name"] for doc in enabled if doc["firing"]["count"] and doc["severity"] == "critical"
             ],
             "gave_up": [doc["name"] for doc in enabled if doc["gave_up_at"] is not None],
-            "down": [doc["name"] for doc in enabled if doc["up"] is False],
+            # "down" is a probe that failed on a rule that holds its state; a rule firing on the
+            # outage is in "firing" (and "unreachable"), a rule waiting on it in "waiting": one
+            # outage counts once.
+            "down": [doc["name"] for doc in enabled if doc["state"] == "down"],
+            "unreachable": [doc["name"] for doc in enabled if doc["up"] is False and doc["on_down"] == "fire"],
+            "waiting": [doc["name"] for doc in enabled if doc["state"] == "waiting"],
         },
         "rules": rules,
     }
@@ -176,6 +181,11 @@ def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
         "unit": rule.unit.value,
         "cardinality": rule.cardinality.value,
         "interval_seconds": rule.every,
+        "timeout_seconds": rule.timeout,
+        "timeout_source": rule.timeout_source,
+        "on_down": rule.on_down,
+        "depends_on": list(rule.depends_on),
+        "waiting_on": list(rule.waiting_on),
         "threshold": {
             "above": number(rule.above),
             "below": number(rule.below),

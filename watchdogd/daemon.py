@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,7 +407,7 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
     clients = open_clients(config)
     engine = Engine(config, store, clients, clock, grace=False)
     try:
-        reports = [engine.run_rule(name) for name, rule in config.rules.items() if rule.enabled]
+        reports = [engine.run_rule(name) for name in dependency_order(config)]
     finally:
         engine.close()
         close_clients(clients)
@@ -414,13 +415,45 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
     for report in reports:
         print(format_report(report))
     firing = [r.rule for r in reports if r.status in (RuleStatus.FIRING, RuleStatus.GAVE_UP)]
-    print(f"{len(reports)} rules run, {len(firing)} firing" + (f": {', '.join(firing)}" if firing else ""))
+    summary = f"{len(reports)} rules run, {len(firing)} firing" + (f": {', '.join(firing)}" if firing else "")
+    counts = Counter(r.status for r in reports)
+    summary += "".join(
+        f", {counts[status]} {label}" for status, label in ONCE_COUNTS if counts[status]
+    )
+    print(summary)
     return EXIT_FIRING if firing else EXIT_OK
+
+
+ONCE_COUNTS = ((RuleStatus.PENDING, "pending"), (RuleStatus.DOWN, "probe down"),
+               (RuleStatus.WAITING, "waiting on an outage"))
+
+
+def dependency_order(config: Config) -> list[str]:
+    """Enabled rules in config order, each after the rules it ``depends_on`` (config checks: no cycles).
+
+    In one pass the rule that reports an outage must run before the rules
+    that wait on it, or they would each report the outage themselves.
+    """
+    enabled = {name: rule for name, rule in config.rules.items() if rule.enabled}
+    ordered: dict[str, None] = {}
+
+    def visit(name: str) -> None:
+        if name in ordered or name not in enabled:
+            return
+        for dep in enabled[name].depends_on:
+            visit(dep)
+        ordered[name] = None
+
+    for name in enabled:
+        visit(name)
+    return list(ordered)
 
 
 def format_report(report: RunReport) -> str:
     parts = [f"{report.rule}: {report.status.value}"]
-    if report.error:
+    if report.waiting_on:
+        parts.append(f"on {', '.join(report.waiting_on)}")
+    elif report.error:
         parts.append(f"error: {report.error}")
     if report.firing:
         parts.append("firing: " + ", ".join(report.firing[:10]) + (" ..." if len(report.firing) > 10 else ""))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchdogd import guard as guards
-from watchdogd.actions.base import Action
+from watchdogd.actions.base import Action, NamesThing
 from watchdogd.config import ActionConfig, Config, Rule
 from watchdogd.logs import event
 from watchdogd.model import (
@@ -35,7 +35,7 @@ from watchdogd.model import (
     SubjectState,
 )
 from watchdogd.policy import evaluate, rule_status
-from watchdogd.probes.base import Probe, ProbeError
+from watchdogd.probes.base import Probe, ProbeError, ReportsOutage
 from watchdogd.registry import ACTIONS, PROBES
 from watchdogd.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
 from watchdogd.state import StateStore
@@ -46,7 +46,10 @@ Clients = Mapping[tuple[str, str], Any]
 """(target kind, target name) -> connected client, shared by the rules that name it."""
 
 HOST_KEY = "host_guard"
+HOLDS_KEY = "holds"
 MAX_AUDIT_ITEMS = 100
+VERIFY_POLL_MIN, VERIFY_POLL_MAX = 0.25, 5.0
+"""Verify re-probes every half interval within these bounds: soon enough to see a restart land, never a busy loop."""
 
 
 @dataclass
@@ -64,6 +67,7 @@ class RuleRuntime:
     hung: Future[list[Reading]] | None = None
     last_skip: dict[str, Decision] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
+    waiting_on: tuple[str, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -78,6 +82,7 @@ class RunReport:
     firing: tuple[str, ...]
     pending: tuple[str, ...]
     audit: tuple[AuditEntry, ...]
+    waiting_on: tuple[str, ...] = ()
 
 
 class _Disabled:
@@ -130,6 +135,7 @@ class Engine:
         self._lock = threading.RLock()  # guards host budget, counters and the runtimes table
         self._counters: Counter[tuple[str, str, str]] = Counter()
         self._host = guards.host_guard_from_dict(store.load_kv(HOST_KEY) or {})
+        self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
         self._probe_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         self.config = config
         self.config_loaded_at = clock()
@@ -199,17 +205,29 @@ class Engine:
         rule = rt.rule
         if not rule.enabled:
             return RunReport(rule.name, RuleStatus.DISABLED, True, None, (), (), ())
+        if self._waits(rt):
+            return self._report(rt, ())
+        asked_at = self.clock()
         result = self._probe(rt)
+        if not result.up and rule.depends_on and self._recheck_dependencies(rt, asked_at):
+            return self._report(rt, ())
         now = result.finished_at
         was_up = rt.last.up if rt.last is not None else True
+        if not result.up and rule.on_down == "fire":
+            result = replace(result, readings=self._outage_readings(rt, result.error or "probe failed"))
         rt.last, rt.last_run = result, now
-        if not result.up:
-            if was_up:
-                event(
-                    log, logging.WARNING, "probe down", rule=rule.name, probe=rule.probe, error=result.error
-                )
+        if not result.up and was_up:
+            event(
+                log,
+                logging.ERROR if rule.on_down == "fire" else logging.WARNING,
+                "target unreachable" if rule.on_down == "fire" else "probe down",
+                rule=rule.name,
+                probe=rule.probe,
+                error=result.error,
+            )
+        if not result.up and rule.on_down == "hold":
             return self._report(rt, ())
-        if not was_up:
+        if result.up and not was_up:
             event(log, logging.INFO, "probe up again", rule=rule.name, probe=rule.probe)
         firing = self._evaluate(rt, result.readings, now)
         audit: list[AuditEntry] = []
@@ -238,6 +256,69 @@ class Engine:
             duration=time.monotonic() - started,
             finished_at=self.clock(),
         )
+
+    def _outage_readings(self, rt: RuleRuntime, error: str) -> tuple[Reading, ...]:
+        """"Could not measure" as the breaching value on the subjects the outage takes down.
+
+        +inf breaches any ``above`` and -inf any ``below``, so ``for``,
+        actions, cooldown and backoff apply unchanged. The subjects are the
+        ones the probe reports when up (or, for a probe that cannot say, the
+        ones it measured last), so the timers carry across the outage.
+        """
+        rule = rt.rule
+        value = float("inf") if rule.thresholds.above is not None else float("-inf")
+        if isinstance(rt.probe, ReportsOutage):
+            subjects = rt.probe.outage_subjects()
+        else:
+            subjects = list(rt.subjects) or [rule.target or rule.name]
+        details = {"down": True, "error": error}
+        return tuple(Reading(subject, value, details) for subject in subjects)
+
+    # -- dependencies (one outage, one alert) ------------------------------------
+
+    def _waits(self, rt: RuleRuntime) -> bool:
+        """Whether a rule this one ``depends_on`` is in trouble; records it (and logs the edges)."""
+        troubled = self._troubled(rt.rule.depends_on)
+        if troubled != rt.waiting_on:
+            if troubled:
+                event(log, logging.INFO, "waiting on dependency", rule=rt.rule.name, on=",".join(troubled))
+            else:
+                event(log, logging.INFO, "dependency clear, probing again", rule=rt.rule.name)
+        rt.waiting_on = troubled
+        return bool(troubled)
+
+    def _troubled(self, names: Sequence[str]) -> tuple[str, ...]:
+        if not names:
+            return ()
+        with self._lock:
+            deps = [rt for name in names if (rt := self._runtimes.get(name)) is not None]
+        # Read without the dependency's lock: a view one run old is fine, the next run looks again.
+        return tuple(dep.rule.name for dep in deps if _in_trouble(dep))
+
+    def _recheck_dependencies(self, rt: RuleRuntime, asked_at: float) -> bool:
+        """Our probe failed while the dependencies looked fine: look at them again now.
+
+        Rules run on their own schedules, so a dependent often notices an
+        outage before the rule it depends on does. Running that rule now (if
+        it did not run since we asked) turns what would be one "down" per
+        dependent into one outage on the rule made to report it. The wait
+        for a dependency that is running is bounded by its probe timeout;
+        its own dependencies are never waited on from here (no lock cycles:
+        ``depends_on`` is acyclic).
+        """
+        for name in rt.rule.depends_on:
+            with self._lock:
+                dep = self._runtimes.get(name)
+            if dep is None or not dep.rule.enabled:
+                continue
+            if not dep.lock.acquire(timeout=dep.rule.timeout + 1.0):
+                continue
+            try:
+                if dep.last_run is None or dep.last_run < asked_at:
+                    self._cycle(dep)
+            finally:
+                dep.lock.release()
+        return self._waits(rt)
 
     def _down(self, started: float, error: str) -> ProbeResult:
         return ProbeResult(
@@ -268,7 +349,13 @@ class Engine:
         rule = rt.rule
         by_subject = {reading.subject: reading for reading in firing}
         max_per_run = min(action.params.max_per_run for action, _ in rt.actions)
+        things = {subject: _things(rt, reading) for subject, reading in by_subject.items()}
         with self._lock:
+            held = {
+                subject: hold
+                for subject, keys in things.items()
+                if (hold := guards.active_hold(self._holds, keys, now)) is not None
+            }
             verdict = guards.decide(
                 rt.guard,
                 self._host,
@@ -278,6 +365,7 @@ class Engine:
                 budget=self.config.budget,
                 in_grace=self._in_grace(now),
                 max_per_run=max_per_run,
+                held=held,
             )
             rt.guard = verdict.guard
             if verdict.gave_up_now:
@@ -289,7 +377,7 @@ class Engine:
                     max_actions=rule.guard.max_actions,
                     per=rule.guard.max_actions_per,
                 )
-            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now)
+            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held)
             if not verdict.allowed:
                 if skipped:
                     self.store.add_audit(skipped)
@@ -297,6 +385,8 @@ class Engine:
             rt.guard, self._host = guards.record_run(
                 rt.guard, self._host, verdict.allowed, now, rule.guard, budget=self.config.budget
             )
+            if not rule.guard.dry_run:  # a dry run changed nothing, so nothing needs the rest
+                self._holds = guards.add_holds(self._holds, self._new_holds(rt, verdict.allowed, things, now), now)
             # Write-ahead: the cooldown and a "started" row are durable before anything runs,
             # so a kill -9 mid-action can never lead to a repeat inside the cooldown.
             started = [
@@ -312,8 +402,11 @@ class Engine:
                 for action, _ in rt.actions
                 for subject in verdict.allowed
             ]
-            ids = self.store.save_rule_and_audit(rule.name, self._rule_data(rt), [*skipped, *started])
-            self.store.save_kv(HOST_KEY, guards.host_guard_to_dict(self._host))
+            host_state = {
+                HOST_KEY: guards.host_guard_to_dict(self._host),
+                HOLDS_KEY: guards.holds_to_dict(self._holds),
+            }
+            ids = self.store.save_rule_and_audit(rule.name, self._rule_data(rt), [*skipped, *started], host_state)
         started_ids = ids[len(skipped) :]
         dry_run = verdict.decision is Decision.DRY_RUN
         targets = [by_subject[subject] for subject in verdict.allowed]
@@ -325,6 +418,18 @@ class Engine:
             finished = self._verify(rt, finished)
             self._finish_audit(finished)
         return [*skipped, *finished]
+
+    def _new_holds(
+        self, rt: RuleRuntime, allowed: Sequence[str], things: Mapping[str, tuple[str, ...]], now: float
+    ) -> dict[str, guards.Hold]:
+        """The things about to be acted on, each held for the cooldown this run earned its subject."""
+        new: dict[str, guards.Hold] = {}
+        for subject in allowed:
+            sg = rt.guard.subjects.get(subject)
+            until = sg.cooldown_until if sg is not None else now + rt.rule.guard.cooldown
+            for key in things[subject]:
+                new[key] = guards.Hold(rt.rule.name, key.split(" ", 1)[0], now, until)
+        return new
 
     def _finish_audit(self, entries: Sequence[AuditEntry]) -> None:
         for entry in entries:
@@ -344,13 +449,22 @@ class Engine:
         skipped: Sequence[tuple[str, Decision]],
         by_subject: Mapping[str, Reading],
         now: float,
+        held: Mapping[str, guards.Hold],
     ) -> list[AuditEntry]:
-        """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240."""
+        """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240.
+
+        A skip for a shared cooldown names the rule that acted and when, so
+        "why did nothing restart it?" is answered in the row itself.
+        """
         entries: list[AuditEntry] = []
         for subject, decision in skipped:
             if rt.last_skip.get(subject) is decision:
                 continue
             rt.last_skip[subject] = decision
+            hold = held.get(subject) if decision is Decision.SKIPPED_COOLDOWN else None
+            detail: dict[str, Any] = {}
+            if hold is not None:
+                detail["held_by"] = {"rule": hold.rule, "action": hold.action, "at": hold.at, "until": hold.until}
             event(
                 log,
                 logging.INFO,
@@ -358,6 +472,7 @@ class Engine:
                 rule=rt.rule.name,
                 subject=subject,
                 reason=decision.value.removeprefix("skipped_"),
+                held_by=None if hold is None else hold.rule,
             )
             entries.extend(
                 AuditEntry(
@@ -368,6 +483,7 @@ class Engine:
                     decision,
                     "n/a",
                     value_before=by_subject[subject].value,
+                    detail=detail,
                 )
                 for action, _ in rt.actions
             )
@@ -407,34 +523,56 @@ class Engine:
         return finished
 
     def _verify(self, rt: RuleRuntime, finished: list[AuditEntry]) -> list[AuditEntry]:
-        """Re-probe after acting and record, per subject, whether the fix held."""
-        if rt.rule.verify_after > 0 and self.stop.wait(rt.rule.verify_after):
-            return finished
-        result = self._probe(rt)
-        rt.last, rt.last_run = result, result.finished_at
-        if not result.up:
-            return [
-                replace(e, detail={**e.detail, "verify": f"probe down: {result.error}"}) for e in finished
-            ]
-        self._evaluate(rt, result.readings, result.finished_at)
+        """Re-probe until each acted-on subject is clear or the actions' ``settle`` time is spent.
+
+        A restarted unit or container needs a moment to answer, a VACUUM to
+        show in the statistics: one probe straight after the action would
+        record fixes that worked as failed. So the verify polls (every half
+        interval, 0.25 s to 5 s) and records when the fix held, or why it did
+        not (still breaching and with what value, or the probe down).
+        """
+        rule = rt.rule
+        settle = max(action.settle for action, _ in rt.actions)
+        if rule.verify_after > 0 and self.stop.wait(rule.verify_after):
+            return [_verified(e, None, None, "not verified: shutting down") for e in finished]
+        started = time.monotonic()
+        poll = min(max(rule.every / 2.0, VERIFY_POLL_MIN), VERIFY_POLL_MAX)
+        subjects = {entry.subject for entry in finished}
+        held_after: dict[str, float] = {}
+        while True:
+            result = self._probe(rt)
+            if not result.up and rule.on_down == "fire":
+                result = replace(result, readings=self._outage_readings(rt, result.error or "probe failed"))
+            rt.last, rt.last_run = result, result.finished_at
+            if result.readings or result.up:
+                self._evaluate(rt, result.readings, result.finished_at)
+                elapsed = time.monotonic() - started
+                for subject in subjects - held_after.keys():
+                    state = rt.subjects.get(subject)
+                    if state is None or state.status is Status.OK:
+                        held_after[subject] = elapsed
+            if held_after.keys() >= subjects or time.monotonic() - started >= settle:
+                break
+            if self.stop.wait(min(poll, max(settle - (time.monotonic() - started), 0.0))):
+                break
         after = {reading.subject: reading.value for reading in result.readings}
         verified = []
         for entry in finished:
-            state = rt.subjects.get(entry.subject)
-            held = state is None or state.status is Status.OK
-            verified.append(
-                replace(entry, value_after=after.get(entry.subject), detail={**entry.detail, "held": held})
+            if entry.subject in held_after:
+                verified.append(_verified(entry, after.get(entry.subject), held_after[entry.subject], None))
+                continue
+            reason = _not_held_reason(rule, result, after.get(entry.subject), settle, self.stop.is_set())
+            verified.append(_verified(entry, after.get(entry.subject), None, reason))
+            event(
+                log,
+                logging.WARNING,
+                "fix did not hold",
+                rule=rule.name,
+                subject=entry.subject,
+                action=entry.action,
+                value=after.get(entry.subject),
+                reason=reason,
             )
-            if not held:
-                event(
-                    log,
-                    logging.WARNING,
-                    "fix did not hold",
-                    rule=rt.rule.name,
-                    subject=entry.subject,
-                    action=entry.action,
-                    value=after.get(entry.subject),
-                )
         return verified
 
     # -- operator controls ---------------------------------------------------
@@ -485,6 +623,7 @@ class Engine:
             firing=tuple(s for s, st in rt.subjects.items() if st.status is Status.FIRING),
             pending=tuple(s for s, st in rt.subjects.items() if st.status is Status.PENDING),
             audit=audit,
+            waiting_on=rt.waiting_on,
         )
 
     def _status(self, rt: RuleRuntime) -> RuleStatus:
@@ -492,9 +631,11 @@ class Engine:
         return rule_status(
             rt.subjects,
             enabled=rt.rule.enabled,
-            up=rt.last.up if rt.last else True,
+            # A rule that fires on an outage reports it through its subjects, not as "down".
+            up=rt.last.up or rt.rule.on_down == "fire" if rt.last else True,
             paused=guards.is_paused(rt.guard, now),
             gave_up=guards.is_gave_up(rt.guard),
+            waiting=bool(rt.waiting_on),
         )
 
     def snapshot(self) -> EngineSnapshot:
@@ -559,6 +700,11 @@ class Engine:
             has_actions=bool(rule.actions),
             description=rule.description,
             actions=tuple(action.kind for action in rule.actions),
+            timeout=rule.timeout,
+            timeout_source=rule.timeout_source,
+            on_down=rule.on_down,
+            depends_on=rule.depends_on,
+            waiting_on=rt.waiting_on,
         )
 
     def prune_history(self) -> int:
@@ -574,6 +720,51 @@ _TRANSITION_MESSAGES = {
     Status.PENDING: "pending",
     Status.OK: "resolved",
 }
+
+
+def _in_trouble(rt: RuleRuntime) -> bool:
+    """What makes the rules depending on this one wait: it is down, waiting itself, or breaching."""
+    last = rt.last
+    if not rt.rule.enabled or last is None:
+        return False
+    return not last.up or bool(rt.waiting_on) or any(st.status is not Status.OK for st in rt.subjects.values())
+
+
+def _things(rt: RuleRuntime, reading: Reading) -> tuple[str, ...]:
+    """The shared-cooldown keys of what this rule's actions would change for ``reading``.
+
+    "kind thing": a restart and a reload of one unit are different things
+    to hold; a restart of it by any rule is the same one.
+    """
+    keys = []
+    for config, action in rt.actions:
+        if isinstance(action, NamesThing):
+            thing = action.thing(reading)
+        else:
+            thing = f"{config.target}/{reading.subject}" if config.target else reading.subject
+        keys.append(f"{config.kind} {thing}")
+    return tuple(dict.fromkeys(keys))
+
+
+def _verified(entry: AuditEntry, value: float | None, held_after: float | None, reason: str | None) -> AuditEntry:
+    detail: dict[str, Any] = {**entry.detail, "held": held_after is not None}
+    if held_after is not None:
+        detail["settled_after"] = round(held_after, 3)
+    if reason is not None:
+        detail["verify"] = reason
+    return replace(entry, value_after=value, detail=detail)
+
+
+def _not_held_reason(rule: Rule, result: ProbeResult, value: float | None, settle: float, stopping: bool) -> str:
+    if stopping:
+        return "not verified: shutting down"
+    if not result.up:
+        return f"probe down after {settle:g}s settle: {result.error}"
+    if value is None:
+        return f"subject not measured after {settle:g}s settle"
+    side, line = ("above", rule.thresholds.above) if rule.thresholds.above is not None else (
+        "below", rule.thresholds.below)
+    return f"still {side} {line:g} after {settle:g}s settle (value {value:g})"
 
 
 def _values(subjects: Mapping[str, SubjectState], status: Status) -> dict[str, float]:

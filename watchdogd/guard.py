@@ -9,7 +9,7 @@ cooldowns with plain numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,14 +18,19 @@ from watchdogd.model import Decision
 __all__ = [
     "BudgetPolicy",
     "GuardPolicy",
+    "Hold",
     "HostGuard",
     "RuleGuard",
     "SubjectGuard",
     "Verdict",
+    "active_hold",
+    "add_holds",
     "backoff",
     "budget_remaining",
     "cooldown_until",
     "decide",
+    "holds_from_dict",
+    "holds_to_dict",
     "host_guard_from_dict",
     "host_guard_to_dict",
     "is_gave_up",
@@ -92,6 +97,21 @@ class HostGuard:
     """Real (not dry-run) action runs of all rules: the host budget's only input."""
 
     action_times: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A thing some rule acted on (unit X, container Y, backend Z), in cooldown for every rule.
+
+    Rule cooldowns alone let two rules restart the same unit a second
+    apart; the thing acted on is what needs the rest, whichever rule asks.
+    The key it is stored under is "action kind + thing".
+    """
+
+    rule: str
+    action: str
+    at: float
+    until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +188,13 @@ def decide(
     budget: BudgetPolicy | None,
     in_grace: bool,
     max_per_run: int,
+    held: Mapping[str, Hold] | None = None,
 ) -> Verdict:
     """Which firing subjects to act on now, and why each other one is skipped.
+
+    ``held`` names the subjects whose thing is in a shared cooldown (another
+    rule, or this one through another subject, acted on it): they are
+    skipped as in cooldown, like the rule's own cooldown.
 
     Rule-wide reasons (pause, give-up, grace) skip the whole batch before any
     per-subject check, so the audit log names the reason the operator can act
@@ -184,7 +209,10 @@ def decide(
     if blanket is not None:
         return Verdict((), tuple((s, blanket) for s in ordered), mode, False, rg)
 
-    reasons: dict[str, Decision] = {s: Decision.SKIPPED_COOLDOWN for s in ordered if _cooling(rg, s, now)}
+    held = held or {}
+    reasons: dict[str, Decision] = {
+        s: Decision.SKIPPED_COOLDOWN for s in ordered if _cooling(rg, s, now) or s in held
+    }
     ready = [s for s in ordered if s not in reasons]
     allowed: tuple[str, ...] = ()
     gives_up = bool(ready) and _window_full(rg.action_times, policy.max_actions, policy.max_actions_per, now)
@@ -276,6 +304,25 @@ def backoff(cooldown: float, max_cooldown: float, attempts: int) -> float:
     """Cooldown after the ``attempts``-th action: doubles each time the condition comes back, capped."""
     doublings = min(max(attempts - 1, 0), _MAX_DOUBLINGS)
     return min(cooldown * 2.0**doublings, max_cooldown)
+
+
+# --------------------------------------------------------------------------- shared cooldowns
+
+
+def active_hold(holds: Mapping[str, Hold], keys: Iterable[str], now: float) -> Hold | None:
+    """The hold on any of ``keys`` that ends last, if one is still ahead of ``now``."""
+    live = [hold for key in keys if (hold := holds.get(key)) is not None and hold.until > now]
+    return max(live, key=lambda hold: hold.until, default=None)
+
+
+def add_holds(holds: Mapping[str, Hold], new: Mapping[str, Hold], now: float) -> dict[str, Hold]:
+    """Book new holds and forget expired ones; a longer hold already in place is kept."""
+    merged = {key: hold for key, hold in holds.items() if hold.until > now}
+    for key, hold in new.items():
+        current = merged.get(key)
+        if current is None or current.until < hold.until:
+            merged[key] = hold
+    return merged
 
 
 # --------------------------------------------------------------------------- operator
@@ -387,3 +434,25 @@ def host_guard_to_dict(hg: HostGuard) -> dict[str, Any]:
 
 def host_guard_from_dict(d: Mapping[str, Any]) -> HostGuard:
     return HostGuard(action_times=_dec_times(d.get("action_times")))
+
+
+def holds_to_dict(holds: Mapping[str, Hold]) -> dict[str, Any]:
+    return {
+        "version": _FORMAT_VERSION,
+        "holds": {
+            key: {"rule": h.rule, "action": h.action, "at": _enc(h.at), "until": _enc(h.until)}
+            for key, h in holds.items()
+        },
+    }
+
+
+def holds_from_dict(d: Mapping[str, Any]) -> dict[str, Hold]:
+    return {
+        str(key): Hold(
+            rule=str(body.get("rule", "")),
+            action=str(body.get("action", "")),
+            at=_dec(body.get("at")) or 0.0,
+            until=_dec(body.get("until")) or 0.0,
+        )
+        for key, body in (d.get("holds") or {}).items()
+    }

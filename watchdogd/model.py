@@ -49,7 +49,8 @@ class RuleStatus(enum.Enum):
     FIRING = "firing"
     PAUSED = "paused"
     GAVE_UP = "gave_up"
-    DOWN = "down"  # the probe itself failed
+    DOWN = "down"  # the probe itself failed (and the rule holds its state: ``on_down: hold``)
+    WAITING = "waiting"  # a rule it ``depends_on`` is in trouble: not probed, no action, counted there
     DISABLED = "disabled"
 
 

@@ -69,7 +69,8 @@ def cycle_bound(rule: Rule) -> float:
     if not rule.actions:
         return rule.timeout
     actions = sum(action.params.timeout for action in rule.actions)
-    return rule.timeout + actions + rule.verify_after + rule.timeout
+    settle = max(action.settle for action in rule.actions)
+    return rule.timeout + actions + rule.verify_after + settle + rule.timeout
 
 
 def stuck_after(rules: Iterable[Rule]) -> dict[str, float]:
@@ -80,11 +81,18 @@ def stuck_after(rules: Iterable[Rule]) -> dict[str, float]:
     looser than /healthz's "ran within two intervals": /healthz reports,
     the watchdog kills.
     """
+    enabled = {rule.name: rule for rule in rules if rule.enabled}
     return {
-        rule.name: 2.0 * rule.every + rule.jitter + cycle_bound(rule) + STUCK_SLACK
-        for rule in rules
-        if rule.enabled
+        name: 2.0 * rule.every + rule.jitter + _with_dependencies(rule, enabled) + STUCK_SLACK
+        for name, rule in enabled.items()
     }
+
+
+def _with_dependencies(rule: Rule, rules: Mapping[str, Rule]) -> float:
+    """A dependent whose probe fails runs the rules it depends on in its own run (engine: recheck)."""
+    return cycle_bound(rule) + sum(
+        _with_dependencies(rules[dep], rules) for dep in rule.depends_on if dep in rules
+    )
 
 
 def should_ping(running: bool, stuck: Iterable[str]) -> bool:

@@ -163,16 +163,19 @@ def rule_status(
     up: bool,
     paused: bool,
     gave_up: bool,
+    waiting: bool = False,
 ) -> RuleStatus:
     """One word for `watchdogctl status`: operator intent first, then health of the probe, then subjects.
 
     The order matters: a paused rule whose probe is down shows "paused",
-    because that is the thing the operator has to undo.
+    because that is the thing the operator has to undo; a rule waiting on
+    an outage shows "waiting", because the outage is what to look at.
     """
     present = {state.status for state in states.values()}
     precedence = (
         (not enabled, RuleStatus.DISABLED),
         (paused, RuleStatus.PAUSED),
+        (waiting, RuleStatus.WAITING),
         (gave_up, RuleStatus.GAVE_UP),
         (not up, RuleStatus.DOWN),
         (Status.FIRING in present, RuleStatus.FIRING),

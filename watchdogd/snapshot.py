@@ -50,6 +50,11 @@ class RuleSnapshot:
     has_actions: bool = False
     description: str = ""
     actions: tuple[str, ...] = ()  # configured action kinds, in order (metrics pre-set their counters)
+    timeout: float = 0.0  # the effective probe timeout
+    timeout_source: str = ""  # how it was derived ("rule timeout", "probe_timeout capped at the interval"...)
+    on_down: str = "hold"
+    depends_on: tuple[str, ...] = ()
+    waiting_on: tuple[str, ...] = ()  # the dependencies in trouble right now
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ class ProbeSpec:
     cardinality: Cardinality
     summary: str
     target_kind: str | None = None  # "postgres", "redis", "docker"; None for host-local probes
+    availability: bool = False
+    """The probe answers "is it there?": failing to measure *is* the finding (``on_down: fire`` by default)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ActionSpec:
     factory: ActionFactory
     summary: str
     target_kind: str | None = None
+    settle: float = 5.0
+    """Default ``settle`` seconds: how long verify keeps re-probing before it calls the fix failed."""
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,10 @@ class TargetSpec:
     params: type[Params]
     connect: Callable[[Any], Any]
     close: Callable[[Any], None]
+    retry_within: Callable[[Any, float], None] | None = None
+    """``retry_within(client, seconds)``: never hold back a reconnect longer than this.
+
+    The daemon passes half the shortest interval of the rules using the
+    target, so a service that is back is seen on each rule's next run
+    rather than after a reconnect backoff longer than the interval.
+    """

@@ -201,6 +201,10 @@ _INSERT_AUDIT: Final[str] = (
     "INSERT INTO audit (ts, rule, subject, action, decision, result, error,"
     " value_before, value_after, duration, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_UPSERT_KV: Final[str] = (
+    "INSERT INTO kv (key, data, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
+)
 _UPSERT_RULE: Final[str] = (
     "INSERT INTO rules (rule, data, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT (rule) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
@@ -451,27 +455,32 @@ class StateStore:
     def save_kv(self, key: str, data: Mapping[str, Any]) -> None:
         text = _dumps_state(data)
         with self._tx("save_kv") as conn:
-            conn.execute(
-                "INSERT INTO kv (key, data, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-                (key, text, self._clock()),
-            )
+            conn.execute(_UPSERT_KV, (key, text, self._clock()))
 
     # -- audit ---------------------------------------------------------------
 
     def save_rule_and_audit(
-        self, rule: str, data: Mapping[str, Any], entries: Sequence[AuditEntry]
+        self,
+        rule: str,
+        data: Mapping[str, Any],
+        entries: Sequence[AuditEntry],
+        kv: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[int]:
-        """The write-ahead step: the new cooldown and the "started" rows land together or not at all.
+        """The write-ahead step: the new cooldown, the host-wide state (``kv``: budget, shared cooldowns)
+        and the "started" rows land together or not at all.
 
         If only the audit rows landed, a restart would not know about the
         cooldown and could repeat the action; if only the state landed, the
         action would leave no trace. Hence one transaction.
         """
         text = _dumps_state(data)
+        blobs = [(key, _dumps_state(value)) for key, value in (kv or {}).items()]
         params = [_audit_params(e) for e in entries]
         with self._tx("save_rule_and_audit") as conn:
-            conn.execute(_UPSERT_RULE, (rule, text, self._clock()))
+            now = self._clock()
+            conn.execute(_UPSERT_RULE, (rule, text, now))
+            for key, blob in blobs:
+                conn.execute(_UPSERT_KV, (key, blob, now))
             return self._insert_audit(conn, params)
 
     def add_audit(self, entries: Sequence[AuditEntry]) -> list[int]:

@@ -89,7 +89,7 @@ def test_status_table() -> None:
     text = cli.render_status(doc(rule(), pg), cli.Palette(False))
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("RULE"))
-    assert header.split() == ["RULE", "STATE", "BREACHING", "VALUE", "LAST", "ACTION", "COOLDOWN"]
+    assert header.split() == ["RULE", "STATE", "BREACHING", "VALUE", "LAST", "ACTION", "COOLDOWN", "EVERY/TIMEOUT"]
     disk = next(line for line in lines if line.startswith("disk-full"))
     assert "firing" in disk and "93.0% > 90.0%" in disk and "files.clean ok 1m ago" in disk and "10m" in disk
     pg_line = next(line for line in lines if line.startswith("pg-idle"))
@@ -257,7 +257,10 @@ def test_check_config_ok_and_errors(tmp_path: Path) -> None:
         """)
     done = run_ctl("check-config", str(good))
     assert done.returncode == 0
-    assert done.stdout.strip() == f"OK: {good}: 1 rules (0 disabled), 0 actions, 0 targets"
+    assert done.stdout.splitlines() == [
+        f"OK: {good}: 1 rules (0 disabled), 0 actions, 0 targets",
+        "  mem: every 15s, timeout 10s (probe_timeout), on_down hold",
+    ]
     bad = write_config(tmp_path, """
         rules:
           mem: {probe: host.memroy, above: 90}

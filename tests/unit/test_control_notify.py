@@ -54,8 +54,10 @@ def test_stuck_bounds_cover_each_rules_own_worst_case() -> None:
     bounds = notify.stuck_after(config.rules.values())
     assert set(bounds) == {"quick", "acting"}  # disabled rules never run, so never count as stuck
     assert bounds["quick"] == pytest.approx(2 * 10 + 3 + notify.STUCK_SLACK)
-    # probe + both action timeouts + verify delay + re-probe
-    assert bounds["acting"] == pytest.approx(2 * 10 + (3 + 60 + 30 + 5 + 3) + notify.STUCK_SLACK)
+    # probe + both action timeouts + verify delay + the longest settle + re-probe
+    settle = max(action.settle for action in config.rules["acting"].actions)
+    assert settle > 0
+    assert bounds["acting"] == pytest.approx(2 * 10 + (3 + 60 + 30 + 5 + settle + 3) + notify.STUCK_SLACK)
 
 
 def test_ping_decision_over_a_frozen_progress() -> None:

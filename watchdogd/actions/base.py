@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
@@ -17,6 +17,10 @@ class ActionParams(Params):
 
     max_per_run: int = Field(default=10, ge=1)
     timeout: Duration = 60.0
+    settle: Duration | None = Field(default=None, le=3600.0)
+    """How long the thing acted on may take to come right (a restarted unit to answer, a VACUUM to show
+    in the statistics); the verify re-probes until the condition clears or this is spent. None takes the
+    action kind's default (``ActionSpec.settle``)."""
 
 
 class Action(Protocol):
@@ -34,4 +38,21 @@ class Action(Protocol):
         item's own reason. A failure of one item (one backend not signalled)
         belongs in that ``ItemResult`` only.
         """
+        ...
+
+
+@runtime_checkable
+class NamesThing(Protocol):
+    """An action that can say which thing it changes for a subject.
+
+    The shared cooldown keys on (action kind, thing), not on the rule: a
+    unit restarted by the unit-failed rule is in cooldown for the health
+    rule too. An action whose thing is not its subject implements this
+    (``systemd.restart`` with ``unit:`` restarts that unit whatever the
+    subject; ``exec`` runs its rendered argv). Without it the thing is the
+    action's target and the subject.
+    """
+
+    def thing(self, reading: Reading) -> str:
+        """A stable, loggable key of what ``run`` would change for this reading; no I/O."""
         ...

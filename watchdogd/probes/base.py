@@ -8,7 +8,7 @@ psutil's module-level ``cpu_percent`` state would.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,4 +38,20 @@ class Probe(Protocol):
         Runs in a worker thread under a timeout: it must not touch shared state
         other than its own attributes and its target client.
         """
+        ...
+
+
+@runtime_checkable
+class ReportsOutage(Protocol):
+    """A probe that knows which subjects an outage takes down with it.
+
+    Availability probes (``postgres.up``, ``net.http``, ``systemd.unit``...)
+    implement it so that "unreachable" is reported on the very subject the
+    probe reports when the thing is up: the rule's ``for`` timer, cooldown
+    and backoff then carry across the outage instead of starting over on a
+    made-up subject.
+    """
+
+    def outage_subjects(self) -> list[str]:
+        """The subjects to mark as down when ``measure`` fails; never raises, never does I/O."""
         ...
