@@ -261,6 +261,7 @@ def report_document(report: RunReport, unit: Unit | None = None) -> dict[str, An
         "firing": {"count": len(report.firing), "subjects": list(report.firing[:MAX_LISTED])},
         "pending": {"count": len(report.pending), "subjects": list(report.pending[:MAX_LISTED])},
         "audit": [audit_document(entry, unit) for entry in report.audit],
+        "waiting_on": list(report.waiting_on),
     }
 
 

@@ -144,6 +144,8 @@ def _rule_families(out: _Families, rule: RuleSnapshot) -> None:
         state.add_metric([rule.name, candidate.value], float(candidate is rule.status))
     per_rule: tuple[tuple[str, str, float], ...] = (
         ("rule_interval_seconds", "How often the rule runs.", rule.every),
+        ("rule_timeout_seconds", "The rule's effective probe timeout (its own, or probe_timeout capped at the "
+         "interval).", rule.timeout),
         ("rule_subjects", "Subjects the probe measured in its last run. " + CACHED, float(len(rule.readings))),
         ("rule_breaching_subjects", "Subjects past the threshold (pending or firing). " + CACHED,
          float(len(rule.firing) + len(rule.pending))),
