@@ -723,11 +723,16 @@ _TRANSITION_MESSAGES = {
 
 
 def _in_trouble(rt: RuleRuntime) -> bool:
-    """What makes the rules depending on this one wait: it is down, waiting itself, or breaching."""
+    """What makes the rules depending on this one wait: it fails to measure, waits itself, or fires.
+
+    Pending is not trouble by itself: a slow but answering server (latency
+    pending on ``pg-up``) must not stop the rules that may fix it; an
+    outage is trouble from its first failed probe.
+    """
     last = rt.last
     if not rt.rule.enabled or last is None:
         return False
-    return not last.up or bool(rt.waiting_on) or any(st.status is not Status.OK for st in rt.subjects.values())
+    return not last.up or bool(rt.waiting_on) or any(st.status is Status.FIRING for st in rt.subjects.values())
 
 
 def _things(rt: RuleRuntime, reading: Reading) -> tuple[str, ...]:

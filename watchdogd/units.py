@@ -6,6 +6,7 @@ Each parser raises ``ValueError`` with a message that completes the sentence
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Annotated
@@ -107,6 +108,8 @@ def format_value(value: float | None, unit: Unit) -> str:
     """Human text for status tables and logs."""
     if value is None:
         return "-"
+    if math.isinf(value):  # an outage read as the breaching value (engine: on_down: fire)
+        return "unreachable"
     return _FORMATTERS[unit](value)
 
 

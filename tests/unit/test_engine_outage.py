@@ -16,9 +16,10 @@ from tests.unit.test_engine import Clock, FakeProbe
 from watchdogd.config import ConfigError, parse_config
 from watchdogd.daemon import dependency_order
 from watchdogd.engine import Engine, RuleRuntime
-from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus
+from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus, Unit
 from watchdogd.probes.base import ProbeError
 from watchdogd.state import StateStore
+from watchdogd.units import format_value
 
 
 class OutageProbe(FakeProbe):
@@ -351,3 +352,24 @@ def test_a_fix_verified_while_the_target_is_still_down_names_the_outage(tmp_path
 
     assert entry.detail["held"] is False
     assert entry.detail["verify"] == "probe down after 1s settle: connection refused"
+
+
+def test_a_slow_but_answering_dependency_does_not_hold_its_dependents(tmp_path: Path) -> None:
+    """pg-up pending on latency must not stop the rule that might fix the slowness."""
+    clock = Clock()
+    up_rule = UP_RULE.split("actions:", maxsplit=1)[0] + "for: 1m\n"
+    engine = engine_for(tmp_path, rule("up", up_rule) + rule("busy", DEPENDENT), clock)
+    up, busy = OutageProbe({"db": 5.0}), OutageProbe({"db": 10.0})
+    swap(engine, "up", up)
+    swap(engine, "busy", busy)
+    assert engine.run_rule("up").status is RuleStatus.PENDING
+
+    assert engine.run_rule("busy").status is RuleStatus.OK
+    clock.now += 61
+    assert engine.run_rule("up").status is RuleStatus.FIRING
+    assert engine.run_rule("busy").status is RuleStatus.WAITING
+
+
+def test_an_outage_value_reads_as_unreachable() -> None:
+    assert {format_value(float("inf"), unit) for unit in Unit} == {"unreachable"}
+    assert format_value(float("-inf"), Unit.COUNT) == "unreachable"
