@@ -91,7 +91,7 @@ BASE = """\
     timeout: 1s
     cooldown: 10m
     actions:
-      - exec: {argv: [/bin/true]}
+      - exec: {argv: [/bin/true], settle: 0.1s}
 """
 
 
@@ -208,7 +208,7 @@ def test_pause_and_resume(tmp_path: Path) -> None:
 
 
 def test_max_per_run_cuts_the_batch(tmp_path: Path) -> None:
-    yaml = BASE.replace("[/bin/true]}", "[/bin/true], max_per_run: 2}")
+    yaml = BASE.replace("settle: 0.1s}", "settle: 0.1s, max_per_run: 2}")
     engine, _probe, action, store = make_engine(tmp_path, yaml, Clock(), values={"a": 95, "b": 96, "c": 97})
     engine.run_rule("r")
     assert action.calls == [(["a", "b"], False)]

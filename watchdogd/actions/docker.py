@@ -50,6 +50,16 @@ def _timed_out(subject: str) -> ItemResult:
     return ItemResult(subject, False, "not attempted: the action's timeout was reached")
 
 
+def _ref(reading: Reading) -> str:
+    """How an action names the reading's container: its id when the probe gave one, else the subject (a name)."""
+    return str(reading.details.get("id") or reading.subject)
+
+
+def _url(target: Any) -> str:
+    """The engine's URL for a thing key; no I/O, and no failure for a missing target (``run`` reports that)."""
+    return str(getattr(target, "url", "") or "docker")
+
+
 # --------------------------------------------------------------------------- start / restart
 
 
@@ -114,9 +124,13 @@ class ContainerAction:
             error=f"{failed} container(s) could not be {self._verb.done}" if failed else None,
         )
 
+    def thing(self, reading: Reading) -> str:
+        """The container this reading makes us act on (``NamesThing``), on this engine."""
+        return f"container {_ref(reading)} on {_url(self._engine)}"
+
     def _one(self, engine: DockerEngine, reading: Reading, dry_run: bool) -> ItemResult:
         subject = reading.subject
-        ref = str(reading.details.get("id") or subject)  # a reading from another probe names it only
+        ref = _ref(reading)
         try:
             info = engine.inspect(ref)
         except DockerError as exc:
@@ -224,6 +238,10 @@ class PruneAction:
         self._params = params
         self._engine = target
         self._clock = clock
+
+    def thing(self, reading: Reading) -> str:
+        """The engine's disk, whatever the subject (``NamesThing``): two rules pruning it share a cooldown."""
+        return f"engine {_url(self._engine)}"
 
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         """Prune once, whatever and however many subjects fired (they only say space is short)."""
@@ -381,14 +399,16 @@ def _prune_factory(params: PruneParams, target: Any, clock: Clock) -> PruneActio
 
 ACTIONS: dict[str, ActionSpec] = {
     "docker.start": ActionSpec(
-        StartParams, _start_factory, "start stopped containers (not ones an operator stopped)", target_kind="docker"
+        StartParams, _start_factory, "start stopped containers (not ones an operator stopped)", target_kind="docker",
+        settle=30.0,  # the process inside may need its own start-up before a health check passes
     ),
     "docker.restart": ActionSpec(
-        RestartParams, _restart_factory, "restart containers (stop with a timeout, then start)", target_kind="docker"
+        RestartParams, _restart_factory, "restart containers (stop with a timeout, then start)", target_kind="docker",
+        settle=30.0,
     ),
     "docker.prune": ActionSpec(
         PruneParams, _prune_factory,
         "remove old stopped containers, dangling images, build cache and (opt-in) unused volumes",
-        target_kind="docker",
+        target_kind="docker", settle=10.0,  # system df can lag the removals
     ),
 }

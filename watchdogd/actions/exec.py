@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import selectors
+import shlex
 import signal
 import subprocess
 import time
@@ -246,6 +247,20 @@ class ExecAction:
             for r in subjects
         ]
 
+    def thing(self, reading: Reading) -> str:
+        """The command this reading makes us run (``NamesThing``), as one shell-quoted line.
+
+        Per subject: argv with ``{subject}`` filled in, so two rules running
+        the same script for the same subject share a cooldown. ``{value}``
+        and ``{subjects}`` stay as written: they change from run to run and
+        would make every key new. Once per batch: the argv as configured,
+        the same command whatever breached.
+        """
+        keep = {name: "{" + name + "}" for name in PLACEHOLDERS}
+        if self._params.per_subject:
+            keep["subject"] = reading.subject
+        return shlex.join(substitute(arg, keep) for arg in self._params.argv)
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         params = self._params
         deadline = time.monotonic() + params.timeout
@@ -296,5 +311,6 @@ def _factory(params: ExecParams, _target: object, clock: Clock) -> ExecAction:
 
 
 ACTIONS: dict[str, ActionSpec] = {
-    "exec": ActionSpec(ExecParams, _factory, "run a command (argv, no shell) for the breaching subjects"),
+    "exec": ActionSpec(ExecParams, _factory, "run a command (argv, no shell) for the breaching subjects",
+                       settle=15.0),
 }

@@ -272,6 +272,10 @@ class CleanAction:
 
     # -- the action ------------------------------------------------------------------------
 
+    def thing(self, reading: Reading) -> str:
+        """The directory cleaned, whatever the subject (``NamesThing``): two disk rules share its cooldown."""
+        return f"{self._params.path} ({self._params.pattern})"
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         """Clean the directory once, whatever and however many subjects breached.
 
@@ -343,6 +347,7 @@ def _factory(params: CleanParams, _target: object, clock: Clock) -> CleanAction:
 
 ACTIONS: dict[str, ActionSpec] = {
     "files.clean": ActionSpec(
-        CleanParams, _factory, "delete files older than a limit from one directory tree, oldest first"
+        CleanParams, _factory, "delete files older than a limit from one directory tree, oldest first",
+        settle=5.0,
     ),
 }

@@ -110,6 +110,10 @@ class VacuumAction:
         self._clock = clock
         self._dirs = dirs
 
+    def thing(self, reading: Reading) -> str:
+        """The host's journal, whatever the subject (``NamesThing``): there is one, however many rules watch it."""
+        return SUBJECT
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         """Vacuum once, whatever breached: the limits are the config's, not the subjects'."""
         deadline = time.monotonic() + self._params.timeout
@@ -184,5 +188,6 @@ def _factory(params: VacuumParams, _target: object, clock: Clock) -> VacuumActio
 ACTIONS: dict[str, ActionSpec] = {
     "journal.vacuum": ActionSpec(
         VacuumParams, _factory, "journalctl --vacuum-time/--vacuum-size/--vacuum-files (archived journals only)",
+        settle=5.0,
     ),
 }

@@ -111,6 +111,14 @@ def _backend(reading: Reading) -> _Backend | None:
                     d.get("application"), d.get("superuser") is True, d)
 
 
+def backend_thing(reading: Reading, client: PostgresClient) -> str:
+    """A backend's stable name for the shared cooldown: pid *and* start, since a pid alone gets reused."""
+    backend = _backend(reading)
+    if backend is None:
+        return f"{reading.subject} on {client.label}"  # run() refuses it anyway
+    return f"backend {backend.pid} started {backend.backend_start} on {client.label}"
+
+
 def _split(subjects: Sequence[Reading], action: str) -> tuple[list[_Backend], list[ItemResult]]:
     """Backends to act on, and a failed item for every reading that does not name one."""
     backends, refused = [], []
@@ -318,6 +326,9 @@ class TerminateAction:
         self._params = params
         self._client = client
 
+    def thing(self, reading: Reading) -> str:
+        return backend_thing(reading, self._client)
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         params = self._params
         backends, refused = _split(subjects, "postgres.terminate")
@@ -343,6 +354,9 @@ class CancelAction:
     def __init__(self, params: CancelParams, client: PostgresClient, clock: Clock) -> None:
         self._params = params
         self._client = client
+
+    def thing(self, reading: Reading) -> str:
+        return backend_thing(reading, self._client)
 
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         params = self._params
@@ -444,6 +458,13 @@ class VacuumAction:
     def __init__(self, params: VacuumParams, client: PostgresClient, clock: Clock) -> None:
         self._params = params
         self._client = client
+
+    def thing(self, reading: Reading) -> str:
+        """The table by oid (what the action looks it up by), so a renamed table is still the same thing."""
+        table = _table(reading)
+        if table is None:
+            return f"{reading.subject} on {self._client.label}"
+        return f"table {table.relid} ({table.schema}.{table.table}) on {self._client.label}"
 
     def _statement(self, table: _Table) -> Any:
         from psycopg import sql  # noqa: PLC0415 (lazy: see module docstring)
@@ -568,16 +589,16 @@ ACTIONS: dict[str, ActionSpec] = {
     "postgres.terminate": ActionSpec(
         SignalParams, _factory(TerminateAction),
         "pg_terminate_backend on breaching backends, re-checking identity and breach in the same statement",
-        target_kind="postgres",
+        target_kind="postgres", settle=5.0,
     ),
     "postgres.cancel": ActionSpec(
         CancelParams, _factory(CancelAction),
         "pg_cancel_backend on breaching backends, terminating those still breaching after a grace",
-        target_kind="postgres",
+        target_kind="postgres", settle=5.0,
     ),
     "postgres.vacuum": ActionSpec(
         VacuumParams, _factory(VacuumAction),
         "VACUUM (ANALYZE) breaching tables one at a time, with lock_timeout",
-        target_kind="postgres",
+        target_kind="postgres", settle=60.0,  # the statistics collector reports dead tuples with a delay
     ),
 }

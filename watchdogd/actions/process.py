@@ -105,6 +105,13 @@ class SignalAction:
         self._self_pid = self_pid
         self._signal = SIGNALS[params.signal]
 
+    def thing(self, reading: Reading) -> str:
+        """The process by pid *and* start time (``NamesThing``): a reused pid is another process."""
+        pid, start = reading.details.get("pid"), reading.details.get("start_ticks")
+        if not isinstance(pid, int) or not isinstance(start, int):
+            return reading.subject  # run() refuses it anyway
+        return f"pid {pid} started {start}"
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         deadline = time.monotonic() + self._params.timeout
         protected = procfs.ancestors(self._self_pid(), self._proc) | {1}
@@ -287,6 +294,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "process.signal": ActionSpec(
         SignalParams, _factory,
         "signal the breaching processes (TERM, then KILL after a grace), checking each is still the same process",
+        settle=10.0,
     ),
 }
 

@@ -58,6 +58,13 @@ class ClientKillAction:
         self._params = params
         self._target = target
 
+    def thing(self, reading: Reading) -> str:
+        """The connection by id *and* server run (``NamesThing``): ids start again at 1 after a restart."""
+        client_id = reading.details.get("id")
+        if not isinstance(client_id, int):
+            return f"{reading.subject} on {self._target.name}"  # run() refuses it anyway
+        return f"client {client_id} of run {reading.details.get('run_id', '')} on {self._target.name}"
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         wanted = [r for r in subjects if isinstance(r.details.get("id"), int)]
         items = [
@@ -209,6 +216,11 @@ class DeleteKeysAction:
         self._params = params
         self._target = target
 
+    def thing(self, reading: Reading) -> str:
+        """The keys the pattern names, whatever the subject (``NamesThing``): one sweep, one cooldown."""
+        kind = f" of type {self._params.type}" if self._params.type else ""
+        return f"keys {self._params.match}{kind} on {self._target.name}"
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         """Delete once per run, however many subjects breached: the pattern, not the subject, says what."""
         progress = _Progress()
@@ -295,9 +307,11 @@ ACTIONS: dict[str, ActionSpec] = {
     "redis.client_kill": ActionSpec(
         ClientKillParams, _client_kill,
         "CLIENT KILL ID per breaching client of redis.idle_clients, re-checked just before", target_kind="redis",
+        settle=5.0,
     ),
     "redis.delete_keys": ActionSpec(
         DeleteKeysParams, _delete_keys,
         "SCAN MATCH + UNLINK in batches, at most max_keys per run (never FLUSHDB/FLUSHALL)", target_kind="redis",
+        settle=5.0,
     ),
 }

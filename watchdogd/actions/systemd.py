@@ -2,8 +2,11 @@
 
 Which unit: ``unit:`` when given (a rule on an HTTP check or a process
 restarts the service behind it), else each breaching subject's own unit (a
-``systemd.unit`` rule restarts exactly the units that are down). Each unit
-is acted on once per run however many subjects point at it.
+``systemd.unit`` rule restarts exactly the units that are down; when
+systemctl itself could not answer, the engine's outage readings carry no
+details and the subject, a unit name, says it). Each unit is acted on once
+per run however many subjects point at it, and that unit is the "thing" the
+shared cooldown keys on, whichever rule asks.
 
 Before acting, one ``systemctl show`` reads what systemd knows, so that
 dry-run can say exactly what would happen and so refusals are clear: a unit
@@ -28,7 +31,15 @@ from pydantic import field_validator
 from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading
 from watchdogd.spec import ActionSpec
-from watchdogd.systemctl import Systemctl, SystemctlError, SystemctlTimeout, one_line, own_unit, unit_name
+from watchdogd.systemctl import (
+    UNIT_SUFFIXES,
+    Systemctl,
+    SystemctlError,
+    SystemctlTimeout,
+    one_line,
+    own_unit,
+    unit_name,
+)
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "Result", "CanStart", "CanReload",
               "RefuseManualStart", "MainPID", "NRestarts")
@@ -36,12 +47,28 @@ START_LIMIT_HIT = "start-limit-hit"
 PERMISSION_HINTS = ("Access denied", "Interactive authentication required", "Permission denied")
 
 
+def _plain_unit(value: str) -> bool:
+    """A single unit's name (no glob, no path, not an option): safe to put after ``--`` on argv."""
+    return bool(value) and not value.startswith("-") and "/" not in value and not any(
+        c.isspace() or c in "*?[" for c in value
+    )
+
+
 def _check_unit(value: str | None) -> str | None:
     if value is None:
         return None
-    if not value or value.startswith("-") or "/" in value or any(c.isspace() or c in "*?[" for c in value):
+    if not _plain_unit(value):
         raise ValueError(f"not a unit name: {value!r}")
     return unit_name(value)
+
+
+def unit_of_subject(subject: str) -> str | None:
+    """The unit a bare subject names (``nginx.service``), or None for anything else (a URL, ``host:port``).
+
+    Only full unit names count: ``ping`` or ``db`` must not become
+    ``ping.service`` and get restarted because a rule forgot ``unit:``.
+    """
+    return subject if _plain_unit(subject) and subject.endswith(UNIT_SUFFIXES) else None
 
 
 class UnitActionParams(ActionParams):
@@ -89,6 +116,19 @@ class UnitAction:
         self._systemctl = systemctl
         self._own = own
 
+    def thing(self, reading: Reading) -> str:
+        """The unit this reading makes us restart or reload (``NamesThing``): the shared cooldown's key."""
+        return self._unit(reading) or reading.subject
+
+    def _unit(self, reading: Reading) -> str | None:
+        """``unit:``, else the reading's ``unit`` detail (systemd probes), else a subject that is a unit name."""
+        if self._params.unit is not None:
+            return self._params.unit
+        unit = reading.details.get("unit")
+        if isinstance(unit, str) and unit:
+            return unit
+        return unit_of_subject(reading.subject)
+
     def run(self, subjects: Sequence[Reading], *, dry_run: bool) -> ActionResult:
         deadline = time.monotonic() + self._params.timeout
         wanted, items = self._units(subjects)
@@ -117,8 +157,8 @@ class UnitAction:
         wanted: dict[str, str] = {}
         items = []
         for reading in subjects:
-            unit = reading.details.get("unit")
-            if not isinstance(unit, str) or not unit:
+            unit = self._unit(reading)
+            if unit is None:
                 items.append(ItemResult(reading.subject, False,
                                         f"no unit to {self._verb}: set unit: (this rule's subjects are not"
                                         " systemd units)"))
@@ -229,8 +269,10 @@ def _reload(params: ReloadParams, _target: object, _clock: Clock) -> UnitAction:
 ACTIONS: dict[str, ActionSpec] = {
     "systemd.restart": ActionSpec(
         RestartParams, _restart, "systemctl restart the breaching units (or the unit named by unit:)",
+        settle=30.0,  # a service's own start-up (a database replaying WAL) after systemd says "active"
     ),
     "systemd.reload": ActionSpec(
         ReloadParams, _reload, "systemctl reload the breaching units (or the unit named by unit:)",
+        settle=10.0,
     ),
 }

@@ -10,6 +10,8 @@ cannot say is fetched only for the few containers that need it:
   its line in the list, and an exited one is inspected once (cached until
   the event stream says it started or died again).
 * ``docker.disk`` is one ``system df`` call.
+* ``docker.engine`` is one ``GET /_ping``: the availability probe a
+  "restart dockerd" rule hangs off.
 
 See ``docs/docker.md`` for how an operator's ``docker stop`` is told apart
 from a crash (``targets/docker_events.py``).
@@ -30,6 +32,7 @@ from watchdogd.probes.docker_common import Selection, base_details, engine_of, p
 from watchdogd.probes.docker_resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe
 from watchdogd.spec import ProbeSpec
 from watchdogd.targets.docker_events import CAUSE_OPERATOR, CAUSE_WATCHDOGD
+from watchdogd.units import Duration
 
 if TYPE_CHECKING:
     from watchdogd.targets.docker import DockerEngine
@@ -339,6 +342,38 @@ class DiskProbe:
         return readings
 
 
+# --------------------------------------------------------------------------- docker.engine
+
+
+class EngineParams(Params):
+    timeout: Duration = Field(default=5.0, gt=0)
+    """How long the engine may take to answer ``/_ping``; the engine is down after that."""
+
+
+class EngineProbe:
+    """Seconds for the engine to answer ``/_ping``; raises when it does not answer.
+
+    An availability probe: the socket missing, refused, permission denied or
+    no answer within ``timeout`` (a hung dockerd) is the finding, and the
+    engine reports it on this target's subject (``on_down: fire``), so
+    ``above: 2s`` fires on a slow engine and on a dead one, and a
+    ``systemd.restart`` with ``unit: docker.service`` can hang off it. The
+    subject is the target's URL: one engine, one stable subject.
+    """
+
+    def __init__(self, params: EngineParams, target: Any, clock: Clock) -> None:
+        self._timeout = params.timeout
+        self._engine = target
+        self._subject = str(getattr(target, "url", "") or "docker")
+
+    def outage_subjects(self) -> list[str]:
+        return [self._subject]
+
+    def measure(self) -> list[Reading]:
+        seconds = engine_of(self._engine).ping(self._timeout)
+        return [Reading(self._subject, seconds, {"url": self._subject})]
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -362,5 +397,10 @@ PROBES: dict[str, ProbeSpec] = {
         DiskParams, DiskProbe, Unit.BYTES, Cardinality.LOW,
         "bytes docker.prune could reclaim: stopped containers, dangling images, build cache, volumes",
         target_kind="docker",
+    ),
+    "docker.engine": ProbeSpec(
+        EngineParams, EngineProbe, Unit.SECONDS, Cardinality.LOW,
+        "seconds for the Docker engine to answer /_ping; down (fires, on_down) when it does not answer",
+        target_kind="docker", availability=True,
     ),
 }

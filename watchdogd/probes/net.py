@@ -1,10 +1,18 @@
 """Network probes: TCP connect, HTTP(S) checks, TLS certificate expiry.
 
-A service that does not answer must be *found* by a rule, not reported as a
-probe that is down (a down probe is easy to overlook, and it is what a
-broken watchdog looks like too). So a failed connect or a failed HTTP check
-is a reading whose value is infinite latency: ``above: 2s`` fires both on a
-slow service and on a dead one, and the reading's ``error`` says which.
+Two different facts, kept apart (DESIGN.md "Outage model"): a service that
+*answers badly* (HTTP 500, a body that does not match) is measured, as a
+reading whose value is infinite latency with the reason in ``error``; a
+service that *does not answer* (refused, no route, timed out, TLS handshake
+failed, connection reset before a response) is a failed measurement, raised
+as ``ProbeError``. ``net.tcp`` and ``net.http`` are availability probes, so
+the engine turns that failure into a breach of their own subject (``on_down:
+fire``): ``above: 2s`` still fires on a slow, a broken and a dead service
+alike, and the rule's status says which it was.
+
+Every wait is bounded by one deadline per check (``timeout``), not one per
+step: a host name with several addresses, a TLS handshake and a server that
+accepts the connection and then says nothing all end within it.
 
 Stdlib only (``socket``, ``http.client``, ``ssl``): one request per run with
 no connection reuse is all a health check needs, and the daemon must not
@@ -21,13 +29,13 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from watchdogd import __version__
 from watchdogd.model import Cardinality, Clock, Reading, Unit
-from watchdogd.probes.base import Params
+from watchdogd.probes.base import Params, ProbeError
 from watchdogd.spec import ProbeSpec, local_probe
 from watchdogd.units import Duration, Size
 from watchdogd.x509dates import CertificateError, validity
@@ -54,6 +62,39 @@ def _error_text(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _no_answer(what: str, exc: BaseException, timeout: float) -> str:
+    """The one-line ``ProbeError`` message for a service that did not answer at all."""
+    text = _error_text(exc)
+    if text == "timed out":
+        text = f"timed out after {timeout:g}s"
+    return f"no answer from {what}: {text}"
+
+
+def connect(host: str, port: int, deadline: float) -> socket.socket:
+    """A connected TCP socket, every address of ``host`` tried in turn within one ``deadline`` (monotonic).
+
+    ``socket.create_connection`` gives *each* address the full timeout, so
+    ``localhost`` (``::1`` then ``127.0.0.1``) could take twice the probe's
+    timeout to fail. (Name resolution itself cannot be bounded here; the
+    engine's per-rule timeout covers a resolver that hangs.)
+    """
+    error: OSError | None = None
+    for family, kind, proto, _name, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error if error is not None else TimeoutError("timed out")
+
+
 def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     if not verify:
         context = ssl.create_default_context()
@@ -77,21 +118,28 @@ class TcpParams(_Endpoint):
 
 
 class TcpProbe:
-    """Seconds to complete a TCP connect; infinite when the connect fails (refused, timeout, no route)."""
+    """Seconds to complete a TCP connect; raises ``ProbeError`` when it does not complete.
+
+    Refused, no route, or no SYN-ACK within ``timeout`` (a full accept
+    queue, a firewall dropping packets) is no answer: the engine reports it
+    as this endpoint down (availability probe), so the rule fires on it.
+    """
 
     def __init__(self, params: TcpParams) -> None:
         self._params = params
         self._subject = _endpoint(params.host, params.port)
 
+    def outage_subjects(self) -> list[str]:
+        return [self._subject]
+
     def measure(self) -> list[Reading]:
         p = self._params
         started = time.monotonic()
         try:
-            with socket.create_connection((p.host, p.port), timeout=p.timeout):
+            with connect(p.host, p.port, started + p.timeout):
                 latency = time.monotonic() - started
         except OSError as exc:
-            elapsed = round(time.monotonic() - started, 4)
-            return [Reading(self._subject, DOWN, {"up": False, "error": _error_text(exc), "elapsed": elapsed})]
+            raise ProbeError(_no_answer(self._subject, exc, p.timeout)) from None
         return [Reading(self._subject, latency, {"up": True})]
 
 
@@ -123,11 +171,11 @@ def fetch_certificate(
 
 
 def _handshake(host: str, port: int, server_name: str, timeout: float, context: ssl.SSLContext) -> bytes:
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
+    deadline = time.monotonic() + timeout
+    with connect(host, port, deadline) as raw:
+        raw.settimeout(max(0.001, deadline - time.monotonic()))
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError("the server sent no certificate")
     return der
@@ -244,7 +292,7 @@ class HttpParams(Params):
 
 @dataclass
 class _Exchange:
-    """What one check saw, hop by hop."""
+    """What one check saw, hop by hop. ``status`` is the current hop's: None until it answers."""
 
     url: str
     status: int | None = None
@@ -256,13 +304,15 @@ class _Exchange:
 
 
 class HttpProbe:
-    """Seconds for the whole check (redirects and body included); infinite when it fails.
+    """Seconds for the whole check (redirects and body included); infinite when the answer is wrong.
 
-    The check fails when no response comes back (refused, timeout, TLS
-    error), when the final status is not in ``expect_status`` (default
-    200-399), or when ``body_regex`` does not match the first ``max_body``
-    bytes. So the runbook "health endpoint returns 5xx or takes over 2
-    seconds" is one rule: ``above: 2s``.
+    Wrong means the final status is not in ``expect_status`` (default
+    200-399) or ``body_regex`` does not match the first ``max_body`` bytes.
+    No answer at all (refused, timed out, TLS handshake failed, connection
+    closed or reset before a status line) raises ``ProbeError`` instead: an
+    availability failure the engine reports on this URL (``on_down:
+    fire``). So the runbook "health endpoint returns 5xx, takes over 2
+    seconds or is gone" is one rule: ``above: 2s``.
 
     Redirects are followed on the same host only (``redirects: same_host``,
     https -> http downgrades never): a health check that hops to another
@@ -277,6 +327,9 @@ class HttpProbe:
         self._context = _tls_context(params.verify_tls, params.ca_file)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close", **params.headers}
 
+    def outage_subjects(self) -> list[str]:
+        return [self._params.url]
+
     def measure(self) -> list[Reading]:
         p = self._params
         started = time.monotonic()
@@ -286,8 +339,10 @@ class HttpProbe:
         try:
             self._follow(exchange, deadline)
             failure = self._judge(exchange)
-        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-            failure = _error_text(exc)
+        except (OSError, http.client.HTTPException) as exc:
+            if exchange.status is None:  # this hop never answered: not a measurement
+                raise ProbeError(self._no_answer(exchange, exc)) from None
+            failure = _error_text(exc)  # it answered, then failed (body cut off or too slow, redirect loop)
         elapsed = time.monotonic() - started
         details.update(status=exchange.status, elapsed=round(elapsed, 4))
         if exchange.redirects:
@@ -303,6 +358,12 @@ class HttpProbe:
                 details["body"] = exchange.body[:ERROR_BODY_EXCERPT].decode("utf-8", "replace")
             return [Reading(p.url, DOWN, details)]
         return [Reading(p.url, elapsed, details)]
+
+    def _no_answer(self, exchange: _Exchange, exc: BaseException) -> str:
+        text = _no_answer(exchange.url, exc, self._params.timeout)
+        if exchange.redirects:
+            text += f" (redirected from {self._params.url})"
+        return text
 
     def _judge(self, exchange: _Exchange) -> str | None:
         assert exchange.status is not None
@@ -341,45 +402,86 @@ class HttpProbe:
             return "a downgrade from https to http"
         return None
 
+    def _open(self, parts: SplitResult, deadline: float) -> http.client.HTTPConnection:
+        """A connection whose socket is already connected (and TLS set up) within the deadline.
+
+        Done here rather than by ``http.client``, which would give the
+        connect and the handshake each the whole timeout again.
+        """
+        host = parts.hostname or ""
+        https = parts.scheme == "https"
+        sock = connect(host, parts.port or (443 if https else 80), deadline)
+        try:
+            if https:
+                _settimeout(sock, deadline)
+                sock = self._context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        conn: http.client.HTTPConnection
+        if https:  # HTTPSConnection only for its default port in the Host header: the socket is ready
+            conn = http.client.HTTPSConnection(host, parts.port, context=self._context)
+        else:
+            conn = http.client.HTTPConnection(host, parts.port)
+        conn.sock = sock
+        return conn
+
     def _request(self, exchange: _Exchange, method: str, deadline: float) -> None:
         p = self._params
         parts = urlsplit(exchange.url)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        exchange.status = None
+        if deadline - time.monotonic() <= 0:
             raise TimeoutError("timed out")
-        conn: http.client.HTTPConnection
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=remaining,
-                                               context=self._context)
-        else:
-            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=remaining)
+        conn = self._open(parts, deadline)
+        sock = conn.sock
+        assert sock is not None
         path = parts.path or "/"
         if parts.query:
             path += f"?{parts.query}"
+        response: http.client.HTTPResponse | None = None
         try:
+            if isinstance(sock, ssl.SSLSocket):
+                exchange.cert_der = sock.getpeercert(binary_form=True)
+            _settimeout(sock, deadline)
             conn.request(method, path, headers=self._headers)
-            if isinstance(conn.sock, ssl.SSLSocket):
-                exchange.cert_der = conn.sock.getpeercert(binary_form=True)
-            _settimeout(conn, deadline)
+            _settimeout(sock, deadline)
             response = conn.getresponse()
             exchange.status = response.status
             exchange.location = response.getheader("Location")
-            body = b""
-            if method != "HEAD":
-                body = response.read(int(p.max_body))
-            exchange.body = body
+            exchange.body = b"" if method == "HEAD" else _read_body(response, sock, int(p.max_body), deadline)
         finally:
+            if response is not None:
+                response.close()  # the response holds the socket open after conn.close()
             conn.close()
 
 
-def _settimeout(conn: http.client.HTTPConnection, deadline: float) -> None:
-    """Shrink the socket timeout to what is left of the check before waiting for the answer.
+def _read_body(response: http.client.HTTPResponse, sock: socket.socket, limit: int, deadline: float) -> bytes:
+    """Up to ``limit`` bytes of the body, within the deadline even when it trickles in byte by byte.
 
-    (It bounds each read, not their sum: a body trickling in byte by byte can
-    still take longer, which the engine's per-rule timeout then cuts off.)
+    ``read1`` does at most one read on the socket, so the deadline is
+    checked between reads; ``read(n)`` would loop until it has n bytes.
     """
-    if conn.sock is not None:
-        conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+    body = bytearray()
+    while len(body) < limit:
+        _settimeout(sock, deadline)
+        if deadline - time.monotonic() <= 0:
+            raise TimeoutError("timed out")
+        chunk = response.read1(min(65536, limit - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def _settimeout(sock: socket.socket, deadline: float) -> None:
+    """Shrink the socket timeout to what is left of the check before the next wait.
+
+    It bounds each read, not their sum: the status line and headers are read
+    by ``http.client`` in several reads, so a server trickling its headers
+    byte by byte can still take longer, which the engine's per-rule timeout
+    then cuts off. The body is read under the deadline (``_read_body``).
+    """
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
 
 
 # --------------------------------------------------------------------------- table
@@ -388,11 +490,14 @@ def _settimeout(conn: http.client.HTTPConnection, deadline: float) -> None:
 PROBES: dict[str, ProbeSpec] = {
     "net.tcp": ProbeSpec(
         TcpParams, local_probe(lambda params, _clock: TcpProbe(params)), Unit.SECONDS, Cardinality.LOW,
-        "TCP connect latency in seconds; infinite when the connect fails",
+        "TCP connect latency in seconds; the endpoint is down (fires, on_down) when the connect fails",
+        availability=True,
     ),
     "net.http": ProbeSpec(
         HttpParams, local_probe(HttpProbe), Unit.SECONDS, Cardinality.LOW,
-        "HTTP(S) check latency in seconds; infinite when the status, body or connection is wrong",
+        "HTTP(S) check latency in seconds; infinite when the status or body is wrong; down (fires, on_down)"
+        " when nothing answers",
+        availability=True,
     ),
     "net.tls_cert": ProbeSpec(
         TlsCertParams, local_probe(TlsCertProbe), Unit.SECONDS, Cardinality.LOW,

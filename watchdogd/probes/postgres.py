@@ -201,12 +201,19 @@ class UpProbe:
 
     With ``new_connection`` (the default) a refused connection ("too many
     clients", pg_hba, a full disk at startup) shows as down even while the
-    daemon's own long-lived connection still works.
+    daemon's own long-lived connection still works, and a server that
+    accepts the TCP connection but never answers (stopped, hung) is down
+    within the target's ``connect_timeout`` (libpq counts at least 2 s).
+    An availability probe: the engine reports a failure as this server
+    down (``on_down: fire``), on the subject it reports when up.
     """
 
     def __init__(self, params: UpParams, client: PostgresClient, clock: Clock) -> None:
         self._client = client
         self._fresh = params.new_connection
+
+    def outage_subjects(self) -> list[str]:
+        return [self._client.label]
 
     def measure(self) -> list[Reading]:
         if self._fresh:
@@ -429,15 +436,17 @@ def _factory(cls: Callable[[Any, PostgresClient, Clock], Probe]) -> Callable[[An
 
 
 def _spec(cls: Callable[[Any, PostgresClient, Clock], Probe], params: type[Params], unit: Unit,
-          cardinality: Cardinality, summary: str) -> ProbeSpec:
-    return ProbeSpec(params, _factory(cls), unit, cardinality, summary, target_kind="postgres")
+          cardinality: Cardinality, summary: str, *, availability: bool = False) -> ProbeSpec:
+    return ProbeSpec(params, _factory(cls), unit, cardinality, summary, target_kind="postgres",
+                     availability=availability)
 
 
 _HIGH, _LOW = Cardinality.HIGH, Cardinality.LOW
 
 PROBES: dict[str, ProbeSpec] = {
     "postgres.up": _spec(UpProbe, UpParams, Unit.SECONDS, _LOW,
-                         "connect + SELECT 1 latency; down when the server refuses or fails"),
+                         "connect + SELECT 1 latency; down (fires, on_down) when the server refuses or fails",
+                         availability=True),
     "postgres.connections": _spec(ConnectionsProbe, NoParams, Unit.PERCENT, _LOW,
                                   "client backends as a percent of max_connections minus reserved slots"),
     "postgres.idle": _spec(IdleProbe, BackendFilter, Unit.SECONDS, _HIGH,

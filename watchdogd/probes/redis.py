@@ -97,10 +97,20 @@ class PingProbe:
 
     Two PINGs, the second one timed: the first may have paid for a new TCP
     (and TLS) handshake and AUTH, which is not the latency clients see.
+
+    An availability probe: no answer (refused, or a server that accepts and
+    then says nothing, such as a SIGSTOPped one, within the target's
+    ``socket_timeout``) raises, and the engine reports this server down on
+    the subject below (``on_down: fire``).
     """
+
+    SUBJECT = "ping"
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
+
+    def outage_subjects(self) -> list[str]:
+        return [self.SUBJECT]
 
     def measure(self) -> list[Reading]:
         def ping_twice(client: Any) -> float:
@@ -110,7 +120,7 @@ class PingProbe:
             return time.perf_counter() - started
 
         seconds = self._target.run(ping_twice)
-        return [Reading("ping", seconds, {"server": self._target.name})]
+        return [Reading(self.SUBJECT, seconds, {"server": self._target.name})]
 
 
 class MemoryProbe:
@@ -496,7 +506,8 @@ def _simple(cls: Callable[[Any, RedisTarget, Clock], Probe]) -> Callable[[Any, A
 PROBES: dict[str, ProbeSpec] = {
     "redis.up": ProbeSpec(
         NoParams, _simple(PingProbe), Unit.SECONDS, Cardinality.LOW,
-        "PING round-trip time on a warm connection", target_kind="redis",
+        "PING round-trip time on a warm connection; down (fires, on_down) when Redis does not answer",
+        target_kind="redis", availability=True,
     ),
     "redis.memory": ProbeSpec(
         NoParams, _simple(MemoryProbe), Unit.PERCENT, Cardinality.LOW,

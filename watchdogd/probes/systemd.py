@@ -54,12 +54,19 @@ class _UnitsProbe:
         self._globs = [u for u in units if is_glob(u)]
         self._systemctl = systemctl
         self._monotonic = monotonic
+        self._matched: list[str] = []  # what the globs expanded to on the last run that could ask
+
+    def outage_subjects(self) -> list[str]:
+        """The units named, and those the globs matched last time: a failed run cannot expand them anew."""
+        return list(dict.fromkeys([*self._names, *self._matched]))
 
     def _states(self) -> dict[str, dict[str, str]]:
         try:
             units = list(self._names)
             if self._globs:
-                units += [u for u in self._systemctl.list_units(self._globs) if u not in units]
+                matched = [u for u in self._systemctl.list_units(self._globs) if u not in units]
+                self._matched = matched
+                units += matched
             return self._systemctl.show(units, PROPERTIES)
         except SystemctlError as exc:
             raise ProbeError(f"systemctl: {exc}") from exc
@@ -98,6 +105,10 @@ class UnitProbe(_UnitsProbe):
     (oneshot jobs, timer-driven services) anything but ``failed``. A unit
     that is starting or in ``auto-restart`` is not active: give the rule a
     ``for:`` longer than the unit needs to start.
+
+    An availability probe: when systemctl itself cannot answer (the bus is
+    gone, it times out), the engine marks every unit of ``outage_subjects``
+    unhealthy (``on_down: fire``), so a restart rule still has its units.
     """
 
     def __init__(self, params: UnitParams, systemctl: Systemctl, monotonic: Callable[[], float]) -> None:
@@ -137,6 +148,7 @@ PROBES: dict[str, ProbeSpec] = {
     "systemd.unit": ProbeSpec(
         UnitParams, _factory(UnitProbe), Unit.COUNT, Cardinality.LOW,
         "1 when a systemd unit is failed, not loaded or not active (per unit or glob), else 0",
+        availability=True,
     ),
     "systemd.restarts": ProbeSpec(
         RestartsParams, _factory(RestartsProbe), Unit.COUNT, Cardinality.LOW,

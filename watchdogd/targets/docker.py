@@ -176,20 +176,30 @@ class DockerEngine:
 
     The SDK client is created on first use (``connect`` must not block) and
     re-created after a failure; while the engine is unreachable, calls fail
-    fast with the last reason until the backoff (1 s doubling to 30 s)
-    expires, so a dead TCP engine does not hold every probe for ``timeout``.
-    The SDK's HTTP session reconnects by itself once it exists.
+    fast with the last reason until the backoff (1 s doubling to 30 s, or
+    less: ``retry_within``) expires, so a dead TCP engine does not hold
+    every probe for ``timeout``. The SDK's HTTP session reconnects by itself
+    once it exists.
     """
 
-    def __init__(self, params: DockerTargetParams, clock: Clock = time.time, name: str = "docker") -> None:
+    def __init__(
+        self,
+        params: DockerTargetParams,
+        clock: Clock = time.time,
+        name: str = "docker",
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.params = params
         self.url = params.url
         self.timeout = params.timeout
         self._clock = clock
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._api: Any = None
         self._retry_at = 0.0
         self._delay = 0.0
+        self._max_delay = BACKOFF_MAX
         self._last_error = ""
         self._mem_total: float | None = None
         self.history = EventHistory(clock)
@@ -229,8 +239,8 @@ class DockerEngine:
         with self._lock:
             if self._api is not None:
                 return self._api
-            if time.monotonic() < self._retry_at:
-                wait = self._retry_at - time.monotonic()
+            wait = self._retry_at - self._monotonic()
+            if wait > 0:
                 raise EngineUnreachable(f"{self._last_error}; next attempt in {wait:.1f}s")
             try:
                 self._api = self._new_api(self.timeout)
@@ -240,24 +250,46 @@ class DockerEngine:
             self._delay = 0.0
             return self._api
 
-    def _failed(self, exc: BaseException) -> None:
-        reason = _transport_reason(exc, self.url, self.timeout) or " ".join(str(exc).split())[:300]
+    def _failed(self, exc: BaseException, timeout: float | None = None) -> None:
+        """Record a transport failure and back off; ``timeout`` is the one the failed call ran under."""
+        limit = self.timeout if timeout is None else timeout
+        reason = _transport_reason(exc, self.url, limit) or " ".join(str(exc).split())[:300]
         self._last_error = f"Docker engine unreachable at {self.url}: {reason}"
-        self._delay = min(max(self._delay * 2, BACKOFF_MIN), BACKOFF_MAX)
-        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(max(self._delay * 2, BACKOFF_MIN), self._max_delay)
+        self._retry_at = self._monotonic() + self._delay
 
-    def call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(api)``; every failure becomes a DockerError whose message starts with ``what``."""
+    def retry_within(self, seconds: float) -> None:
+        """Never hold back the next connect attempt longer than ``seconds`` (``TargetSpec.retry_within``).
+
+        The daemon passes half the shortest interval of the rules on this
+        engine, so an engine that is back is seen on each rule's next run.
+        The event follower's reconnect is capped alike: it tells operator
+        stops from crashes, and must be back as soon as the engine is.
+        """
+        cap = max(0.0, min(BACKOFF_MAX, seconds))
+        with self._lock:
+            self._max_delay = cap
+            self._delay = min(self._delay, cap)
+            self._retry_at = min(self._retry_at, self._monotonic() + cap)
+        self.events.retry_within(cap)
+
+    def call(self, what: str, fn: Callable[[Any], T], *, timeout: float | None = None) -> T:
+        """Run ``fn(api)``; every failure becomes a DockerError whose message starts with ``what``.
+
+        ``timeout``: the request timeout ``fn`` sets itself, when not the target's, for the message.
+        """
         api = self._client()
         try:
             return fn(api)
+        except DockerError:
+            raise  # ``fn`` read an error answer itself (stats, ping): the engine answered, it is reachable
         except Exception as exc:
             api_error = _api_error(exc, what)
             if api_error is not None:
                 raise api_error from exc
             with self._lock:
                 if self._api is api:  # the first of possibly many parallel calls to notice: back off once
-                    self._failed(exc)
+                    self._failed(exc, timeout)
                     self._api = None  # re-created (and version re-negotiated) after the backoff
                 message = self._last_error
             self.events.kick()
@@ -281,6 +313,29 @@ class DockerEngine:
             api.close()
 
     # -- the calls probes and actions make ------------------------------------------------------
+
+    def ping(self, timeout: float | None = None) -> float:
+        """Seconds for the engine to answer ``GET /_ping``; ``EngineUnreachable`` when it does not.
+
+        Only the request itself is timed: (re)creating the SDK client after
+        an outage negotiates the API version first, which is no part of how
+        fast the engine answers. ``timeout`` (default: the target's) bounds
+        the request, so a hung engine is found within it.
+        """
+        limit = self.timeout if timeout is None else timeout
+
+        def get(api: Any) -> float:
+            started = self._monotonic()
+            response = api.get(f"{api.base_url}/_ping", timeout=limit)
+            took = self._monotonic() - started
+            if response.status_code >= 400:
+                raise DockerError(
+                    f"engine ping: {response.text.strip()[:200]} (HTTP {response.status_code})",
+                    response.status_code,
+                )
+            return took
+
+        return self.call("engine ping", get, timeout=limit)
 
     def containers(self, filters: Mapping[str, Any], *, all_states: bool = True) -> list[dict[str, Any]]:
         """One listing call (``GET /containers/json``): names, labels, State and Status text."""
@@ -405,4 +460,8 @@ def close(client: DockerEngine) -> None:
     client.close()
 
 
-TARGET = TargetSpec(params=DockerTargetParams, connect=connect, close=close)
+def retry_within(client: DockerEngine, seconds: float) -> None:
+    client.retry_within(seconds)
+
+
+TARGET = TargetSpec(params=DockerTargetParams, connect=connect, close=close, retry_within=retry_within)

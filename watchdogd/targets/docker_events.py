@@ -250,6 +250,11 @@ class EventFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: Any = None
+        self._max_delay = RECONNECT_MAX
+
+    def retry_within(self, seconds: float) -> None:
+        """Cap the reconnect backoff (see ``DockerEngine.retry_within``); a wait already begun still ends."""
+        self._max_delay = max(0.0, min(RECONNECT_MAX, seconds))
 
     def ensure_started(self) -> None:
         with self._cond:
@@ -324,7 +329,7 @@ class EventFollower:
                 self._stream = None
                 self._set(_BACKOFF)
             cursor = max(cursor, self.history.last_time_nano)  # resume where the stream stopped: nothing missed
-            if self._stop.wait(delay):
+            if self._stop.wait(min(delay, self._max_delay)):
                 break
             delay = min(delay * 2, RECONNECT_MAX)
         self._set(_STOPPED)

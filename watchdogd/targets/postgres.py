@@ -180,8 +180,30 @@ class PostgresClient:
         self._conn: psycopg.Connection[Row] | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._max_backoff = params.max_backoff
         self._last_error = ""
         self._closed = False
+
+    def retry_within(self, seconds: float) -> None:
+        """Never hold back the next connect attempt longer than ``seconds`` (``TargetSpec.retry_within``).
+
+        Caps ``max_backoff`` and shortens a wait already scheduled, so a
+        server that is back is used again on each rule's next run rather
+        than after a backoff longer than the rules' interval.
+        """
+        cap = max(0.0, min(self.params.max_backoff, seconds))
+        self._max_backoff = cap
+        self._retry_at = min(self._retry_at, self._monotonic() + cap)
+
+    def _reset_backoff(self) -> None:
+        """The server just accepted a connection: let the next use of the shared one reconnect at once.
+
+        Without the lock on purpose: ``ping`` must not queue behind a
+        statement on the shared connection. Two plain stores; a failure
+        recorded by a concurrent connect just after this wins, which is
+        what it should do.
+        """
+        self._failures, self._retry_at = 0, 0.0
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -220,7 +242,7 @@ class PostgresClient:
             conn = self._open(statement_timeout=self.params.statement_timeout, read_only=True)
         except Exception as exc:
             self._failures += 1
-            delay = min(self.params.max_backoff, 2.0 ** (self._failures - 1))
+            delay = min(self._max_backoff, 2.0 ** (self._failures - 1))
             self._retry_at = now + delay
             self._last_error = _classify(exc).args[0]
             raise PostgresUnavailable(f"reconnecting in {delay:g}s: {self._last_error}") from None
@@ -293,12 +315,15 @@ class PostgresClient:
             connected = self._monotonic()
             row = conn.execute("SELECT pg_is_in_recovery() AS in_recovery").fetchone()
             done = self._monotonic()
-            return Ping(connected - started, done - connected, int(conn.info.server_version),
+            ping = Ping(connected - started, done - connected, int(conn.info.server_version),
                         bool(row and row["in_recovery"]))
         except Exception as exc:
             raise _classify(exc) from None
         finally:
             conn.close()
+        # The server is back: the other rules' next query must not wait out a backoff from the outage.
+        self._reset_backoff()
+        return ping
 
     @contextmanager
     def session(self, *, statement_timeout: float) -> Iterator[Session]:
@@ -357,4 +382,8 @@ def close(client: PostgresClient) -> None:
     client.close()
 
 
-TARGET = TargetSpec(params=PostgresParams, connect=connect, close=close)
+def retry_within(client: PostgresClient, seconds: float) -> None:
+    client.retry_within(seconds)
+
+
+TARGET = TargetSpec(params=PostgresParams, connect=connect, close=close, retry_within=retry_within)

@@ -9,9 +9,11 @@ typing out of the family modules.
 Reconnecting is ours, not redis-py's: redis-py 6+ retries a failed command
 ten times with jittered backoff by default, which turns one down Redis into
 probe timeouts and a stuck worker thread. Here a failure is reported at once,
-then every user of the target fails fast until the backoff delay has passed,
-and the error says when the next attempt is due, so ``watchdogctl status``
-explains itself at 3 a.m.
+then every user of the target fails fast until the backoff delay has passed
+(never longer than half the shortest rule interval: ``retry_within``), and
+the error says when the next attempt is due, so ``watchdogctl status``
+explains itself at 3 a.m. A server that accepts connections but does not
+answer (stopped, hung) fails each command within ``socket_timeout``.
 """
 
 from __future__ import annotations
@@ -219,6 +221,16 @@ class Backoff:
         self.retry_at = 0.0
         self.last_error = ""
 
+    def cap(self, limit: float, seconds: float) -> None:
+        """Wait at most ``seconds`` (and never more than ``limit``) between attempts, from now on.
+
+        A wait already scheduled is shortened too: the cap is a promise
+        about the very next attempt.
+        """
+        self.maximum = max(0.0, min(limit, seconds))
+        if self.failures:
+            self.retry_at = min(self.retry_at, self.clock() + self.maximum)
+
 
 # --------------------------------------------------------------------------- the client
 
@@ -297,6 +309,16 @@ class RedisTarget:
     def failures(self) -> int:
         return self._backoff.failures
 
+    def retry_within(self, seconds: float) -> None:
+        """Never hold back a reconnect longer than ``seconds`` (``TargetSpec.retry_within``).
+
+        Caps ``reconnect_max``: the daemon passes half the shortest interval
+        of the rules on this server, so a Redis that is back is seen on each
+        rule's next run. (The backoff is already reset by any answer.)
+        """
+        with self._lock:
+            self._backoff.cap(self.params.reconnect_max, seconds)
+
     # -- internals -----------------------------------------------------------------------
 
     def _answered(self) -> None:
@@ -374,4 +396,8 @@ def close(target: RedisTarget) -> None:
     target.close()
 
 
-TARGET = TargetSpec(params=RedisTargetParams, connect=connect, close=close)
+def retry_within(target: RedisTarget, seconds: float) -> None:
+    target.retry_within(seconds)
+
+
+TARGET = TargetSpec(params=RedisTargetParams, connect=connect, close=close, retry_within=retry_within)

@@ -3,6 +3,8 @@ and an event follower that reconnects (checked on private engines, never the sha
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from tests.integration.docker.dockertest import RUN_LABEL, wait_until
 from tests.integration.docker.private_engine import PrivateEngine, TlsFiles, make_tls, started
 from tests.support.dockerd import BUSYBOX_TAG
 from watchdogd.probes.base import ProbeError
-from watchdogd.probes.docker import ContainersParams, ContainersProbe
+from watchdogd.probes.docker import ContainersParams, ContainersProbe, EngineParams, EngineProbe
 from watchdogd.targets.docker import DockerEngine, DockerTargetParams, TlsParams
 
 pytestmark = pytest.mark.integration
@@ -102,6 +104,34 @@ def test_event_follower_reconnects_after_the_engine_restarts(private: PrivateEng
     finally:
         engine.close()
         api.close()
+
+
+def test_engine_probe_finds_a_stopped_and_a_hung_engine_and_sees_it_back(private: PrivateEngine) -> None:
+    engine = DockerEngine(DockerTargetParams(url=private.url, timeout=5))
+    engine.retry_within(0.5)  # what the daemon does for rules every second
+    probe = EngineProbe(EngineParams(timeout=1), engine, time.time)
+    try:
+        [reading] = probe.measure()
+        assert reading.subject == private.url == probe.outage_subjects()[0] and 0 < reading.value < 1
+        assert private.proc is not None
+        os.kill(private.proc.pid, signal.SIGSTOP)  # the socket still accepts; nobody answers
+        try:
+            started_at = time.monotonic()
+            with pytest.raises(ProbeError, match=f"Docker engine unreachable at {private.url}: no answer within 1s"):
+                probe.measure()
+            assert time.monotonic() - started_at < 2.0
+        finally:
+            os.kill(private.proc.pid, signal.SIGCONT)
+        private.stop()
+        with pytest.raises(ProbeError, match="Docker engine unreachable at unix://.*(does not exist|refused)"):
+            time.sleep(0.6)  # past the capped backoff, so this is a real attempt
+            probe.measure()
+        private.start()
+        time.sleep(0.6)
+        [back] = probe.measure()  # the first run after the engine is back: no 30 s backoff in the way
+        assert back.subject == private.url
+    finally:
+        engine.close()
 
 
 @pytest.fixture

@@ -53,6 +53,23 @@ def wait_for_rules(daemon: DaemonProcess, message: str, rules: list[str], timeou
     return seen
 
 
+def wait_for_events(
+    daemon: DaemonProcess, wanted: set[tuple[str, str]], timeout: float = 30
+) -> dict[tuple[str, str], str]:
+    """The first line of each (message, rule) in ``wanted``, in whatever order the rules' jobs log them."""
+    seen: dict[tuple[str, str], str] = {}
+
+    def match(line: str) -> bool:
+        fields = line.split()
+        for message, rule in wanted:
+            if message in line and f"rule={rule}" in fields:
+                seen.setdefault((message, rule), line)
+        return len(seen) == len(wanted)
+
+    daemon.wait_for(match, timeout)
+    return seen
+
+
 def test_daemon_terminates_exactly_the_connections_idle_too_long(pg: PgEnv, tmp_path: Path) -> None:
     watchdog = pg.role("watchdog", "pg_monitor", "pg_signal_backend")
     app, other, sup = pg.role("app"), pg.role("other"), pg.role("sup", superuser=True)
@@ -147,8 +164,13 @@ def test_postgres_stopped_mid_run_probes_down_daemon_up_then_recovers(cluster: C
     with DaemonProcess(config) as daemon:
         daemon.wait_for_log("firing", rule="pg-conns", timeout=20)  # a cycle that reached the server
         cluster.stop()
-        down = wait_for_rules(daemon, "probe down", ["pg-up", "pg-idle", "pg-conns"])
-        assert re.search(r'error="(connection lost: .*|reconnecting in \ds: .*)"', down["pg-idle"]), down
+        # postgres.up is an availability probe: the outage is its finding (on_down: fire), not a down probe.
+        down = wait_for_events(daemon, {("probe down", "pg-idle"), ("probe down", "pg-conns"),
+                                        ("target unreachable", "pg-up"), ("firing", "pg-up")})
+        # The backoff is capped at half the interval (retry_within), so the waits are fractions of a second.
+        idle = down[("probe down", "pg-idle")]
+        assert re.search(r'error="(connection lost: .*|reconnecting in [\d.]+s: .*)"', idle), down
+        assert "value=inf" in down[("firing", "pg-up")]
         assert daemon.returncode is None
         cluster.start()
         wait_for_rules(daemon, "probe up again", ["pg-up", "pg-idle", "pg-conns"])

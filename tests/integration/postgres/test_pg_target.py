@@ -98,3 +98,44 @@ def test_a_closed_client_never_reconnects(pg: PgEnv) -> None:
         client.query("SELECT 1")
     wait_until(lambda: pg.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
                                         [role]).fetchone() == (0,), 5, "the closed connection's backend to exit")
+
+
+def test_a_fresh_ping_ends_the_shared_connection_backoff(cluster: Cluster) -> None:
+    """postgres.up sees the server back first; the other rules' next query must not wait out the backoff."""
+    now = [1000.0]
+    client = PostgresClient(PostgresParams(dsn=cluster.dsn()), monotonic=lambda: now[0])
+    try:
+        cluster.stop()
+        for _ in range(5):
+            with pytest.raises(PostgresUnavailable):
+                client.query("SELECT 1")
+            now[0] += 100
+        with pytest.raises(PostgresUnavailable, match=r"^reconnecting in 32s"):
+            client.query("SELECT 1")
+        cluster.start()
+        with pytest.raises(PostgresUnavailable, match=r"^reconnecting in 32s"):
+            client.query("SELECT 1")  # the clock stands still: the shared connection is still backing off
+        assert client.ping().server_version > 0  # a fresh connection is never held back
+        assert client.query("SELECT 1 AS one") == [{"one": 1}]  # and it lifted the backoff
+    finally:
+        client.close()
+
+
+def test_retry_within_caps_the_backoff_of_a_stopped_server(cluster: Cluster) -> None:
+    now = [1000.0]
+    client = PostgresClient(PostgresParams(dsn=cluster.dsn()), monotonic=lambda: now[0])
+    client.retry_within(2.5)
+    try:
+        cluster.stop()
+        delays = []
+        for _ in range(4):
+            with pytest.raises(PostgresUnavailable) as caught:
+                client.query("SELECT 1")
+            delays.append(str(caught.value).split(":")[0])
+            now[0] += 2.5
+        assert delays == ["reconnecting in 1s", "reconnecting in 2s", "reconnecting in 2.5s", "reconnecting in 2.5s"]
+        cluster.start()
+        now[0] += 2.5
+        assert client.query("SELECT 1 AS one") == [{"one": 1}]  # within one capped wait of the server's return
+    finally:
+        client.close()
