@@ -107,6 +107,9 @@ def test_pings_stop_while_the_scheduler_is_not_progressing(
 ) -> None:
     """An honest freeze: every scheduler worker is busy in a long action, so the canary rule cannot run.
 
+    Each busy rule runs a different command: the same argv would be one thing in
+    one shared cooldown, and only the first rule would run it.
+
     Each busy rule stays inside its own bound (its action timeout), so it is
     not stuck; the canary, queued behind them, is: its bound is a few
     seconds. Pings must stop while it waits and resume once it runs again;
@@ -120,7 +123,7 @@ def test_pings_stop_while_the_scheduler_is_not_progressing(
             above: 0
             cooldown: 1h
             actions:
-              - exec: {{argv: [/bin/sleep, "60"], timeout: 12s}}"""
+              - exec: {{argv: [/bin/sleep, "{60 + n}"], timeout: 12s}}"""
         for n in range(MAX_WORKERS)
     )
     daemon = start_daemon(f"""
