@@ -28,6 +28,8 @@ from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
 DEFAULT_CONFIG_PATH = Path("/etc/watchdogd/watchdogd.yaml")
 SEVERITIES = ("info", "warning", "critical")
+FOR_SLACK = 0.25
+"""Fraction of a rule's interval by which ``for`` may fall short and still be met (see Thresholds.for_slack)."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -333,7 +335,7 @@ class _Builder:
             return None
         params = self.validate(spec.params, rule.params, (*at, "params"))
         target = self._target_ref(rule.target, spec.target_kind, targets, (*at, "target"))
-        thresholds = self._thresholds(rule, spec.unit, at)
+        thresholds = self._thresholds(rule, spec.unit, at, rule.every or raw.interval)
         actions = tuple(
             action
             for index, item in enumerate(rule.actions)
@@ -412,7 +414,7 @@ class _Builder:
             return None
         return ref
 
-    def _thresholds(self, rule: _RawRule, unit: Unit, at: KeyPath) -> Thresholds | None:
+    def _thresholds(self, rule: _RawRule, unit: Unit, at: KeyPath, every: float) -> Thresholds | None:
         parse = THRESHOLD_PARSERS[unit]
         values: dict[str, float | None] = {}
         ok = True
@@ -449,6 +451,7 @@ class _Builder:
             clear_above=values["clear_above"],
             clear_below=values["clear_below"],
             for_=rule.for_,
+            for_slack=every * FOR_SLACK,
         )
 
     def _action(

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,6 +35,7 @@ from watchdogd.model import (
     SubjectState,
 )
 from watchdogd.policy import evaluate, rule_status
+from watchdogd.probepool import ProbePool
 from watchdogd.probes.base import Probe, ProbeError, ReportsOutage
 from watchdogd.registry import ACTIONS, PROBES
 from watchdogd.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
@@ -136,7 +137,7 @@ class Engine:
         self._counters: Counter[tuple[str, str, str]] = Counter()
         self._host = guards.host_guard_from_dict(store.load_kv(HOST_KEY) or {})
         self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
-        self._probe_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._probe_pool = ProbePool(workers=8)
         self.config = config
         self.config_loaded_at = clock()
         self.last_reload_error: str | None = None
@@ -712,7 +713,7 @@ class Engine:
 
     def close(self) -> None:
         self.stop.set()
-        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._probe_pool.shutdown()
 
 
 _TRANSITION_MESSAGES = {

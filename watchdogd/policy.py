@@ -31,6 +31,14 @@ class Thresholds:
     clear_above: float | None = None
     clear_below: float | None = None
     for_: float = 0.0
+    for_slack: float = 0.0
+    """How much short of ``for`` still counts as met, once a later sample confirms the breach.
+
+    Samples are an interval apart give or take the probe's duration and
+    the start jitter, so with ``for`` a whole number of intervals the
+    elapsed time lands just under it about half the time, and the subject
+    would fire one interval late. The config sets a quarter interval.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,7 @@ def breaches(value: float, th: Thresholds, firing: bool) -> bool:
     return _Limits.of(th).breaches(value, firing)
 
 
-def _next_state(prev: SubjectState, in_breach: bool, value: float, now: float, for_: float) -> SubjectState:
+def _next_state(prev: SubjectState, in_breach: bool, value: float, now: float, th: Thresholds) -> SubjectState:
     """One subject's step. Only a pending subject needs the clock, to see whether ``for`` has passed."""
     if not in_breach:
         status = Status.OK
@@ -102,7 +110,9 @@ def _next_state(prev: SubjectState, in_breach: bool, value: float, now: float, f
         # the future (wall clock stepped back) so it cannot stall firing by
         # the size of the step; at worst the ``for`` period restarts.
         pending_since = min(prev.since, now) if prev.status is Status.PENDING else now
-        if now - pending_since < for_:
+        elapsed = now - pending_since
+        # A first breaching sample never fires a rule with a ``for``, however large the slack.
+        if th.for_ > 0 and (elapsed <= 0 or elapsed < th.for_ - th.for_slack):
             return SubjectState(Status.PENDING, pending_since, value, now)
         status = Status.FIRING
     since = prev.since if status is prev.status else now
@@ -133,7 +143,7 @@ def evaluate(
             old = SubjectState(Status.OK, now)
         value = reading.value
         in_breach = limits.breaches(value, old.status is Status.FIRING)
-        new = _next_state(old, in_breach, value, now, th.for_)
+        new = _next_state(old, in_breach, value, now, th)
         states[subject] = new
         if new.status is not old.status:
             transitions.append(Transition(subject, old.status, new.status, value))

@@ -135,6 +135,21 @@ def test_for_pending_then_firing_exactly_at_boundary() -> None:
     assert [len(ev.firing) for ev in evs] == [0, 0, 0, 1, 1]
 
 
+def test_for_slack_fires_a_sample_that_lands_just_short() -> None:
+    """Samples an interval apart land a few ms under a `for` of two intervals: that must fire, not wait a third."""
+    th = Thresholds(above=90.0, for_=2.0, for_slack=0.25)
+    evs = walk(th, [(1000.0, 91.0), (1000.98, 92.0), (1001.99, 93.0)])
+    assert [ev.states["x"].status for ev in evs] == [PENDING, PENDING, FIRING]
+
+
+def test_for_slack_never_fires_the_first_sample_nor_much_too_early() -> None:
+    th = Thresholds(above=90.0, for_=1.0, for_slack=15.0 * 0.25)  # a 1 s `for` on a 15 s interval
+    evs = walk(th, [(1000.0, 91.0), (1000.0, 92.0), (1015.0, 93.0)])
+    assert [ev.states["x"].status for ev in evs] == [PENDING, PENDING, FIRING]
+    early = walk(Thresholds(above=90.0, for_=60.0, for_slack=3.75), [(1000.0, 91.0), (1056.0, 92.0)])
+    assert [ev.states["x"].status for ev in early] == [PENDING, PENDING]
+
+
 def test_for_resets_when_value_dips() -> None:
     th = Thresholds(above=90.0, for_=60.0)
     evs = walk(th, [(0.0, 95.0), (30.0, 80.0), (45.0, 95.0), (100.0, 95.0), (105.0, 95.0)])
