@@ -110,7 +110,7 @@ def postgres(work: Path) -> Iterator[tuple[Observed, Callable[[], object], Calla
         """
         with Watched(work, body) as w:
             _wait_ok(w, "pg-up")
-            yield w, lambda: cluster.stop("immediate"), cluster.accepting
+            yield w, cluster.stop_immediate, cluster.accepting
     finally:
         cluster.destroy()
 

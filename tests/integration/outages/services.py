@@ -71,6 +71,14 @@ class OwnCluster(Cluster):
         return [RUNUSER, "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data),
                 "-l", str(self.base / "log"), "-o", f"-p {self.port} {opts}", "-w", "-t", "30", "start"]
 
+    def stop_immediate(self) -> None:
+        """``pg_ctl stop -m immediate`` without waiting for the server to go.
+
+        watchdogd may start it again before a waiting pg_ctl looks, and that
+        pg_ctl would then report "server does not shut down".
+        """
+        self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-W", "stop"])
+
     def postmaster_pid(self) -> int | None:
         try:
             return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
