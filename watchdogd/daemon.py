@@ -415,13 +415,22 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
     for report in reports:
         print(format_report(report))
     firing = [r.rule for r in reports if r.status in (RuleStatus.FIRING, RuleStatus.GAVE_UP)]
+    # A service that refuses connections right now fails the run even while its rule's `for` has
+    # not passed: one run cannot wait out a `for`, and "0 firing" would read as "all is well".
+    unreachable = [
+        r.rule for r in reports
+        if not r.up and r.status is RuleStatus.PENDING and config.rules[r.rule].on_down == "fire"
+    ]
     summary = f"{len(reports)} rules run, {len(firing)} firing" + (f": {', '.join(firing)}" if firing else "")
+    if unreachable:
+        summary += f", {len(unreachable)} unreachable (pending their `for`): {', '.join(unreachable)}"
     counts = Counter(r.status for r in reports)
+    counts[RuleStatus.PENDING] -= len(unreachable)
     summary += "".join(
-        f", {counts[status]} {label}" for status, label in ONCE_COUNTS if counts[status]
+        f", {counts[status]} {label}" for status, label in ONCE_COUNTS if counts[status] > 0
     )
     print(summary)
-    return EXIT_FIRING if firing else EXIT_OK
+    return EXIT_FIRING if firing or unreachable else EXIT_OK
 
 
 ONCE_COUNTS = ((RuleStatus.PENDING, "pending"), (RuleStatus.DOWN, "probe down"),

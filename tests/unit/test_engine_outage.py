@@ -7,6 +7,7 @@ so the settle times here are a second at most.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.unit.test_engine import Clock, FakeProbe
 from watchdogd.config import ConfigError, parse_config
-from watchdogd.daemon import dependency_order
+from watchdogd.daemon import dependency_order, run_once
 from watchdogd.engine import Engine, RuleRuntime
 from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus, Unit
 from watchdogd.probes.base import ProbeError
@@ -373,3 +374,20 @@ def test_a_slow_but_answering_dependency_does_not_hold_its_dependents(tmp_path: 
 def test_an_outage_value_reads_as_unreachable() -> None:
     assert {format_value(float("inf"), unit) for unit in Unit} == {"unreachable"}
     assert format_value(float("-inf"), Unit.COUNT) == "unreachable"
+
+
+def test_once_fails_on_an_unreachable_service_even_before_its_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One run cannot wait out a `for`; a refused connection must still not read as "0 firing", exit 0."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    text = (f"state_dir: {tmp_path}\nlisten: null\nrules:\n"
+            + rule("app-port", f"probe: net.tcp\nparams: {{port: {port}, timeout: 1s}}\nabove: 1s\nfor: 1m")
+            + rule("cpu", "probe: host.cpu\nabove: 100"))
+    code = run_once(parse_config(text, tmp_path / "w.yaml"))
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[-1] == "2 rules run, 0 firing, 1 unreachable (pending their `for`): app-port"
