@@ -11,7 +11,8 @@ Exit codes (documented in docs/interfaces.md):
 * status, run: 0 ok, 1 firing (or a probe down), 2 a rule gave up, 3 daemon unreachable
 * check: Nagios (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
 * pause, resume, reload, history: 0 done, 1 failed (reload rejected), 3 unreachable
-* any command: 4 the daemon refused the request (unknown rule, bad argument); 2 usage error
+* any command: 4 the daemon refused the request (unknown rule, an argument it rejects); 2 usage error,
+  including an option watchdogctl itself cannot parse (``--since soon``, ``--for 0s``): nothing was sent
 * check-config: 0 valid, 1 invalid
 """
 
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from watchdogd import __version__
+from watchdogd.counting import count_line
 
 PROTOCOL = 1
 """Must equal ``watchdogd.control.PROTOCOL`` (a test checks); not imported, to keep status light."""
@@ -71,10 +73,19 @@ class Refused(Exception):
 def _forbidden_hint(path: str) -> str:
     try:
         st = os.stat(path)
-        group = grp.getgrgid(st.st_gid).gr_name
-    except (OSError, KeyError):
+    except OSError:
         return "run as root or as a member of the socket's group"
-    return f"run as root or as a member of group {group!r} (socket mode {stat.S_IMODE(st.st_mode):04o})"
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_gid == 0:
+        # No control_group: the socket is root's alone. Joining group root is not the answer.
+        return (f"only root may use it (socket mode {mode:04o}, no control_group set): run watchdogctl as root "
+                "(sudo), or set control_group in the daemon's config (e.g. control_group: watchdogd), reload, "
+                "and add yourself to that group")
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"run as root or as a member of group {group!r} (socket mode {mode:04o})"
 
 
 def call(path: str, command: str, args: Mapping[str, Any] | None = None, *, timeout: float = 10.0) -> Any:
@@ -322,9 +333,8 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
         f"watchdogd {daemon['version']} (pid {daemon['pid']}), up {age(daemon['uptime_seconds'])}, "
         f"config {daemon['config_path']} loaded {age(now - daemon['config_loaded_at'])} ago"
     )
-    counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(summary["states"].items()))
     second = (
-        f"{summary['rules']} rules: {counts or 'none'}; budget {budget['remaining']}/{budget['actions']} "
+        f"{count_line(summary['states'])}; budget {budget['remaining']}/{budget['actions']} "
         f"actions per {age(budget['per_seconds'])}, {budget['used_last_hour']} used in the last hour"
     )
     lines = [head, second]
@@ -362,7 +372,7 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
         for rule in doc["rules"]
         if rule.get("last_action") and rule["last_action"]["result"] == "failed" and rule["last_action"]["error"]
     ]
-    notes += [f"{name}: gave up acting (alerting only); `watchdogctl resume {name}` re-arms it"
+    notes += [f"{name}: gave up acting (alerting only); `watchdogctl resume {name} --reset` re-arms it"
               for name in summary["gave_up"]]
     if notes:
         lines.append("")
@@ -391,16 +401,17 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
     if summary["gave_up"]:
         parts.append(f"{len(summary['gave_up'])} gave up: {', '.join(summary['gave_up'])}")
     if summary["down"]:
-        parts.append(f"{len(summary['down'])} probe down: {', '.join(summary['down'])}")
-    if summary.get("waiting"):  # counted where the outage is, not again here
-        parts.append(f"{len(summary['waiting'])} waiting on an outage")
+        parts.append(f"{len(summary['down'])} down: {', '.join(summary['down'])}")
     if doc["daemon"]["last_reload_error"]:
         parts.append("last reload failed")
-    text = "; ".join(parts) or f"{summary['rules']} rules ok"
+    # The problems by name, then the same count as status, --once and /healthz (waiting and absent
+    # rules are shown there, and raise nothing: an outage counts once, a missing service not at all).
+    text = "; ".join([*parts, count_line(summary["states"])])
     states = summary["states"]
     perf = (
         f"rules={summary['rules']} firing={len(summary['firing'])} pending={states.get('pending', 0)} "
         f"gave_up={len(summary['gave_up'])} down={len(summary['down'])} "
+        f"waiting={states.get('waiting', 0)} absent={states.get('absent', 0)} "
         f"budget_remaining={doc['budget']['remaining']}"
     )
     return code, f"WATCHDOGD {NAGIOS[code]} - {text} | {perf}"
@@ -432,10 +443,34 @@ def render_history(entries: Sequence[Mapping[str, Any]], paint: Palette) -> str:
 
 
 def _outcome(entry: Mapping[str, Any]) -> str:
-    """``skipped_cooldown``, ``ran ok``, ``ran failed``, ``dry_run``."""
+    """``skipped_cooldown``, ``ran ok``, ``ran failed``, ``dry_run``; ``by alice (uid 1001), ...`` for an operator."""
+    if entry["decision"] == "operator":
+        return _operator_outcome(entry)
     if entry["result"] in ("n/a", "dry_run"):
         return str(entry["decision"])
     return f"{entry['decision']} {entry['result']}"
+
+
+def _operator_outcome(entry: Mapping[str, Any]) -> str:
+    """An operator's pause or resume: who asked (SO_PEERCRED) and what it did."""
+    detail = entry.get("detail") or {}
+    by = detail.get("by") or {}
+    parts = ["by ?"]  # an operator row written without a peer (no SO_PEERCRED)
+    if "uid" in by:
+        parts[0] = f"by {by['user']} (uid {by['uid']})" if by.get("user") else f"by uid {by['uid']}"
+    if entry["action"] == "operator.pause":
+        until = _float(detail.get("until"))
+        parts.append("until resumed" if until is None or until == float("inf") else f"until {clock_text(until)}")
+    elif entry["action"] == "operator.resume":
+        if detail.get("reset"):
+            forgot = int(detail.get("actions_forgotten") or 0)
+            parts.append(f"--reset: forgot {forgot} run{'' if forgot == 1 else 's'}"
+                         + (", lifted the give-up" if detail.get("gave_up_lifted") else ""))
+        elif detail.get("gave_up_at") is not None:
+            parts.append("still gave up")
+        if not detail.get("was_paused", True):
+            parts.append("was not paused")
+    return ", ".join(parts)
 
 
 def _number_text(value: Any) -> str:
@@ -473,15 +508,16 @@ def report_exit(report: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- commands
 
 
-def _parse_duration(text: str, option: str) -> float:
-    from watchdogd.units import parse_duration  # noqa: PLC0415 (only history/pause pay for pydantic)
+def duration(text: str) -> float:
+    """argparse type for ``--since``/``--for``: a bad one is a usage error (exit 2), never sent to the daemon."""
+    from watchdogd.units import parse_duration  # noqa: PLC0415 (only history/pause with the option pay for pydantic)
 
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise SystemExit(f"watchdogctl: {option}: {exc}") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if seconds <= 0:
-        raise SystemExit(f"watchdogctl: {option}: must be longer than 0")
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
     return seconds
 
 
@@ -518,8 +554,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"limit": args.limit}
     if args.rule:
         payload["rule"] = args.rule
-    if args.since:
-        payload["since"] = time.time() - _parse_duration(args.since, "--since")
+    if args.since is not None:
+        payload["since"] = time.time() - args.since
     result = _request(args, "history", payload)
     if args.json:
         _print_json(result)
@@ -530,8 +566,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"rule": args.rule}
-    if args.for_:
-        payload["seconds"] = _parse_duration(args.for_, "--for")
+    if args.for_ is not None:
+        payload["seconds"] = args.for_
     result = _request(args, "pause", payload)
     until = _float(result["paused_until"])
     if until is None or until == float("inf"):
@@ -543,9 +579,31 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    _request(args, "resume", {"rule": args.rule})
-    print(f"resumed {args.rule} (any pause and give-up cleared)")
+    payload: dict[str, Any] = {"rule": args.rule}
+    if args.reset:
+        payload["reset"] = True
+    result = _request(args, "resume", payload)
+    print(resume_text(args.rule, result))
     return EXIT_OK
+
+
+def resume_text(rule: str, result: Mapping[str, Any]) -> str:
+    """What a resume did, and what it did not: a give-up stays unless --reset was asked for."""
+    was_paused = result.get("was_paused")
+    head = f"resumed {rule}: " + ("pause lifted" if was_paused or was_paused is None else "it was not paused")
+    if result.get("reset"):
+        forgot = result.get("actions_forgotten")
+        head += "; --reset: " + ("give-up lifted, " if result.get("gave_up_lifted") else "")
+        if forgot is not None:
+            head += f"action window forgotten ({forgot} run{'' if forgot == 1 else 's'})"
+        else:
+            head += "action window forgotten"
+        return head
+    gave_up = _float(result.get("gave_up_at"))
+    if gave_up is not None:
+        return (f"{head}; it is still GIVEN UP since {clock_text(gave_up)} and takes no action until it has been "
+                f"clear for its stable_for, or until `watchdogctl resume {rule} --reset`")
+    return head + " (its max_actions window still counts the recent runs; --reset forgets them)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -684,15 +742,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = command("history", "the audit log, newest first")
     history.add_argument("--rule", help="only this rule")
-    history.add_argument("--since", help="only entries newer than this duration ago, e.g. 1h, 7d")
+    history.add_argument("--since", type=duration, metavar="DURATION",
+                         help="only entries newer than this duration ago, e.g. 1h, 7d")
     history.add_argument("--limit", type=int, default=50, help="at most this many entries (default: 50)")
     history.add_argument("--json", action="store_true")
 
     pause = command("pause", "stop a rule's actions (it keeps measuring and alerting)")
     pause.add_argument("rule")
-    pause.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 30m; default: until resumed")
-    resume = command("resume", "undo a pause and clear a give-up")
+    pause.add_argument("--for", dest="for_", type=duration, metavar="DURATION",
+                       help="e.g. 30m; default: until resumed")
+    resume = command("resume", "lift a pause (a give-up and the max_actions window stay, unless --reset)")
     resume.add_argument("rule")
+    resume.add_argument("--reset", action="store_true",
+                        help="also lift a give-up and forget the rule's max_actions window")
     run = command("run", "probe and evaluate a rule now; acts per policy (cooldown, dry-run...)")
     run.add_argument("rule")
     run.add_argument("--json", action="store_true")

@@ -169,7 +169,11 @@ class Config:
         actions = sum(len(rule.actions) for rule in self.rules.values() if rule.enabled)
         targets = sum(len(named) for named in self.targets.values())
         mode = ", dry-run" if self.dry_run else ""
-        return f"{enabled} rules ({len(self.rules) - enabled} disabled), {actions} actions, {targets} targets{mode}"
+        return (
+            f"{len(self.rules)} rule{'s' * (len(self.rules) != 1)}: {enabled} enabled, "
+            f"{len(self.rules) - enabled} disabled; "
+            f"{actions} actions, {targets} targets{mode}"
+        )
 
 
 # ---------------------------------------------------------------------------

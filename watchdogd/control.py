@@ -15,7 +15,8 @@ connections are served at once.
 
 Access control is the socket's mode (0660) and group: anyone who can connect
 may pause rules, so the socket is never world-accessible. Mutating commands
-are logged with the caller's uid and pid (SO_PEERCRED).
+are logged with the caller's uid and pid (SO_PEERCRED); pause and resume are
+also audit rows (``operator.pause``/``operator.resume``) that name them.
 
 The client half lives in ``watchdogd.cli`` (``call``), so that
 ``watchdogctl status`` never imports this module or anything it pulls in.
@@ -29,6 +30,7 @@ import json
 import logging
 import math
 import os
+import pwd
 import selectors
 import socket
 import stat
@@ -150,8 +152,12 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             # outage is in "firing" (and "unreachable"), a rule waiting on it in "waiting": one
             # outage counts once.
             "down": [doc["name"] for doc in enabled if doc["state"] == "down"],
-            "unreachable": [doc["name"] for doc in enabled if doc["up"] is False and doc["on_down"] == "fire"],
+            "unreachable": [
+                doc["name"] for doc in enabled
+                if doc["up"] is False and doc["on_down"] == "fire" and doc["state"] != "absent"
+            ],
             "waiting": [doc["name"] for doc in enabled if doc["state"] == "waiting"],
+            "absent": [doc["name"] for doc in enabled if doc["state"] == "absent"],
         },
         "rules": rules,
     }
@@ -274,8 +280,10 @@ class Handlers:
 
     snapshot: Callable[[], EngineSnapshot]
     history: Callable[[str | None, float | None, int], Sequence[AuditEntry]]
-    pause: Callable[[str, float], None]
-    resume: Callable[[str], None]
+    pause: Callable[[str, float, Mapping[str, Any] | None], None]
+    """(rule, until, who asked: ``{"uid", "pid", "user"}`` or None when the peer is unknown)."""
+    resume: Callable[[str, bool, Mapping[str, Any] | None], Mapping[str, Any]]
+    """(rule, reset, who asked) -> ``was_paused``, ``reset``, ``gave_up_at``... (``Engine.resume``)."""
     run: Callable[[str], RunReport]
     reload: Callable[[], tuple[bool, str]]
     rules: Callable[[], Sequence[str]]
@@ -296,6 +304,7 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "seconds": (int, float),
     "since": (int, float),
     "limit": (int,),
+    "reset": (bool,),
 }
 _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # command: (required, optional)
@@ -303,7 +312,7 @@ _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "status": (frozenset(), frozenset()),
     "history": (frozenset(), frozenset({"rule", "since", "limit"})),
     "pause": (frozenset({"rule"}), frozenset({"seconds"})),
-    "resume": (frozenset({"rule"}), frozenset()),
+    "resume": (frozenset({"rule"}), frozenset({"reset"})),
     "run": (frozenset({"rule"}), frozenset()),
     "reload": (frozenset(), frozenset()),
 }
@@ -345,7 +354,8 @@ def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
     for key, value in args.items():
         if value is None and key in optional:
             continue
-        if isinstance(value, bool) or not isinstance(value, _ARG_TYPES[key]):
+        expected = _ARG_TYPES[key]
+        if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
             raise RequestError("bad_request", f"{command}: argument {key!r} has the wrong type")
         if isinstance(value, float) and not math.isfinite(value):
             raise RequestError("bad_request", f"{command}: argument {key!r} must be finite")
@@ -357,7 +367,7 @@ class Dispatcher:
 
     def __init__(self, handlers: Handlers) -> None:
         self.handlers = handlers
-        self._table: dict[str, Callable[[dict[str, Any]], Any]] = {
+        self._table: dict[str, Callable[[dict[str, Any], Peer | None], Any]] = {
             "version": self._version,
             "status": self._status,
             "history": self._history,
@@ -373,7 +383,7 @@ class Dispatcher:
             if command in MUTATING:
                 event(log, logging.INFO, "control request", cmd=command, rule=args.get("rule"),
                       uid=None if peer is None else peer.uid, pid=None if peer is None else peer.pid)
-            return {"v": PROTOCOL, "ok": True, "result": self._table[command](args)}
+            return {"v": PROTOCOL, "ok": True, "result": self._table[command](args, peer)}
         except RequestError as exc:
             return error_reply(exc.code, exc.message)
         except Exception as exc:  # a bug must be an error reply, never a dead daemon
@@ -387,13 +397,13 @@ class Dispatcher:
             raise RequestError("unknown_rule", f"unknown rule {rule!r} (rules: {shown or 'none'})")
         return rule
 
-    def _version(self, args: dict[str, Any]) -> Any:
+    def _version(self, args: dict[str, Any], peer: Peer | None) -> Any:
         return {"version": self.handlers.version, "protocol": PROTOCOL, "commands": list(self._table)}
 
-    def _status(self, args: dict[str, Any]) -> Any:
+    def _status(self, args: dict[str, Any], peer: Peer | None) -> Any:
         return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version)
 
-    def _history(self, args: dict[str, Any]) -> Any:
+    def _history(self, args: dict[str, Any], peer: Peer | None) -> Any:
         limit = args.get("limit")
         limit = 50 if limit is None else limit
         if not 1 <= limit <= HISTORY_LIMIT:
@@ -403,21 +413,22 @@ class Dispatcher:
         units = self.handlers.units()
         return {"entries": [audit_document(entry, units.get(entry.rule)) for entry in entries]}
 
-    def _pause(self, args: dict[str, Any]) -> Any:
+    def _pause(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])
         seconds = args.get("seconds")
         if seconds is not None and seconds <= 0:
             raise RequestError("bad_request", "pause: seconds must be positive (omit it to pause until resumed)")
         until = math.inf if seconds is None else self.handlers.clock() + seconds
-        self.handlers.pause(rule, until)
+        self.handlers.pause(rule, until, operator(peer))
         return {"rule": rule, "paused_until": number(until)}
 
-    def _resume(self, args: dict[str, Any]) -> Any:
+    def _resume(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])
-        self.handlers.resume(rule)
-        return {"rule": rule}
+        reset = bool(args.get("reset") or False)
+        outcome = self.handlers.resume(rule, reset, operator(peer))
+        return {"rule": rule, **{key: jsonable(value) for key, value in outcome.items()}, "reset": reset}
 
-    def _run(self, args: dict[str, Any]) -> Any:
+    def _run(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])
         try:
             report = self.handlers.run(rule)
@@ -425,11 +436,21 @@ class Dispatcher:
             raise RequestError("unknown_rule", f"unknown rule {rule!r}") from exc
         return report_document(report, self.handlers.units().get(rule))
 
-    def _reload(self, args: dict[str, Any]) -> Any:
+    def _reload(self, args: dict[str, Any], peer: Peer | None) -> Any:
         ok, message = self.handlers.reload()
         if not ok:
             raise RequestError("reload_failed", message)
         return {"reloaded": True, "summary": message}
+
+
+def operator(peer: Peer | None) -> dict[str, Any] | None:
+    """Who asked, for the audit row: uid and pid from SO_PEERCRED, and the user name when it has one."""
+    if peer is None:
+        return None
+    who: dict[str, Any] = {"uid": peer.uid, "pid": peer.pid}
+    with contextlib.suppress(KeyError):  # a uid without a passwd entry stays a number
+        who["user"] = pwd.getpwuid(peer.uid).pw_name
+    return who
 
 
 def error_reply(code: str, message: str) -> dict[str, Any]:

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from watchdogd import __version__, notify
 from watchdogd.clients import close_clients, open_clients
-from watchdogd.config import Config, ConfigError, env_config_path, load_config
+from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path, load_config
 from watchdogd.control import ControlError, ControlServer, Handlers, resolve_group
+from watchdogd.counting import count_line, tally
 from watchdogd.engine import Engine, RunReport
 from watchdogd.exporter import Exposition, build_registry, render_text
 from watchdogd.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
@@ -30,7 +32,7 @@ from watchdogd.logs import event, setup_logging
 from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.scheduler import JobSpec, Scheduler
-from watchdogd.state import StateError, StateStore
+from watchdogd.state import StateError, StateLock, StateStore
 from watchdogd.textfile import TextfileError, TextfileWriter, check_directory
 
 log = logging.getLogger("watchdogd")
@@ -47,7 +49,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="watchdogd",
         description="Self-healing watchdog: runs probes, compares them with the policy, takes bounded actions.",
     )
-    parser.add_argument("--config", type=Path, default=env_config_path(), help="policy file (%(default)s)")
+    env = os.environ.get("WATCHDOGD_CONFIG")
+    parser.add_argument(
+        "--config", type=Path, default=env_config_path(), metavar="PATH",
+        help=f"policy file (default: $WATCHDOGD_CONFIG if set, else {DEFAULT_CONFIG_PATH})"
+        + (f"; $WATCHDOGD_CONFIG is {env}" if env else ""),
+    )
     parser.add_argument("--dry-run", action="store_true", help="record what would be done, change nothing")
     parser.add_argument(
         "--once", action="store_true", help="run every rule once, print a summary, exit 0/1/2"
@@ -218,13 +225,14 @@ class Daemon:
         if self.textfile is not None:
             self.textfile.changed()
 
-    def _pause(self, name: str, until: float) -> None:
-        self.engine.pause(name, until)
+    def _pause(self, name: str, until: float, by: Mapping[str, Any] | None) -> None:
+        self.engine.pause(name, until, by=by)
         self._changed()
 
-    def _resume(self, name: str) -> None:
-        self.engine.resume(name)
+    def _resume(self, name: str, reset: bool, by: Mapping[str, Any] | None) -> dict[str, Any]:
+        outcome = self.engine.resume(name, reset=reset, by=by)
         self._changed()
+        return outcome
 
     def _handlers(self) -> Handlers:
         engine = self.engine
@@ -249,7 +257,7 @@ class Daemon:
         if late:
             shown = ", ".join(late[:10]) + (" ..." if len(late) > 10 else "")
             return False, f"{len(late)} rule(s) did not run within two intervals: {shown}"
-        return True, f"ok: {sum(1 for r in self.config.rules.values() if r.enabled)} rules running"
+        return True, f"ok: {count_line(self.engine.status_counts())}"
 
     def _render_textfile(self) -> bytes:
         return render_text(self._textfile_registry)
@@ -421,20 +429,14 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
         r.rule for r in reports
         if not r.up and r.status is RuleStatus.PENDING and config.rules[r.rule].on_down == "fire"
     ]
-    summary = f"{len(reports)} rules run, {len(firing)} firing" + (f": {', '.join(firing)}" if firing else "")
+    disabled = [RuleStatus.DISABLED.value] * (len(config.rules) - len(reports))
+    summary = count_line(tally([*(r.status.value for r in reports), *disabled]))
+    if firing:
+        summary += f"; firing: {', '.join(firing)}"
     if unreachable:
-        summary += f", {len(unreachable)} unreachable (pending their `for`): {', '.join(unreachable)}"
-    counts = Counter(r.status for r in reports)
-    counts[RuleStatus.PENDING] -= len(unreachable)
-    summary += "".join(
-        f", {counts[status]} {label}" for status, label in ONCE_COUNTS if counts[status] > 0
-    )
+        summary += f"; unreachable (pending their `for`): {', '.join(unreachable)}"
     print(summary)
     return EXIT_FIRING if firing or unreachable else EXIT_OK
-
-
-ONCE_COUNTS = ((RuleStatus.PENDING, "pending"), (RuleStatus.DOWN, "probe down"),
-               (RuleStatus.WAITING, "waiting on an outage"))
 
 
 def dependency_order(config: Config) -> list[str]:
@@ -488,9 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     setup_logging(config.log_format, config.log_level)
     try:
-        if args.once:
-            return run_once(config)
-        return Daemon(config, args).run()
+        # Held until the process exits: a second daemon or `--once` on this state_dir would act twice.
+        with StateLock(config.state_dir):
+            if args.once:
+                return run_once(config)
+            return Daemon(config, args).run()
     except StateError as exc:
         print(f"watchdogd: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -22,6 +22,7 @@ from typing import Any
 from watchdogd import guard as guards
 from watchdogd.actions.base import Action, NamesThing
 from watchdogd.config import ActionConfig, Config, Rule
+from watchdogd.counting import tally
 from watchdogd.logs import event
 from watchdogd.model import (
     ActionResult,
@@ -48,6 +49,7 @@ Clients = Mapping[tuple[str, str], Any]
 
 HOST_KEY = "host_guard"
 HOLDS_KEY = "holds"
+SEEN_KEY = "targets_seen"
 MAX_AUDIT_ITEMS = 100
 VERIFY_POLL_MIN, VERIFY_POLL_MAX = 0.25, 5.0
 """Verify re-probes every half interval within these bounds: soon enough to see a restart land, never a busy loop."""
@@ -61,6 +63,7 @@ class RuleRuntime:
     probe: Probe
     actions: tuple[tuple[ActionConfig, Action], ...]
     probe_client: Any = None
+    target_key: str | None = None  # "postgres/main": what "absent until first seen" is tracked on
     subjects: dict[str, SubjectState] = field(default_factory=dict)
     guard: guards.RuleGuard = field(default_factory=guards.RuleGuard)
     last: ProbeResult | None = None
@@ -69,6 +72,7 @@ class RuleRuntime:
     last_skip: dict[str, Decision] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
     waiting_on: tuple[str, ...] = ()
+    absent: bool = False  # its ``optional`` target has never answered on this host
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -114,7 +118,10 @@ def build_runtime(rule: Rule, clients: Clients, clock: Clock, previous: RuleRunt
             clients.get((spec.target_kind, action.target)) if spec.target_kind and action.target else None
         )
         actions.append((action, spec.factory(action.params, client, clock)))
-    return RuleRuntime(rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client, hung=hung)
+    target_key = f"{kind}/{target}" if kind is not None and target is not None else None
+    return RuleRuntime(
+        rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client, hung=hung, target_key=target_key
+    )
 
 
 class Engine:
@@ -137,6 +144,10 @@ class Engine:
         self._counters: Counter[tuple[str, str, str]] = Counter()
         self._host = guards.host_guard_from_dict(store.load_kv(HOST_KEY) or {})
         self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
+        # Targets that have answered at least once on this host, ever: from then on a failure is an outage.
+        self._seen: dict[str, float] = {
+            str(key): float(ts) for key, ts in (store.load_kv(SEEN_KEY) or {}).get("targets", {}).items()
+        }
         self._probe_pool = ProbePool(workers=8)
         self.config = config
         self.config_loaded_at = clock()
@@ -210,6 +221,8 @@ class Engine:
             return self._report(rt, ())
         asked_at = self.clock()
         result = self._probe(rt)
+        if self._absent(rt, result):
+            return self._report(rt, ())
         if not result.up and rule.depends_on and self._recheck_dependencies(rt, asked_at):
             return self._report(rt, ())
         now = result.finished_at
@@ -257,6 +270,45 @@ class Engine:
             duration=time.monotonic() - started,
             finished_at=self.clock(),
         )
+
+    def _absent(self, rt: RuleRuntime, result: ProbeResult) -> bool:
+        """A failure on a target this host has never reached means "not installed here", not an outage.
+
+        The shipped policy covers PostgreSQL, Redis and Docker; on a host
+        without them (or without the daemon's role) their rules would be
+        down or firing for ever and teach the operator to ignore the check.
+        Until the target has answered once they read ``absent`` with the
+        error; the first answer is recorded for good, so a service that was
+        there and then vanished is an outage, also after a restart of the
+        daemon. Only for targets marked ``optional: true`` (the shipped
+        policy's); a target the operator configured is expected to be there.
+        """
+        key = rt.target_key
+        if key is None:
+            return False
+        if result.up:
+            if key not in self._seen:
+                with self._lock:
+                    self._seen[key] = result.finished_at
+                    seen = dict(self._seen)
+                self.store.save_kv(SEEN_KEY, {"version": 1, "targets": seen})
+                event(log, logging.INFO, "target answered for the first time", target=key, rule=rt.rule.name)
+            rt.absent = False
+            return False
+        if key in self._seen or not self._optional(rt):
+            rt.absent = False
+            return False
+        if not rt.absent:
+            event(log, logging.INFO, "target absent (never answered on this host)", target=key,
+                  rule=rt.rule.name, error=result.error)
+        rt.absent = True
+        rt.last, rt.last_run = result, result.finished_at
+        return True
+
+    def _optional(self, rt: RuleRuntime) -> bool:
+        kind, _, name = (rt.target_key or "").partition("/")
+        params = self.config.targets.get(kind, {}).get(name)
+        return bool(getattr(params, "optional", False))
 
     def _outage_readings(self, rt: RuleRuntime, error: str) -> tuple[Reading, ...]:
         """"Could not measure" as the breaching value on the subjects the outage takes down.
@@ -578,20 +630,58 @@ class Engine:
 
     # -- operator controls ---------------------------------------------------
 
-    def pause(self, name: str, until: float) -> None:
+    def pause(self, name: str, until: float, *, by: Mapping[str, Any] | None = None) -> None:
+        """Stop the rule's actions until ``until`` (inf: until resumed); ``by`` (uid, pid, user) is who asked.
+
+        The new guard state and an ``operator.pause`` audit row land in one
+        transaction, like an action's write-ahead row.
+        """
         rt = self._runtime(name)
         with rt.lock:
             rt.guard = guards.pause(rt.guard, until)
-            self._persist(rt)
-        event(log, logging.WARNING, "rule paused", rule=name, until=until)
+            detail: dict[str, Any] = {"until": until}
+            if by:
+                detail["by"] = dict(by)
+            entry = AuditEntry(self.clock(), name, "-", "operator.pause", Decision.OPERATOR, "ok", detail=detail)
+            data = self._rule_data(rt)
+            self.store.save_rule_and_audit(name, data, [entry])
+            rt.saved = data
+        event(log, logging.WARNING, "rule paused", rule=name, until=until,
+              uid=None if not by else by.get("uid"), pid=None if not by else by.get("pid"))
 
-    def resume(self, name: str) -> None:
+    def resume(self, name: str, *, reset: bool = False, by: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Lift a pause; with ``reset`` also a give-up and the ``max_actions`` window (``guard.resume``).
+
+        Returns what the operator should hear: ``was_paused``, ``reset``,
+        ``gave_up_at`` (still set after a plain resume of a given-up rule)
+        and, with ``reset``, ``gave_up_lifted`` and ``actions_forgotten``.
+        The same goes into an ``operator.resume`` audit row.
+        """
         rt = self._runtime(name)
         with rt.lock:
-            rt.guard = guards.resume(rt.guard)
+            now = self.clock()
+            before = rt.guard
+            rt.guard = guards.resume(before, reset=reset)
             rt.last_skip.clear()
-            self._persist(rt)
-        event(log, logging.WARNING, "rule resumed", rule=name)
+            outcome: dict[str, Any] = {
+                "was_paused": guards.is_paused(before, now),
+                "reset": reset,
+                "gave_up_at": rt.guard.gave_up_at,
+            }
+            if reset:
+                outcome["gave_up_lifted"] = before.gave_up_at is not None
+                outcome["actions_forgotten"] = len(before.action_times)
+            detail: dict[str, Any] = dict(outcome)
+            if by:
+                detail["by"] = dict(by)
+            entry = AuditEntry(now, name, "-", "operator.resume", Decision.OPERATOR, "ok", detail=detail)
+            data = self._rule_data(rt)
+            self.store.save_rule_and_audit(name, data, [entry])
+            rt.saved = data
+        event(log, logging.WARNING, "rule resumed", rule=name, reset=reset,
+              still_gave_up=rt.guard.gave_up_at is not None,
+              uid=None if not by else by.get("uid"), pid=None if not by else by.get("pid"))
+        return outcome
 
     # -- persistence and views ------------------------------------------------
 
@@ -637,7 +727,14 @@ class Engine:
             paused=guards.is_paused(rt.guard, now),
             gave_up=guards.is_gave_up(rt.guard),
             waiting=bool(rt.waiting_on),
+            absent=rt.absent,
         )
+
+    def status_counts(self) -> dict[str, int]:
+        """Rules per state, as status shows them; cheap enough for every /healthz request."""
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+        return tally(self._status(rt).value for rt in runtimes)
 
     def snapshot(self) -> EngineSnapshot:
         now = self.clock()
@@ -731,7 +828,7 @@ def _in_trouble(rt: RuleRuntime) -> bool:
     outage is trouble from its first failed probe.
     """
     last = rt.last
-    if not rt.rule.enabled or last is None:
+    if not rt.rule.enabled or last is None or rt.absent:  # not installed here is nobody's outage
         return False
     return not last.up or bool(rt.waiting_on) or any(st.status is Status.FIRING for st in rt.subjects.values())
 

@@ -333,13 +333,21 @@ def pause(rg: RuleGuard, until: float) -> RuleGuard:
     return replace(rg, paused_until=until)
 
 
-def resume(rg: RuleGuard) -> RuleGuard:
-    """An operator resume also lifts give-up and forgets the action window.
+def resume(rg: RuleGuard, *, reset: bool = False) -> RuleGuard:
+    """An operator resume lifts the pause, and nothing else unless ``reset`` is asked for.
 
-    Otherwise the very next cycle would count the same runs and give up
-    again. Per-subject attempts stay: backoff still protects each subject.
+    A pause is not a reason to forget what the rule did: a rule with
+    ``max_actions: {count: 3, per: 1h}`` paused and resumed within the hour
+    still has only what is left of its 3. A given-up rule stays given up
+    (it lifts by itself after ``stable_for`` clear). ``reset`` (``watchdogctl
+    resume --reset``) also lifts the give-up and forgets the action window;
+    otherwise the very next cycle would count the same runs and give up
+    again. Per-subject attempts stay either way: backoff still protects
+    each subject.
     """
-    return replace(rg, paused_until=None, gave_up_at=None, action_times=())
+    if reset:
+        return replace(rg, paused_until=None, gave_up_at=None, action_times=())
+    return replace(rg, paused_until=None)
 
 
 # --------------------------------------------------------------------------- read helpers

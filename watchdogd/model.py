@@ -51,6 +51,7 @@ class RuleStatus(enum.Enum):
     GAVE_UP = "gave_up"
     DOWN = "down"  # the probe itself failed (and the rule holds its state: ``on_down: hold``)
     WAITING = "waiting"  # a rule it ``depends_on`` is in trouble: not probed, no action, counted there
+    ABSENT = "absent"  # its optional target never answered on this host: not installed, not an outage
     DISABLED = "disabled"
 
 
@@ -66,6 +67,7 @@ class Decision(enum.Enum):
     SKIPPED_MAX_PER_RUN = "skipped_max_per_run"
     SKIPPED_PAUSED = "skipped_paused"
     GAVE_UP = "gave_up"  # the run that tipped the rule over max_actions
+    OPERATOR = "operator"  # an operator paused or resumed the rule (action operator.pause / operator.resume)
 
 
 @dataclass(frozen=True, slots=True)

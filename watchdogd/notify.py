@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from watchdogd.counting import count_line, tally
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
@@ -101,15 +102,9 @@ def should_ping(running: bool, stuck: Iterable[str]) -> bool:
 
 
 def status_line(snapshot: EngineSnapshot) -> str:
-    """``12 rules, 1 firing, 3 actions in the last hour`` (+ dry-run, + a failed reload)."""
-    enabled = [rule for rule in snapshot.rules if rule.enabled]
-    firing = sum(1 for rule in enabled if rule.firing)
-    gave_up = sum(1 for rule in enabled if rule.gave_up_at is not None)
-    down = sum(1 for rule in enabled if rule.up is False)
-    parts = [f"{len(enabled)} rules", f"{firing} firing"]
-    parts += [f"{n} {what}" for n, what in ((gave_up, "gave up"), (down, "probe down")) if n]
-    parts.append(f"{snapshot.actions_last_hour} actions in the last hour")
-    text = ", ".join(parts)
+    """``12 rules: 1 firing, 11 ok; 3 actions in the last hour`` (+ dry-run, + a failed reload)."""
+    counts = count_line(tally(rule.status.value for rule in snapshot.rules))
+    text = f"{counts}; {snapshot.actions_last_hour} actions in the last hour"
     if snapshot.dry_run:
         text += " (dry-run)"
     if snapshot.last_reload_error:

@@ -174,6 +174,7 @@ def rule_status(
     paused: bool,
     gave_up: bool,
     waiting: bool = False,
+    absent: bool = False,
 ) -> RuleStatus:
     """One word for `watchdogctl status`: operator intent first, then health of the probe, then subjects.
 
@@ -185,6 +186,7 @@ def rule_status(
     precedence = (
         (not enabled, RuleStatus.DISABLED),
         (paused, RuleStatus.PAUSED),
+        (absent, RuleStatus.ABSENT),
         (waiting, RuleStatus.WAITING),
         (gave_up, RuleStatus.GAVE_UP),
         (not up, RuleStatus.DOWN),

@@ -35,11 +35,14 @@ log line: the daemon must not crash-loop on its own memory. An unusable
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
+import time
 import types
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,7 +53,7 @@ from watchdogd.model import AuditEntry, Clock, Decision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "StateError", "StateStore"]
+__all__ = ["LOCK_NAME", "SCHEMA_VERSION", "StateError", "StateLock", "StateStore", "ensure_state_dir"]
 
 _MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = types.MappingProxyType(
     {
@@ -105,6 +108,7 @@ _MAX_HISTORY: Final[int] = 10_000
 _SQLITE_SUFFIXES: Final[tuple[str, ...]] = ("", "-wal", "-shm", "-journal")
 _DIR_MODE: Final[int] = 0o750
 _FILE_MODE: Final[int] = 0o640
+LOCK_NAME: Final[str] = "watchdogd.lock"
 # Result codes that mean "this file is damaged", as opposed to locked, read-only
 # or an I/O error, where moving the file aside would destroy good state.
 _CORRUPT_CODES: Final[frozenset[int]] = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -120,6 +124,80 @@ class _Corrupt(Exception):
 
 class _NeedsWrite(Exception):
     """Internal: SQLite must write (roll back a hot journal) before the file can be checked."""
+
+
+def ensure_state_dir(directory: Path) -> None:
+    """Missing or unwritable state dir is the operator's to fix: say so, do not work around it."""
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=_DIR_MODE, parents=True)
+            directory.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask
+    except OSError as exc:
+        raise StateError(f"state directory {directory} cannot be created: {exc.strerror or exc}") from exc
+    if not directory.is_dir():
+        raise StateError(f"state directory {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateError(f"state directory {directory} is not writable")
+
+
+class StateLock:
+    """One watchdogd (daemon or ``--once``) per state directory, for as long as the process lives.
+
+    An exclusive ``flock`` on ``<state_dir>/watchdogd.lock``, not a pid file:
+    the kernel drops the lock when the holder exits, however it exits
+    (``kill -9`` included), so a file left behind never blocks a start. The
+    file holds the holder's pid only to name it in the refusal. The fd is
+    close-on-exec, so a child an action spawns never inherits (and outlives
+    the daemon with) the lock.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        ensure_state_dir(Path(directory))
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+        except OSError as exc:
+            raise StateError(f"state directory {directory}: cannot open the lock file {self.path}: "
+                             f"{exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            if holder is None:  # the holder has just taken the lock and writes its pid right after
+                time.sleep(0.05)
+                holder = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateError(f"state directory {directory}: cannot lock {self.path}: "
+                                 f"{exc.strerror or exc}") from exc
+            who = f"pid {holder}" if holder is not None else "another process (pid not yet written)"
+            raise StateError(f"state directory {directory} is in use by another watchdogd ({who} holds "
+                             f"{self.path}); one daemon or --once per state_dir") from None
+        # Overwrite in place, then cut: a reader never sees an empty file, only a first line with a pid.
+        text = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Idempotent; the file stays (removing it would race a start that already opened it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+
+    def __enter__(self) -> StateLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _lock_holder(fd: int) -> int | None:
+    try:
+        first = os.pread(fd, 64, 0).split(b"\n", 1)[0]
+        return int(first) if first.strip() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _plain(obj: object) -> object:
@@ -239,17 +317,7 @@ class StateStore:
     # -- opening -------------------------------------------------------------
 
     def _ensure_dir(self, directory: Path) -> None:
-        """Missing or unwritable state dir is the operator's to fix: say so, do not work around it."""
-        try:
-            if not directory.exists():
-                directory.mkdir(mode=_DIR_MODE, parents=True)
-                directory.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask
-        except OSError as exc:
-            raise StateError(f"state directory {directory} cannot be created: {exc.strerror or exc}") from exc
-        if not directory.is_dir():
-            raise StateError(f"state directory {directory} is not a directory")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise StateError(f"state directory {directory} is not writable")
+        ensure_state_dir(directory)
 
     def _open_or_replace(self) -> sqlite3.Connection:
         try:

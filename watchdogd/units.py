@@ -108,8 +108,8 @@ def format_value(value: float | None, unit: Unit) -> str:
     """Human text for status tables and logs."""
     if value is None:
         return "-"
-    if math.isinf(value):  # an outage read as the breaching value (engine: on_down: fire)
-        return "unreachable"
+    if math.isinf(value):  # an outage (on_down: fire), a file_age with no match: no unit makes sense
+        return "inf" if value > 0 else "-inf"
     return _FORMATTERS[unit](value)
 
 

@@ -43,20 +43,26 @@ BENCHES: tuple[Bench, ...] = (
           headline=(r"^docker\.containers, steady state", r"^docker\.container_cpu \(cgroup")),
     Bench("bench_process.py", "processes", headline=(r"^processes on the host", r"^worst")),
     Bench("bench_log.py", "log lines", headline=(r"^probe runs:", r"^verdict")),
-    Bench("bench_rss.py", "daemon RSS over 1,000 cycles", headline=(r"^daemon RSS", r"^growth")),
+    Bench("bench_rss.py", "daemon RSS over 1,000 cycles", headline=(r"^daemon RSS", r"^growth", r"^verdict")),
     Bench("bench_scrape.py", "/metrics with 50 rules", headline=(r"^watchdogd(-uncached)?: p50",)),
     Bench("bench_status.py", "watchdogctl status, 50 rules",
           headline=(r"^watchdogctl \(console script\)", r"^watchdogctl status p90")),
 )
 
 FAILURE = re.compile(r"\bFAIL(ED)?\b")
+OVER_TARGET = re.compile(
+    r"(?<![\w.])(?P<value>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>ms|s|MiB|%)(?!\w)[^()\d]*"
+    r"\(target <= (?P<limit>\d[\d,]*(?:\.\d+)?)\s*(?P=unit)\)"
+)
+"""``46.0 MiB (target <= 35 MiB)``: a figure printed next to its target, in the same unit."""
 
 
 @dataclass
 class Outcome:
     bench: Bench
     status: str
-    """ok, FAIL (a line said so), exit N, timed out, not available..., not run in --quick"""
+    """ok, FAIL (a line said so), MISS (a figure over its printed target), exit N, timed out, not available...,
+    not run in --quick"""
     seconds: float = 0.0
     lines: list[str] = field(default_factory=list)
 
@@ -75,9 +81,28 @@ def headlines(bench: Bench, lines: Sequence[str]) -> list[str]:
 
 
 def verdict(returncode: int, lines: Sequence[str]) -> str:
+    """A script's own verdict (exit status, a FAIL line), and then the figures it printed next to a target.
+
+    A script that exits 0 but prints ``46.0 MiB (target <= 35 MiB)`` missed
+    that target: ``MISS``, never ``ok``.
+    """
     if returncode != 0:
         return f"exit {returncode}"
-    return "FAIL" if any(FAILURE.search(line) for line in lines) else "ok"
+    if any(FAILURE.search(line) for line in lines):
+        return "FAIL"
+    return "MISS" if missed_targets(lines) else "ok"
+
+
+def missed_targets(lines: Sequence[str]) -> list[str]:
+    """The lines with a figure over the ``(target <= N unit)`` printed next to it."""
+    missed = []
+    for line in lines:
+        for match in OVER_TARGET.finditer(line):
+            value, limit = (float(match[key].replace(",", "")) for key in ("value", "limit"))
+            if value > limit:
+                missed.append(line.strip())
+                break
+    return missed
 
 
 def plan(bench_dir: Path) -> list[Bench]:

@@ -74,10 +74,12 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
           f"{args.steady:.0f} s", flush=True)
 
     with ExitStack() as stack:
-        target_notes = shipped.prepare_targets(stack, SHIPPED)
+        prepared = shipped.prepare_targets(stack, SHIPPED)
+        target_notes = prepared.notes
         extra = ["--dry-run"] if policy.acting else []
         rig = steady.start(stack, python=python, shipped=SHIPPED, workdir=workdir, node_exporter=node_bin,
-                           monit=monit_bin, checks=policy.checks, enabled_rules=policy.enabled, extra_args=extra)
+                           monit=monit_bin, checks=policy.checks, enabled_rules=policy.enabled, extra_args=extra,
+                           rewrite=prepared.apply)
         rest = steady.run_window(rig, args.steady)
         print(f"bench/run: /metrics latency, {args.scrapes} scrapes each", flush=True)
         scrapers = list(rest.scrapers.values())
@@ -126,7 +128,7 @@ class Record:
 
     @property
     def targets(self) -> list[report.Target]:
-        return report.targets(self.rest.procs, self.scrapes, self.reactions)
+        return report.targets(self.rest.procs, self.scrapes, self.reactions, self.outcomes)
 
 
 def table(r: Record) -> list[str]:
@@ -149,7 +151,7 @@ def table(r: Record) -> list[str]:
         f"noise      the rest of the machine used {rest.other_cores:.2f} cores on average during the steady state",
         *r.header,
         f"policy     {SHIPPED.relative_to(REPO)} as shipped ({policy.summary}); only state_dir, control_socket and "
-        f"listen moved to a temp dir",
+        f"listen moved to a temp dir, and a PostgreSQL DSN's role swapped for the benchmark's own",
         *(f"           {note}" for note in r.target_notes),
         f"           {acting}; {probes}",
         "           Monit: the same host CPU, memory, swap, load, disk and inode tests" + _monit_gap(policy),

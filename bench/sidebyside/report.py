@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sidebyside.families import Outcome
+from sidebyside.families import FAILURE, Outcome, missed_targets
 from sidebyside.percentiles import median
 from sidebyside.reaction import Figure
 from sidebyside.steady import ProcFigures
@@ -83,7 +83,7 @@ def family_lines(outcomes: Sequence[Outcome]) -> list[str]:
 
 
 def targets(procs: Sequence[ProcFigures], scrapes: Sequence[ScrapeFigure],
-            reactions: Sequence[Figure]) -> list[Target]:
+            reactions: Sequence[Figure], outcomes: Sequence[Outcome] = ()) -> list[Target]:
     by_proc = {p.name: p for p in procs}
     by_scrape = {s.name: s for s in scrapes}
     out: list[Target] = []
@@ -118,6 +118,29 @@ def targets(procs: Sequence[ProcFigures], scrapes: Sequence[ScrapeFigure],
             worst = max(figure.samples)
             out.append(Target(_verdict(worst <= limit), what, f"max {worst:.2f} s vs {limit:g} s "
                                                                f"(median {median(figure.samples):.2f} s)"))
+    return out + family_targets(outcomes)
+
+
+def family_targets(outcomes: Sequence[Outcome]) -> list[Target]:
+    """One row per scale script that ran: PASS only if it met every target it set itself.
+
+    Its own verdict (exit status, a FAIL line) and any figure printed over
+    its ``(target <= N)`` both count: the host-only RSS figure over 35 MiB is
+    a MISS even though the script exited 0. Scripts not run (``--quick``, not
+    in the tree) have no row: they are listed as such above.
+    """
+    out: list[Target] = []
+    for outcome in outcomes:
+        if outcome.status.startswith(("not run", "not available")):
+            continue
+        what = f"scale: {outcome.bench.scale}"
+        missed = missed_targets(outcome.lines) or [line.strip() for line in outcome.lines if FAILURE.search(line)]
+        if outcome.status == "ok" and not missed:
+            picked = outcome.headlines
+            out.append(Target("PASS", what, picked[0] if picked else "met its targets"))
+        else:
+            out.append(Target("MISS", what, f"[{outcome.status}] " + (missed[0] if missed else
+                                                                       (outcome.headlines or ["no output"])[0])))
     return out
 
 

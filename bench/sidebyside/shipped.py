@@ -7,17 +7,23 @@
   are in dry-run; should that ever change, the daemon is started with
   ``--dry-run`` (and the table says so): a benchmark must not restart
   other people's containers or kill their connections.
-* Its PostgreSQL targets made to answer: the DSN's role is what an operator
-  creates at install time (pg_monitor + pg_signal_backend). When it is
-  missing on a local server, it is created for the run and dropped after,
-  so the PostgreSQL rules measure real queries instead of failed logins.
+* Its PostgreSQL targets made to answer, without touching the cluster's
+  own roles: the benchmark creates a role of its own name
+  (``watchdogd_bench_<pid>``, pg_monitor + pg_signal_backend, as an operator
+  creates the DSN's ``watchdogd`` at install time), points the relocated
+  policy's DSN at it, and drops that role (and only that role, and only its
+  sessions) after. A ``watchdogd`` role that exists, and the daemon that may
+  be using it, are never created, changed or dropped: a benchmark must not
+  break a watchdogd already running on the machine.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +67,45 @@ def read(shipped: Path, workdir: Path) -> Shipped:
     return Shipped(checks, len(enabled), acting, others, f"interval {config.interval:g}s; {config.summary()}")
 
 
-def prepare_targets(stack: ExitStack, shipped: Path) -> list[str]:
-    """Make the policy's PostgreSQL roles exist for the run; returns what was done, one line each."""
+BENCH_ROLE = "watchdogd_bench"
+"""Prefix of the benchmark's own PostgreSQL role; the pid (and a counter if taken) makes it this run's."""
+
+
+@dataclass
+class Prepared:
+    """What ``prepare_targets`` did: a line per target for the table, and DSNs to swap in the policy copy."""
+
+    notes: list[str] = field(default_factory=list)
+    dsns: dict[str, str] = field(default_factory=dict)
+    """Shipped DSN -> the same server with the benchmark's own role."""
+
+    def apply(self, text: str) -> str:
+        """The relocated policy with each shipped DSN (as a double-quoted YAML scalar) replaced."""
+        for old, new in self.dsns.items():
+            text = text.replace(json.dumps(old), json.dumps(new))
+        return text
+
+
+def bench_role_names(pid: int | None = None) -> list[str]:
+    """Candidates for this run's role, first choice first: never a name the cluster's users would pick."""
+    base = f"{BENCH_ROLE}_{os.getpid() if pid is None else pid}"
+    return [base] + [f"{base}_{n}" for n in range(1, 10)]
+
+
+def prepare_targets(stack: ExitStack, shipped: Path) -> Prepared:
+    """Give the policy's PostgreSQL targets a role of the benchmark's own for the run (dropped by ``stack``)."""
     raw: dict[str, Any] = yaml.safe_load(shipped.read_text()) or {}
     postgres = ((raw.get("targets") or {}).get("postgres")) or {}
-    return [_prepare_postgres(stack, name, params or {}) for name, params in postgres.items()]
+    prepared = Prepared()
+    for name, params in postgres.items():
+        prepared.notes.append(_prepare_postgres(stack, name, params or {}, prepared.dsns))
+    return prepared
 
 
-def _prepare_postgres(stack: ExitStack, name: str, params: dict[str, Any]) -> str:
+def _prepare_postgres(stack: ExitStack, name: str, params: dict[str, Any], dsns: dict[str, str]) -> str:
     import psycopg  # noqa: PLC0415 (only when the policy has a PostgreSQL target)
-    from psycopg import sql  # noqa: PLC0415
-    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+    from psycopg import errors, sql  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415
 
     dsn = params.get("dsn")
     if not isinstance(dsn, str):
@@ -83,21 +117,32 @@ def _prepare_postgres(stack: ExitStack, name: str, params: dict[str, Any]) -> st
         admin = psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True,
                                 connect_timeout=5, application_name="watchdogd-bench")
     except psycopg.Error as exc:
-        return f"postgres target {name}: cannot prepare role {user!r} ({' '.join(str(exc).split())}); its rules " \
-               f"run as they can"
-    if not user or admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [user]).fetchone():
+        return f"postgres target {name}: cannot create a role of its own ({' '.join(str(exc).split())}); " \
+               f"its rules run with the DSN as shipped (role {user!r}, untouched)"
+    own = None
+    for candidate in bench_role_names():
+        try:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(candidate)))
+        except errors.DuplicateObject:
+            continue  # someone else's (or a killed run's): not ours to use or drop
+        own = candidate
+        break
+    if own is None:
         admin.close()
-        return f"postgres target {name}: role {user!r} exists, used as is"
-    role = sql.Identifier(user)
-    admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-    admin.execute(sql.SQL("GRANT pg_monitor, pg_signal_backend TO {}").format(role))
+        return f"postgres target {name}: no free {BENCH_ROLE}_* role name; its rules run with the DSN as shipped"
+    role = sql.Identifier(own)
 
     def drop() -> None:
         try:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [user])
+            # Only the sessions and the role this run created.
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [own])
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
         finally:
             admin.close()
 
     stack.callback(drop)
-    return f"postgres target {name}: created role {user!r} (pg_monitor, pg_signal_backend) for the run, dropped after"
+    admin.execute(sql.SQL("GRANT pg_monitor, pg_signal_backend TO {}").format(role))
+    dsns[dsn] = make_conninfo(dsn, user=own)
+    shipped_role = f"instead of the shipped {user!r} (never touched)" if user else "(the shipped DSN names none)"
+    return f"postgres target {name}: role {own!r} {shipped_role}, created for the run with pg_monitor and " \
+           f"pg_signal_backend, dropped after"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +67,19 @@ def daemon_env() -> dict[str, str]:
 
 
 def start(stack: ExitStack, *, python: Path, shipped: Path, workdir: Path, node_exporter: str, monit: str,
-          checks: Sequence[monitrc.Check], enabled_rules: int, extra_args: Sequence[str] = ()) -> Rig:
-    """Start all three (each stopped by ``stack``) and wait until each is doing its job."""
+          checks: Sequence[monitrc.Check], enabled_rules: int, extra_args: Sequence[str] = (),
+          rewrite: Callable[[str], str] = lambda text: text) -> Rig:
+    """Start all three (each stopped by ``stack``) and wait until each is doing its job.
+
+    ``rewrite`` changes the relocated policy text once more (the benchmark's own PostgreSQL role).
+    """
     port = free_port()
     config = workdir / "watchdogd.yaml"
-    config.write_text(policy.relocate(shipped.read_text(), {
+    config.write_text(rewrite(policy.relocate(shipped.read_text(), {
         "state_dir": str(workdir / "state"),
         "control_socket": str(workdir / "control.sock"),
         "listen": f"127.0.0.1:{port}",
-    }))
+    })))
     config.chmod(0o600)
     watchdogd = Child("watchdogd", [str(python), "-m", "watchdogd.daemon", "--config", str(config), *extra_args],
                       workdir / "watchdogd.log", env=daemon_env(), cwd=workdir)

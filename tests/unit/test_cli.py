@@ -56,7 +56,7 @@ def test_status_exit_codes() -> None:
 @pytest.mark.parametrize(
     ("rules", "code", "text"),
     [
-        ([rule(status=RuleStatus.OK, firing={})], 0, "WATCHDOGD OK - 1 rules ok"),
+        ([rule(status=RuleStatus.OK, firing={})], 0, "WATCHDOGD OK - 1 rule: 1 ok |"),
         ([rule("pg-idle", severity="warning")], 1, "WATCHDOGD WARNING - 1 firing: pg-idle"),
         (
             [rule("disk-full"), rule("pg-idle", severity="warning")],
@@ -64,7 +64,11 @@ def test_status_exit_codes() -> None:
             "WATCHDOGD CRITICAL - 2 firing: disk-full, pg-idle",
         ),
         ([rule("x", severity="warning", gave_up_at=NOW, status=RuleStatus.GAVE_UP)], 2, "1 gave up: x"),
-        ([rule("y", up=False, error="t", firing={}, status=RuleStatus.DOWN)], 1, "1 probe down: y"),
+        (
+            [rule("y", up=False, error="t", firing={}, status=RuleStatus.DOWN)],
+            1,
+            "WARNING - 1 down: y; 1 rule: 1 down |",
+        ),
         ([rule("i", severity="info")], 0, "WATCHDOGD OK"),
     ],
 )
@@ -242,7 +246,9 @@ def test_forbidden_socket(short_dir: Path) -> None:
             stderr = pipe.read()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 3
-        assert f"permission denied on {path}" in stderr and "group 'root'" in stderr and "0660" in stderr
+        assert f"permission denied on {path}" in stderr and "0660" in stderr
+        # control_group unset: root's socket. Never "join group 'root'": run as root or set control_group.
+        assert "group 'root'" not in stderr and "as root" in stderr and "set control_group" in stderr
     finally:
         listener.close()
 
@@ -258,7 +264,7 @@ def test_check_config_ok_and_errors(tmp_path: Path) -> None:
     done = run_ctl("check-config", str(good))
     assert done.returncode == 0
     assert done.stdout.splitlines() == [
-        f"OK: {good}: 1 rules (0 disabled), 0 actions, 0 targets",
+        f"OK: {good}: 1 rule: 1 enabled, 0 disabled; 0 actions, 0 targets",
         "  mem: every 15s, timeout 10s (probe_timeout), on_down hold",
     ]
     bad = write_config(tmp_path, """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pwd
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,7 @@ from watchdogd.control import (
     MAX_LISTED,
     Dispatcher,
     Handlers,
+    Peer,
     RequestError,
     encode,
     parse_request,
@@ -30,6 +33,8 @@ class FakeDaemon:
 
     paused: dict[str, float] = field(default_factory=dict)
     resumed: list[str] = field(default_factory=list)
+    resets: list[bool] = field(default_factory=list)
+    operators: list[Any] = field(default_factory=list)
     reload_ok: bool = True
     history_calls: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -39,14 +44,24 @@ class FakeDaemon:
             return [AuditEntry(NOW, "disk-full", "/", "files.clean", Decision.RAN, "ok", value_before=95.0,
                                value_after=math.inf, detail={"items": [{"n": math.nan}]}, id=7)]
 
+        def pause(name: str, until: float, by: Any) -> None:
+            self.paused[name] = until
+            self.operators.append(by)
+
+        def resume(name: str, reset: bool, by: Any) -> dict[str, Any]:
+            self.resumed.append(name)
+            self.resets.append(reset)
+            self.operators.append(by)
+            return {"was_paused": True, "reset": reset, "gave_up_at": None if reset else NOW}
+
         def run(name: str) -> RunReport:
             return RunReport(name, RuleStatus.FIRING, True, None, ("/",), (), ())
 
         return Handlers(
             snapshot=lambda: snapshot(rule()),
             history=history,
-            pause=self.paused.__setitem__,
-            resume=self.resumed.append,
+            pause=pause,
+            resume=resume,
             run=run,
             reload=lambda: (self.reload_ok, "2 rules" if self.reload_ok else "x.yaml:3: rules.a.above: bad"),
             rules=lambda: ["disk-full", "pg-idle"],
@@ -137,14 +152,30 @@ def test_pause_resume_run_reload(daemon: FakeDaemon, dispatcher: Dispatcher) -> 
     assert reply["result"]["paused_until"] == "+Inf" and daemon.paused["pg-idle"] == math.inf
     assert ask(dispatcher, {"v": 1, "cmd": "pause", "args": {"rule": "pg-idle", "seconds": -5}})["error"]["code"] \
         == "bad_request"
-    assert ask(dispatcher, {"v": 1, "cmd": "resume", "args": {"rule": "disk-full"}})["ok"]
-    assert daemon.resumed == ["disk-full"]
+    resumed = ask(dispatcher, {"v": 1, "cmd": "resume", "args": {"rule": "disk-full"}})["result"]
+    assert daemon.resumed == ["disk-full"] and daemon.resets == [False]
+    assert resumed == {"rule": "disk-full", "was_paused": True, "reset": False, "gave_up_at": NOW}
+    reset = ask(dispatcher, {"v": 1, "cmd": "resume", "args": {"rule": "disk-full", "reset": True}})["result"]
+    assert daemon.resets == [False, True] and reset["reset"] is True and reset["gave_up_at"] is None
+    assert ask(dispatcher, {"v": 1, "cmd": "resume", "args": {"rule": "disk-full", "reset": 1}})["error"]["code"] \
+        == "bad_request"
+    assert daemon.operators == [None, None, None, None]  # no peer (no socket): nobody to name
     run = ask(dispatcher, {"v": 1, "cmd": "run", "args": {"rule": "disk-full"}})["result"]
     assert run["state"] == "firing" and run["firing"] == {"count": 1, "subjects": ["/"]}
     assert ask(dispatcher, {"v": 1, "cmd": "reload"})["result"] == {"reloaded": True, "summary": "2 rules"}
     daemon.reload_ok = False
     error = ask(dispatcher, {"v": 1, "cmd": "reload"})["error"]
     assert error["code"] == "reload_failed" and "rules.a.above" in error["message"]
+
+
+def test_pause_and_resume_name_the_peer(daemon: FakeDaemon, dispatcher: Dispatcher) -> None:
+    peer = Peer(pid=4242, uid=os.getuid(), gid=os.getgid())
+    raw = json.dumps({"v": 1, "cmd": "pause", "args": {"rule": "disk-full"}}).encode()
+    assert dispatcher.handle(raw, peer)["ok"]
+    raw = json.dumps({"v": 1, "cmd": "resume", "args": {"rule": "disk-full", "reset": True}}).encode()
+    assert dispatcher.handle(raw, peer)["ok"]
+    who = {"uid": os.getuid(), "pid": 4242, "user": pwd.getpwuid(os.getuid()).pw_name}
+    assert daemon.operators == [who, who]
 
 
 def test_unknown_rule_lists_the_known_ones(dispatcher: Dispatcher) -> None:

@@ -10,6 +10,7 @@ import pytest
 from tests.unit.test_exporter import rule, snapshot
 from watchdogd import notify
 from watchdogd.config import parse_config
+from watchdogd.model import RuleStatus
 from watchdogd.scheduler import Progress
 
 CONFIG = textwrap.dedent("""
@@ -127,10 +128,16 @@ def test_outside_systemd_everything_is_a_no_op() -> None:
 
 
 def test_status_line() -> None:
-    snap = snapshot(rule(), rule("ok", firing={}), rule("down", up=False, firing={}), actions_last_hour=3)
-    assert notify.status_line(snap) == "3 rules, 1 firing, 1 probe down, 3 actions in the last hour"
+    snap = snapshot(
+        rule(),
+        rule("ok", firing={}, status=RuleStatus.OK),
+        rule("down", up=False, firing={}, status=RuleStatus.DOWN),
+        rule("no-pg", up=False, firing={}, status=RuleStatus.ABSENT),
+        actions_last_hour=3,
+    )
+    assert notify.status_line(snap) == "4 rules: 1 firing, 1 down, 1 absent, 1 ok; 3 actions in the last hour"
     failed = snapshot(rule(), last_reload_error="1 problem(s): x.yaml:3: bad", dry_run=True)
     assert notify.status_line(failed) == (
         "reload failed, running the previous config: 1 problem(s): x.yaml:3: bad; "
-        "1 rules, 1 firing, 3 actions in the last hour (dry-run)"
+        "1 rule: 1 firing; 3 actions in the last hour (dry-run)"
     )

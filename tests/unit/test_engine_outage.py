@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_engine import Clock, FakeProbe
+from watchdogd.clients import open_clients
 from watchdogd.config import ConfigError, parse_config
 from watchdogd.daemon import dependency_order, run_once
 from watchdogd.engine import Engine, RuleRuntime
@@ -81,7 +82,10 @@ def swap(engine: Engine, name: str, probe: FakeProbe, *actions: object) -> None:
     rt = engine._runtimes[name]
     configs = [config for config, _ in rt.actions]
     engine._runtimes[name] = RuleRuntime(
-        rule=rt.rule, probe=probe, actions=tuple(zip(configs, actions, strict=True))  # type: ignore[arg-type]
+        rule=rt.rule,
+        probe=probe,
+        actions=tuple(zip(configs, actions, strict=True)),  # type: ignore[arg-type]
+        target_key=rt.target_key,
     )
 
 
@@ -371,9 +375,10 @@ def test_a_slow_but_answering_dependency_does_not_hold_its_dependents(tmp_path: 
     assert engine.run_rule("busy").status is RuleStatus.WAITING
 
 
-def test_an_outage_value_reads_as_unreachable() -> None:
-    assert {format_value(float("inf"), unit) for unit in Unit} == {"unreachable"}
-    assert format_value(float("-inf"), Unit.COUNT) == "unreachable"
+def test_an_infinite_value_reads_without_a_unit() -> None:
+    """+inf is an outage (on_down: fire) or "no file at all" (host.file_age): never "infd" or "infTiB"."""
+    assert {format_value(float("inf"), unit) for unit in Unit} == {"inf"}
+    assert format_value(float("-inf"), Unit.COUNT) == "-inf"
 
 
 def test_once_fails_on_an_unreachable_service_even_before_its_for(
@@ -390,4 +395,72 @@ def test_once_fails_on_an_unreachable_service_even_before_its_for(
 
     out = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert out[-1] == "2 rules run, 0 firing, 1 unreachable (pending their `for`): app-port"
+    assert out[-1] == "2 rules: 1 pending, 1 ok; unreachable (pending their `for`): app-port"
+
+
+# --------------------------------------------------------------------------- absent targets
+
+
+PG_TARGET = 'targets:\n  postgres:\n    main: {dsn: "host=127.0.0.1 port=1 dbname=x"%s}\n'
+PG_UP = """
+probe: postgres.up
+above: 2s
+severity: critical
+every: 1s
+actions:
+  - exec: {argv: [/bin/true], settle: 0.1s}
+"""
+PG_IDLE = """
+probe: postgres.connections
+above: 90
+every: 1s
+depends_on: pg-up
+"""
+
+
+def pg_engine(tmp_path: Path, clock: Clock, optional: bool = True) -> Engine:
+    extra = ", optional: true" if optional else ""
+    text = (PG_TARGET % extra) + HEADER + rule("pg-up", PG_UP) + rule("pg-conn", PG_IDLE)
+    config = parse_config(text, tmp_path / "w.yaml")
+    # Real clients (they connect on first use, never here); the probes are swapped for fakes anyway.
+    return Engine(config, StateStore(tmp_path / "state.db", clock), open_clients(config), clock, grace=False)
+
+
+def test_a_target_that_never_answered_is_absent_not_an_outage(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = pg_engine(tmp_path, clock)
+    up, conn, restart = OutageProbe({"pg": 0.01}), OutageProbe({"pg": 1.0}), Restart("postgresql")
+    swap(engine, "pg-up", up, restart)
+    swap(engine, "pg-conn", conn)
+    up.error = conn.error = ProbeError("connection refused")
+
+    assert engine.run_rule("pg-up").status is RuleStatus.ABSENT
+    assert engine.run_rule("pg-conn").status is RuleStatus.ABSENT  # not "waiting" on a service that is not here
+    assert restart.runs == []
+    assert up.calls == 1  # the dependent did not re-run an absent dependency
+
+
+def test_once_a_target_answered_its_failure_is_an_outage_also_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = pg_engine(tmp_path, clock)
+    up, restart = OutageProbe({"pg": 0.01}), Restart("postgresql")
+    swap(engine, "pg-up", up, restart)
+    assert engine.run_rule("pg-up").status is RuleStatus.OK
+    engine.close()
+
+    again = pg_engine(tmp_path, clock)  # same state store: the first answer is remembered
+    up2, restart2 = OutageProbe({"pg": 0.01}), Restart("postgresql")
+    swap(again, "pg-up", up2, restart2)
+    up2.error = ProbeError("connection refused")
+    report = again.run_rule("pg-up")
+    assert report.status is RuleStatus.FIRING
+    assert restart2.runs == [["pg"]]
+
+
+def test_a_target_not_marked_optional_is_an_outage_from_the_first_start(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = pg_engine(tmp_path, clock, optional=False)
+    up = OutageProbe({"pg": 0.01})
+    swap(engine, "pg-up", up, Restart("postgresql"))
+    up.error = ProbeError("connection refused")
+    assert engine.run_rule("pg-up").status is RuleStatus.FIRING

@@ -298,12 +298,35 @@ def test_give_up_stays_if_condition_returns_before_stable_for() -> None:
     assert rg.gave_up_at is None
 
 
-def test_resume_clears_give_up_pause_and_window_but_keeps_attempts() -> None:
+def test_resume_with_reset_clears_give_up_pause_and_window_but_keeps_attempts() -> None:
     rg = pause(check(_three_runs(), ["d"], 1800.0).guard, INF)
-    resumed = resume(rg)
+    resumed = resume(rg, reset=True)
     assert resumed == RuleGuard(subjects=rg.subjects, clear_since=rg.clear_since)
     assert resumed.subjects["c"].attempts == 1
     assert check(resumed, ["d"], 1815.0).allowed == ("d",)  # no re-give-up on the next cycle
+
+
+def test_plain_resume_lifts_the_pause_only_a_give_up_stays() -> None:
+    rg = pause(check(_three_runs(), ["d"], 1800.0).guard, INF)
+    resumed = resume(rg)
+    assert resumed == replace(rg, paused_until=None)
+    assert resumed.gave_up_at == 1800.0 and resumed.action_times == (0.0, 600.0, 1200.0)
+    assert check(resumed, ["d"], 1815.0).skipped == (("d", Decision.SKIPPED_GAVE_UP),)
+
+
+def test_pause_and_resume_do_not_refill_the_max_actions_window() -> None:
+    """Issue 13: {count: 3, per: 1h} ran 5 times in the hour because of one pause and resume."""
+    rg = RuleGuard()
+    runs = 0
+    for now in (0.0, 600.0):
+        rg, _, v = act(rg, ["a" if now == 0 else "b"], now)
+        runs += len(v.allowed)
+    rg = resume(pause(rg, INF))
+    for now, subject in ((1200.0, "c"), (1500.0, "d"), (1800.0, "e")):
+        v = check(rg, [subject], now)
+        rg, _ = record_run(v.guard, HostGuard(), v.allowed, now, POLICY, budget=None)
+        runs += len(v.allowed)
+    assert runs == 3 and rg.gave_up_at == 1500.0
 
 
 def test_dry_run_gives_up_on_the_same_cadence() -> None:
@@ -483,8 +506,10 @@ def test_random_walk_never_exceeds_limits() -> None:
         firing = [s for s in "abcdefg" if rng.random() < 0.4]
         rg = observe(rg, firing, now, policy)
         if rng.random() < 0.01:
-            rg = resume(rg)
-            runs.clear()
+            reset = rng.random() < 0.5
+            rg = resume(rg, reset=reset)
+            if reset:  # only an explicit reset forgets the window
+                runs.clear()
         v = decide(rg, hg, firing, now, policy, budget=budget, in_grace=rng.random() < 0.05, max_per_run=3)
         assert len(v.allowed) <= 3
         assert sorted(v.allowed + tuple(s for s, _ in v.skipped)) == sorted(firing)

@@ -31,6 +31,17 @@ class NoParams(Params):
     pass
 
 
+class TargetParams(Params):
+    """What every ``targets.<kind>.<name>`` takes besides its connection settings."""
+
+    optional: bool = False
+    """True: until the target has answered once on this host, a failure means "this host does not have
+    it (yet)" and its rules read ``absent``, not an outage; once it has answered, a failure is an outage.
+    The shipped policy marks its PostgreSQL, Redis and Docker targets optional, so it can be installed
+    on any host. False (the default): a target the operator configured is expected, and a failure is an
+    outage from the first start."""
+
+
 class Probe(Protocol):
     def measure(self) -> list[Reading]:
         """Return one reading per subject, or raise; the engine turns exceptions into a down result.

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from watchdogd.model import Clock
-from watchdogd.probes.base import Params, ProbeError
+from watchdogd.probes.base import Params, ProbeError, TargetParams
 from watchdogd.spec import TargetSpec
 from watchdogd.targets.docker_events import EVENT_FILTERS, EventFollower, EventHistory
 from watchdogd.units import Duration
@@ -78,7 +78,7 @@ class TlsParams(Params):
         return self
 
 
-class DockerTargetParams(Params):
+class DockerTargetParams(TargetParams):
     url: str = DEFAULT_URL
     tls: TlsParams | None = None
     timeout: Duration = Field(default=10.0, gt=0)

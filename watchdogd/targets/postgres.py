@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from watchdogd.probes.base import Params, ProbeError
+from watchdogd.probes.base import ProbeError, TargetParams
 from watchdogd.secrets import resolve_secret
 from watchdogd.spec import TargetSpec
 from watchdogd.units import Duration
@@ -56,7 +56,7 @@ class PostgresTimeout(PostgresError):
     """``statement_timeout`` or ``lock_timeout`` stopped the statement."""
 
 
-class PostgresParams(Params):
+class PostgresParams(TargetParams):
     """``targets.postgres.<name>``. Exactly one of ``dsn``, ``dsn_file``, ``dsn_env``."""
 
     dsn: str | None = Field(default=None, repr=False)

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from watchdogd.probes.base import Params, ProbeError
+from watchdogd.probes.base import ProbeError, TargetParams
 from watchdogd.secrets import resolve_secret
 from watchdogd.spec import TargetSpec
 from watchdogd.units import Duration
@@ -65,7 +65,7 @@ class RedisPermissionError(RedisCommandError):
 # --------------------------------------------------------------------------- params
 
 
-class RedisTargetParams(Params):
+class RedisTargetParams(TargetParams):
     """``targets.redis.<name>``: where the server is and how to log in.
 
     The database is the URL's path (``redis://host:6379/2``) or its ``?db=``

@@ -59,7 +59,7 @@ def test_status_exit_codes_follow_the_rules(start_daemon: DaemonFactory, short_d
     assert done.returncode == 0, done.stdout + done.stderr
     assert "calm" in done.stdout and "ok" in done.stdout and "\x1b[" not in done.stdout  # no tty: no colour
     check = ctl("--socket", str(short_dir / "control.sock"), "check")
-    assert check.returncode == 0 and check.stdout.startswith("WATCHDOGD OK - 1 rules ok")
+    assert check.returncode == 0 and check.stdout.startswith("WATCHDOGD OK - 1 rule: 1 ok |")
 
 
 def test_firing_rule_status_check_run_pause_resume(start_daemon: DaemonFactory, short_dir: Path) -> None:
@@ -71,7 +71,7 @@ def test_firing_rule_status_check_run_pause_resume(start_daemon: DaemonFactory, 
     mem_line = next(line for line in done.stdout.splitlines() if line.startswith("mem "))
     assert "firing" in mem_line and "> 0.0%" in mem_line
     check = ctl("--socket", sock, "check")
-    assert check.returncode == 2 and check.stdout.startswith("WATCHDOGD CRITICAL - 1 firing: mem |")
+    assert check.returncode == 2 and check.stdout.startswith("WATCHDOGD CRITICAL - 1 firing: mem; 2 rules: 1 firing, 1 ok |")
 
     run = ctl("--socket", sock, "run", "mem")
     assert run.returncode == 1 and run.stdout.startswith("mem: firing")
@@ -92,11 +92,16 @@ def test_firing_rule_status_check_run_pause_resume(start_daemon: DaemonFactory, 
     unknown = ctl("--socket", sock, "pause", "nope")
     assert unknown.returncode == 4 and "unknown rule 'nope'" in unknown.stderr and "mem" in unknown.stderr
     bad_duration = ctl("--socket", sock, "pause", "mem", "--for", "soon")
-    assert bad_duration.returncode != 0 and "--for" in bad_duration.stderr and "Traceback" not in bad_duration.stderr
+    assert bad_duration.returncode == 2 and "--for" in bad_duration.stderr and "Traceback" not in bad_duration.stderr
+    bad_since = ctl("--socket", sock, "history", "--since", "yesterday")
+    assert bad_since.returncode == 2 and "--since" in bad_since.stderr
+    pauses = [e for e in json.loads(ctl("--socket", sock, "history", "--rule", "mem", "--json").stdout)["entries"]
+              if e["action"] == "operator.pause"]
+    assert [e["detail"]["until"] for e in pauses][0] == "+Inf" and isinstance(pauses[1]["detail"]["until"], float)
     assert daemon.returncode is None
 
 
-def test_gave_up_rule_exits_2_and_resume_clears_it(start_daemon: DaemonFactory, short_dir: Path) -> None:
+def test_gave_up_rule_exits_2_and_only_resume_reset_clears_it(start_daemon: DaemonFactory, short_dir: Path) -> None:
     daemon = start_daemon("""
         interval: 1s
         rules:
@@ -111,17 +116,31 @@ def test_gave_up_rule_exits_2_and_resume_clears_it(start_daemon: DaemonFactory, 
     daemon.wait_for_log("rule gave up", timeout=30, rule="flappy")
     wait_until(lambda: status(short_dir).returncode == 2, 10, "status exit 2")
     done = status(short_dir)
-    assert "gave_up" in done.stdout and "watchdogctl resume flappy" in done.stdout
+    assert "gave_up" in done.stdout and "watchdogctl resume flappy --reset" in done.stdout
     sock = str(short_dir / "control.sock")
     check = ctl("--socket", sock, "check")
     assert check.returncode == 2 and "1 gave up: flappy" in check.stdout
-    assert ctl("--socket", sock, "resume", "flappy").returncode == 0
+    plain = ctl("--socket", sock, "resume", "flappy")
+    assert plain.returncode == 0 and "still GIVEN UP" in plain.stdout and "--reset" in plain.stdout
+    assert rule_doc(short_dir, "flappy")["gave_up_at"] is not None  # a resume alone never re-arms it
+    reset = ctl("--socket", sock, "resume", "flappy", "--reset")
+    assert reset.returncode == 0 and "give-up lifted" in reset.stdout, reset.stdout + reset.stderr
     assert rule_doc(short_dir, "flappy")["gave_up_at"] is None
 
     history = ctl("--socket", sock, "history", "--rule", "flappy", "--since", "1h", "--json")
     entries = json.loads(history.stdout)["entries"]
     assert history.returncode == 0 and any(e["decision"] == "ran" and e["result"] == "ok" for e in entries)
     assert all(e["rule"] == "flappy" for e in entries)
+    # Operator actions are audit rows too, naming who asked (SO_PEERCRED).
+    resumes = [e for e in entries if e["action"] == "operator.resume"]
+    assert [e["detail"]["reset"] for e in resumes] == [True, False]  # newest first
+    assert all(e["decision"] == "operator" and e["subject"] == "-" for e in resumes)
+    assert all(e["detail"]["by"]["uid"] == os.getuid() for e in resumes)
+    assert resumes[0]["detail"]["gave_up_lifted"] is True and resumes[1]["detail"]["gave_up_at"] is not None
+    table = ctl("--socket", sock, "history", "--rule", "flappy")
+    reset_row, plain_row = (line for line in table.stdout.splitlines() if "operator.resume" in line)
+    assert f"(uid {os.getuid()})" in plain_row and "still gave up" in plain_row, table.stdout
+    assert "--reset" in reset_row and "lifted the give-up" in reset_row, table.stdout
     table = ctl("--socket", sock, "history", "--limit", "1")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2  # header + 1 row
 

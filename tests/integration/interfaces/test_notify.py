@@ -37,9 +37,9 @@ def pings(receiver: NotifyReceiver) -> list[float]:
 def test_ready_status_and_watchdog_cadence(start_daemon: DaemonFactory, notify: NotifyReceiver) -> None:
     daemon = start_daemon(ONE_FIRING, env=env(notify, watchdog_usec=2_000_000))
     ready = notify.wait_for("READY", "1")
-    assert ready.fields["STATUS"].startswith("1 rules, ")
+    assert ready.fields["STATUS"].startswith("1 rule: ")
     daemon.wait_for_log("firing", rule="mem")
-    notify.wait_for("STATUS", "1 rules, 1 firing, 0 actions in the last hour", timeout=10)
+    notify.wait_for("STATUS", "1 rule: 1 firing; 0 actions in the last hour", timeout=10)
     wait_until(lambda: len(pings(notify)) >= 5, 15, "five WATCHDOG=1 pings")
     times = pings(notify)
     gaps = [b - a for a, b in zip(times, times[1:])]

@@ -134,7 +134,7 @@ def test_stopped_cluster_once_exit_codes_and_check_by_severity(
     lines = once.stdout.splitlines()
     assert any(line.startswith("pg-up: firing") for line in lines), once.stdout
     assert any(line.startswith("pg-conn: waiting") for line in lines), once.stdout
-    assert "1 firing: pg-up" in lines[-1], once.stdout
+    assert lines[-1] == "2 rules: 1 firing, 1 waiting; firing: pg-up", once.stdout
 
     for severity, code, word in (("critical", 2, "CRITICAL"), ("warning", 1, "WARNING")):
         with watched(alert_config(own_cluster, severity)) as w:
