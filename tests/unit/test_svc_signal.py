@@ -23,9 +23,11 @@ STUBBORN = (
     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "print('ready', flush=True)\nwhile True: time.sleep(1)"
 )
+# os.write, not print: a SIGHUP landing while print('ready') is still inside the buffered writer would
+# make the handler's print a reentrant call (seen once in a container) and kill the child.
 HUP_ECHO = (
-    "import signal, sys, time\n"
-    "signal.signal(signal.SIGHUP, lambda *_: print('reloaded', flush=True))\n"
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGHUP, lambda *_: os.write(1, b'reloaded\\n'))\n"
     "print('ready', flush=True)\nwhile True: time.sleep(1)"
 )
 

@@ -71,7 +71,8 @@ def test_firing_rule_status_check_run_pause_resume(start_daemon: DaemonFactory, 
     mem_line = next(line for line in done.stdout.splitlines() if line.startswith("mem "))
     assert "firing" in mem_line and "> 0.0%" in mem_line
     check = ctl("--socket", sock, "check")
-    assert check.returncode == 2 and check.stdout.startswith("WATCHDOGD CRITICAL - 1 firing: mem; 2 rules: 1 firing, 1 ok |")
+    assert check.returncode == 2
+    assert check.stdout.startswith("WATCHDOGD CRITICAL - 1 firing: mem; 2 rules: 1 firing, 1 ok |"), check.stdout
 
     run = ctl("--socket", sock, "run", "mem")
     assert run.returncode == 1 and run.stdout.startswith("mem: firing")
