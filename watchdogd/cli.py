@@ -288,7 +288,7 @@ def _value_cell(rule: Mapping[str, Any]) -> str:
     if rule.get("state") == "waiting":
         return "waiting on " + ", ".join(rule.get("waiting_on") or ())
     if rule.get("up") is False:
-        return "unreachable" if rule.get("on_down") == "fire" else "probe down"
+        return _failure_word(rule)
     if worst is None:
         return "-"
     value = _float(worst["value"])
@@ -316,6 +316,13 @@ def _action_cell(rule: Mapping[str, Any], now: float) -> tuple[str, str]:
 def _cooldown_cell(rule: Mapping[str, Any], now: float) -> str:
     until = _float(rule.get("cooldown_until"))
     return age(until - now) if until is not None and until > now else "-"
+
+
+def _failure_word(rule: Mapping[str, Any]) -> str:
+    """What a failed probe means for this rule: not installed here, an outage it fires on, or a gap."""
+    if rule.get("state") == "absent":
+        return "absent (never answered on this host)"
+    return "unreachable" if rule.get("on_down") == "fire" else "probe down"
 
 
 def _timing_cell(rule: Mapping[str, Any]) -> str:
@@ -362,7 +369,7 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
     else:
         lines.append("no rules configured")
     notes = [
-        f"{rule['name']}: {'unreachable' if rule.get('on_down') == 'fire' else 'probe down'}: {rule['error']}"
+        f"{rule['name']}: {_failure_word(rule)}: {rule['error']}"
         for rule in doc["rules"]
         if rule.get("up") is False and rule.get("state") != "waiting"
     ]

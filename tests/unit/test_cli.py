@@ -296,3 +296,11 @@ def test_check_config_reports_interface_problems(tmp_path: Path) -> None:
 def test_check_config_unreadable_file(tmp_path: Path) -> None:
     done = run_ctl("check-config", str(tmp_path / "absent.yaml"))
     assert done.returncode == 1 and "cannot read config" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_says_absent_for_a_service_this_host_does_not_have() -> None:
+    absent = rule("pg-up", up=False, error='role "watchdogd" does not exist', firing={}, status=RuleStatus.ABSENT)
+    text = cli.render_status(doc(absent), cli.Palette(False))
+    row = next(line for line in text.splitlines() if line.startswith("pg-up "))
+    assert "absent (never answered on this host)" in row
+    assert 'pg-up: absent (never answered on this host): role "watchdogd" does not exist' in text.splitlines()
