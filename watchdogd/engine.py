@@ -227,8 +227,7 @@ class Engine:
             return self._report(rt, ())
         now = result.finished_at
         was_up = rt.last.up if rt.last is not None else True
-        if not result.up and rule.on_down == "fire":
-            result = replace(result, readings=self._outage_readings(rt, result.error or "probe failed"))
+        result = self._as_outage(rt, result)
         rt.last, rt.last_run = result, now
         if not result.up and was_up:
             event(
@@ -310,8 +309,8 @@ class Engine:
         params = self.config.targets.get(kind, {}).get(name)
         return bool(getattr(params, "optional", False))
 
-    def _outage_readings(self, rt: RuleRuntime, error: str) -> tuple[Reading, ...]:
-        """"Could not measure" as the breaching value on the subjects the outage takes down.
+    def _as_outage(self, rt: RuleRuntime, result: ProbeResult) -> ProbeResult:
+        """A failed probe of an ``on_down: fire`` rule, with its outage readings; anything else as it is.
 
         +inf breaches any ``above`` and -inf any ``below``, so ``for``,
         actions, cooldown and backoff apply unchanged. The subjects are the
@@ -319,13 +318,15 @@ class Engine:
         ones it measured last), so the timers carry across the outage.
         """
         rule = rt.rule
+        if result.up or rule.on_down != "fire":
+            return result
         value = float("inf") if rule.thresholds.above is not None else float("-inf")
         if isinstance(rt.probe, ReportsOutage):
             subjects = rt.probe.outage_subjects()
         else:
             subjects = list(rt.subjects) or [rule.target or rule.name]
-        details = {"down": True, "error": error}
-        return tuple(Reading(subject, value, details) for subject in subjects)
+        details = {"down": True, "error": result.error or "probe failed"}
+        return replace(result, readings=tuple(Reading(subject, value, details) for subject in subjects))
 
     # -- dependencies (one outage, one alert) ------------------------------------
 
@@ -473,15 +474,15 @@ class Engine:
         return [*skipped, *finished]
 
     def _new_holds(
-        self, rt: RuleRuntime, allowed: Sequence[str], things: Mapping[str, tuple[str, ...]], now: float
+        self, rt: RuleRuntime, allowed: Sequence[str], things: Mapping[str, Mapping[str, str]], now: float
     ) -> dict[str, guards.Hold]:
         """The things about to be acted on, each held for the cooldown this run earned its subject."""
         new: dict[str, guards.Hold] = {}
         for subject in allowed:
             sg = rt.guard.subjects.get(subject)
             until = sg.cooldown_until if sg is not None else now + rt.rule.guard.cooldown
-            for key in things[subject]:
-                new[key] = guards.Hold(rt.rule.name, key.split(" ", 1)[0], now, until)
+            for key, kind in things[subject].items():
+                new[key] = guards.Hold(rt.rule.name, kind, now, until)
         return new
 
     def _finish_audit(self, entries: Sequence[AuditEntry]) -> None:
@@ -594,8 +595,7 @@ class Engine:
         held_after: dict[str, float] = {}
         while True:
             result = self._probe(rt)
-            if not result.up and rule.on_down == "fire":
-                result = replace(result, readings=self._outage_readings(rt, result.error or "probe failed"))
+            result = self._as_outage(rt, result)
             rt.last, rt.last_run = result, result.finished_at
             if result.readings or result.up:
                 self._evaluate(rt, result.readings, result.finished_at)
@@ -833,20 +833,20 @@ def _in_trouble(rt: RuleRuntime) -> bool:
     return not last.up or bool(rt.waiting_on) or any(st.status is Status.FIRING for st in rt.subjects.values())
 
 
-def _things(rt: RuleRuntime, reading: Reading) -> tuple[str, ...]:
-    """The shared-cooldown keys of what this rule's actions would change for ``reading``.
+def _things(rt: RuleRuntime, reading: Reading) -> dict[str, str]:
+    """The shared-cooldown keys of what this rule's actions would change for ``reading``, each to its action kind.
 
     "kind thing": a restart and a reload of one unit are different things
     to hold; a restart of it by any rule is the same one.
     """
-    keys = []
+    keys: dict[str, str] = {}
     for config, action in rt.actions:
         if isinstance(action, NamesThing):
             thing = action.thing(reading)
         else:
             thing = f"{config.target}/{reading.subject}" if config.target else reading.subject
-        keys.append(f"{config.kind} {thing}")
-    return tuple(dict.fromkeys(keys))
+        keys[f"{config.kind} {thing}"] = config.kind
+    return keys
 
 
 def _verified(entry: AuditEntry, value: float | None, held_after: float | None, reason: str | None) -> AuditEntry:

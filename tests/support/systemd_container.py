@@ -50,7 +50,8 @@ import tarfile
 import time
 import tomllib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.dockerd import NETWORK_MODE, ensure_dockerd, file_lock
@@ -359,6 +360,19 @@ class SystemdContainer:
         _run([docker_cli(), "rm", "--force", "--volumes", self.id or self.name], timeout=60,
              what="docker rm", check=False)
         self.id = ""
+
+
+@contextmanager
+def booted_watchdogd_box() -> Iterator[SystemdContainer]:
+    """A booted Debian 12 container, systemd as PID 1, this tree's watchdogd in /opt/watchdogd; stopped after."""
+    box = SystemdContainer(ensure_deps_image())
+    try:
+        box.start()
+        box.wait_booted()
+        box.install_watchdogd()
+        yield box
+    finally:
+        box.stop()
 
 
 def cgroup_args() -> list[str]:

@@ -22,7 +22,7 @@ from tests.integration.outages.services import HangingHttpServer, OwnCluster, Ow
 from tests.integration.outages.watch import Watched
 from tests.integration.redis.server import REDIS_SERVER
 from tests.support.dockerd import BUSYBOX_TAG, DockerdError, ensure_busybox_image, ensure_dockerd
-from tests.support.systemd_container import SystemdContainer, SystemdContainerError, ensure_deps_image
+from tests.support.systemd_container import booted_watchdogd_box
 
 
 @pytest.fixture
@@ -120,14 +120,5 @@ def containers(docker_api: Any, docker_run_id: str) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def systemd_box() -> Iterator[Any]:
     """A booted Debian 12 container, systemd as PID 1, this tree's watchdogd in /opt/watchdogd (cached image)."""
-    try:
-        box = SystemdContainer(ensure_deps_image())
-    except SystemdContainerError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        box.start()
-        box.wait_booted()
-        box.install_watchdogd()
+    with booted_watchdogd_box() as box:
         yield box
-    finally:
-        box.stop()

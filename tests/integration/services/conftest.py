@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.services.servers import Children, HttpServer, Route, TlsFiles, make_tls
-from tests.support.systemd_container import SystemdContainer, ensure_deps_image
+from tests.support.systemd_container import booted_watchdogd_box
 
 
 @pytest.fixture
@@ -61,12 +61,6 @@ def token() -> str:
 
 @pytest.fixture(scope="module")
 def systemd_box() -> Iterator[Any]:
-    """A booted Debian 12 container with systemd as PID 1 and this tree's watchdogd installed in a venv."""
-    box = SystemdContainer(ensure_deps_image())
-    try:
-        box.start()
-        box.wait_booted()
-        box.install_watchdogd()
+    """A booted Debian 12 container, systemd as PID 1, this tree's watchdogd in /opt/watchdogd (cached image)."""
+    with booted_watchdogd_box() as box:
         yield box
-    finally:
-        box.stop()
