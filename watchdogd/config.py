@@ -17,19 +17,25 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from watchdogd import hazards
 from watchdogd.actions.base import ActionParams
 from watchdogd.guard import BudgetPolicy, GuardPolicy
 from watchdogd.model import Cardinality, Unit
 from watchdogd.policy import Thresholds
 from watchdogd.probes.base import Params
 from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
-from watchdogd.units import THRESHOLD_PARSERS, Duration
+from watchdogd.spec import ActionSpec, describe_kinds
+from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
 DEFAULT_CONFIG_PATH = Path("/etc/watchdogd/watchdogd.yaml")
 SEVERITIES = ("info", "warning", "critical")
 FOR_SLACK = 0.25
 """Fraction of a rule's interval by which ``for`` may fall short and still be met (see Thresholds.for_slack)."""
+MAX_COUNT = 100_000
+"""Upper bound of the action counts (``budget.actions``, ``max_actions.count``): far past any sane limit."""
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Largest config file read; a real one is a few KB, and a bigger one is not read into memory at all."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -50,19 +56,19 @@ class _Strict(BaseModel):
 
 
 class _Budget(_Strict):
-    actions: int = Field(ge=1)
-    per: Duration
+    actions: int = Field(ge=1, le=MAX_COUNT)
+    per: Window
 
 
 class _MaxActions(_Strict):
-    count: int = Field(ge=1)
-    per: Duration
+    count: int = Field(ge=1, le=MAX_COUNT)
+    per: Window
 
 
 class _RawConfig(_Strict):
-    interval: Duration = 15.0
-    jitter: Duration | None = None
-    probe_timeout: Duration = 10.0
+    interval: Interval = 15.0
+    jitter: ShortDuration | None = None
+    probe_timeout: Timeout = 10.0
     listen: str | None = "127.0.0.1:9469"
     web_config_file: str | None = None
     textfile_dir: str | None = None
@@ -73,6 +79,7 @@ class _RawConfig(_Strict):
     budget: _Budget = _Budget(actions=30, per=3600.0)
     grace: Duration = 60.0
     history_retention: Duration = 30 * 86400.0
+    stuck_probes_restart: int = Field(default=16, ge=0, le=1000)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -94,8 +101,8 @@ class _RawRule(_Strict):
     clear_above: Any = None
     clear_below: Any = None
     for_: Duration = Field(default=0.0, alias="for")
-    every: Duration | None = None
-    timeout: Duration | None = None
+    every: Interval | None = None
+    timeout: Timeout | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
     enabled: bool = True
     dry_run: bool = False
@@ -104,7 +111,7 @@ class _RawRule(_Strict):
     max_cooldown: Duration | None = None
     stable_for: Duration = 600.0
     max_actions: _MaxActions = _MaxActions(count=5, per=3600.0)
-    verify_after: Duration = 0.0
+    verify_after: ShortDuration = 0.0
     on_down: Literal["fire", "hold"] | None = None
     depends_on: str | list[str] = []
 
@@ -161,6 +168,9 @@ class Config:
     history_retention: float
     log_format: str
     log_level: str
+    stuck_probes_restart: int = 16
+    """Probe threads stuck past their rule's timeout at which the daemon stops its systemd watchdog
+    pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
 
@@ -185,11 +195,20 @@ def load_config(path: Path, *, force_dry_run: bool = False, check_permissions: b
     name = str(path)
     try:
         st = path.stat()
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, /dev/zero would never end it
+            raise ConfigError([f"{name}: cannot read config: not a regular file"])
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after stat
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read config: {exc.strerror}"]) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        limit = MAX_CONFIG_BYTES // 2**20
+        raise ConfigError([f"{name}: config is larger than {limit} MiB (a real one is a few KB); not reading it"])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{name}: config is not UTF-8 text"]) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{name}:{line}: config is not UTF-8 text"]) from exc
     if check_permissions and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         # The file decides which commands a root daemon runs: anyone who can write it owns the host.
         raise ConfigError(
@@ -202,6 +221,19 @@ def load_config(path: Path, *, force_dry_run: bool = False, check_permissions: b
 
 
 def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Config:
+    """Raises ConfigError and nothing else, whatever ``text`` holds: a reload must never kill the daemon."""
+    try:
+        return _parse(text, path, force_dry_run)
+    except ConfigError as exc:
+        raise ConfigError([_one_line(problem) for problem in exc.problems]) from exc
+    except (RecursionError, MemoryError) as exc:
+        raise ConfigError([f"{path}:1: config too large or nested too deeply to check"]) from exc
+    except (ValueError, OverflowError, TypeError) as exc:
+        # A checker that fails on some value is a bug to fix, but never a dead daemon.
+        raise ConfigError([_one_line(f"{path}:1: cannot check this config ({type(exc).__name__}: {exc})")]) from exc
+
+
+def _parse(text: str, path: Path, force_dry_run: bool) -> Config:
     try:
         located = load_located(text)
     except YamlError as exc:
@@ -213,6 +245,13 @@ def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Confi
     if builder.problems or config is None:
         raise ConfigError(sorted(builder.problems, key=_line_number))
     return config
+
+
+def _one_line(problem: str) -> str:
+    """Keys and values quoted in a message may hold newlines or escapes: one problem stays one line."""
+    if problem.isprintable():
+        return problem
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in problem)
 
 
 class _Builder:
@@ -275,6 +314,7 @@ class _Builder:
         # Keep checking rules against defaults when a global key is wrong: report everything in one go.
         raw = raw or _RawConfig()
         dry_run = raw.dry_run or force_dry_run
+        self.own = self._own_paths(raw.state_dir)
         targets = self._targets(sections.targets)
         rules = {
             name: rule
@@ -297,6 +337,7 @@ class _Builder:
             budget=BudgetPolicy(actions=raw.budget.actions, per=raw.budget.per),
             grace=raw.grace,
             history_retention=raw.history_retention,
+            stuck_probes_restart=raw.stuck_probes_restart,
             log_format=raw.log_format,
             log_level=raw.log_level,
             targets=targets,
@@ -343,7 +384,7 @@ class _Builder:
         actions = tuple(
             action
             for index, item in enumerate(rule.actions)
-            if (action := self._action(item, rule.target, targets, (*at, "actions", index))) is not None
+            if (action := self._action(item, rule.probe, rule.target, targets, (*at, "actions", index))) is not None
         )
         if not rule_ok or params is None or thresholds is None or len(actions) != len(rule.actions):
             return None
@@ -461,6 +502,7 @@ class _Builder:
     def _action(
         self,
         item: Mapping[str, Mapping[str, Any] | None],
+        probe: str,
         rule_target: str | None,
         targets: Mapping[str, Mapping[str, Params]],
         at: KeyPath,
@@ -488,8 +530,43 @@ class _Builder:
         params = self.validate(spec.params, body, (*at, kind))
         if params is None or (spec.target_kind is not None and target is None):
             return None
+        if not self._fits(kind, spec, params, probe, at):
+            return None
+        if isinstance(params, hazards.GuardsOwnPaths):
+            problems = params.own_paths_problems(self.own)
+            for key, problem in problems:
+                self.problem((*at, kind, key), problem)
+            if problems:
+                return None
+            params = params.protecting(self.own)
         settle = params.settle if params.settle is not None else spec.settle
         return ActionConfig(kind=kind, params=params, target=target, settle=settle)
+
+    def _own_paths(self, state_dir: str) -> hazards.OwnPaths:
+        """The daemon's own directories; a state_dir shared with the system or other software is refused."""
+        own = hazards.OwnPaths(
+            state_dir=os.path.abspath(state_dir), config_dir=os.path.dirname(os.path.abspath(self.path))
+        )
+        problem = hazards.state_dir_problem(own.state_dir, own.config_dir)
+        if problem is not None:
+            self.problem(("state_dir",), f"{problem} (it holds the database and the audit history)")
+        return own
+
+    def _fits(self, kind: str, spec: ActionSpec, params: ActionParams, probe: str, at: KeyPath) -> bool:
+        """The action can act on what the rule's probe reports (no postgres.terminate of ``cpu``)."""
+        if spec.accepts_kind(PROBES[probe].subjects, params):
+            return True
+        measured = PROBES[probe].subjects
+        fitting = sorted(name for name, p in PROBES.items() if p.subjects in spec.accepts)
+        hint = f"; probes it fits: {', '.join(fitting[:6])}{', ...' * (len(fitting) > 6)}"
+        if spec.accepts_any_with is not None:
+            hint += f"; or set {spec.accepts_any_with}: to name what it acts on"
+        self.problem(
+            (*at, kind),
+            f"action {kind} acts on {describe_kinds(spec.accepts)}; probe {probe} measures "
+            f"{describe_kinds(frozenset({measured}))}{hint}",
+        )
+        return False
 
     def _check_dependencies(self, rules: Mapping[str, Rule], names: set[str]) -> None:
         """``depends_on`` names existing rules and never loops back: a cycle would wait for ever."""
@@ -500,10 +577,8 @@ class _Builder:
                 elif dep not in names:
                     hint = _did_you_mean(dep, sorted(names))
                     self.problem(("rules", name, "depends_on"), f"unknown rule {dep!r}{hint}")
-        for name in rules:
-            cycle = _cycle_from(name, rules)
-            if cycle is not None and cycle[0] == name and name == min(cycle):
-                self.problem(("rules", name, "depends_on"), f"dependency cycle: {' -> '.join((*cycle, name))}")
+        for cycle in _cycles(rules):
+            self.problem(("rules", cycle[0], "depends_on"), f"dependency cycle: {' -> '.join((*cycle, cycle[0]))}")
 
 
 def _effective_timeout(own: float | None, default: float, every: float) -> tuple[float, str]:
@@ -525,25 +600,36 @@ def _names(value: str | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([value] if isinstance(value, str) else value))
 
 
-def _cycle_from(start: str, rules: Mapping[str, Rule]) -> tuple[str, ...] | None:
-    """The first dependency path that comes back to a rule already on it, if any (depth-first)."""
-    path: list[str] = []
-    seen: set[str] = set()
+def _cycles(rules: Mapping[str, Rule]) -> list[tuple[str, ...]]:
+    """Dependency cycles, each once, starting at its smallest name (iterative depth-first search).
 
-    def walk(name: str) -> tuple[str, ...] | None:
-        if name in path:
-            return tuple(path[path.index(name):])
-        if name in seen or name not in rules:
-            return None
-        seen.add(name)
-        path.append(name)
-        for dep in rules[name].depends_on:
-            if (found := walk(dep)) is not None:
-                return found
-        path.pop()
-        return None
-
-    return walk(start)
+    Iterative on purpose: a config may chain thousands of rules, and a
+    recursive walk hit Python's recursion limit (and took seconds) there.
+    """
+    grey, black = 1, 2
+    colour: dict[str, int] = {}
+    found: dict[tuple[str, ...], None] = {}
+    for root in rules:
+        if root in colour:
+            continue
+        colour[root] = grey
+        path = [root]
+        stack = [iter(rules[root].depends_on)]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                colour[path.pop()] = black
+            elif dep in rules and dep != path[-1]:  # self-dependency is reported on its own
+                if colour.get(dep) == grey:
+                    cycle = path[path.index(dep):]
+                    first = cycle.index(min(cycle))
+                    found.setdefault((*cycle[first:], *cycle[:first]), None)
+                elif dep not in colour:
+                    colour[dep] = grey
+                    path.append(dep)
+                    stack.append(iter(rules[dep].depends_on))
+    return list(found)
 
 
 def _line_number(problem: str) -> int:

@@ -9,9 +9,17 @@ Wire format (protocol version 1), one request per connection::
 The request ends at the first newline or when the client shuts down its
 sending side. Whatever a client sends (garbage, 10 MB, nothing, one byte a
 minute), it gets a JSON error and the daemon carries on: requests are capped
-at 64 KiB, each connection has one deadline for the whole request (not per
-``recv``, which a slow-loris client would reset forever), and only a few
-connections are served at once.
+at 64 KiB and each connection has one deadline for the whole request (not per
+``recv``, which a slow-loris client would reset forever).
+
+Hostile or stuck clients cannot lock ``watchdogctl`` out (see ``Admission``):
+requests are read by one event loop, so a client that connects and says
+nothing costs a file descriptor, never a thread; each uid may keep only a few
+connections that owe us their request past a short grace, and when the
+connection table is full the newcomer takes the place of the oldest silent
+connection of the uid holding the most. Commands run on a small pool of
+workers where no uid may hold more than half, and non-root uids together
+leave ``ROOT_RESERVE`` workers to root.
 
 Access control is the socket's mode (0660) and group: anyone who can connect
 may pause rules, so the socket is never world-accessible. Mutating commands
@@ -24,6 +32,7 @@ The client half lives in ``watchdogd.cli`` (``call``), so that
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import json
@@ -31,17 +40,18 @@ import logging
 import math
 import os
 import pwd
-import selectors
 import socket
 import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from watchdogd.admission import Admission, sweep_until
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
@@ -54,12 +64,23 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 STATUS_SCHEMA = 1
 MAX_REQUEST = 64 * 1024
-REQUEST_TIMEOUT = 5.0
-"""Seconds a client has to send its whole request."""
+REQUEST_TIMEOUT = 2.0
+"""Seconds from connecting to the end of the request: ``watchdogctl`` sends it at once, so 2 s is generous."""
 REPLY_TIMEOUT = 10.0
 """Seconds a client has to read the reply before we give up on it."""
 MAX_CLIENTS = 8
-"""Requests served at once; further clients wait in the listen backlog (bounded by their own timeout)."""
+"""Commands executed at once (the worker pool); complete requests beyond it queue, fairly (``_Turns``)."""
+ROOT_RESERVE = 2
+"""Workers that non-root uids together can never take, so an unprivileged flood cannot lock root out."""
+MAX_CONNECTIONS = 128
+"""Open client connections at most (file descriptors); past it the newcomer evicts a silent one (``Admission``)."""
+STALLED_PER_UID = 8
+"""Connections one uid may keep silent (owing its request or not reading our reply) past ``STALL_GRACE``."""
+STALL_GRACE = 0.5
+"""Seconds a new connection may stay silent before it counts against its uid's ``STALLED_PER_UID``."""
+BACKLOG = 128
+DRAIN = 30.0
+"""Seconds a closing server keeps its loop for requests in flight (a reload that moved the socket answers on it)."""
 LINGER = 0.5
 """Seconds to read and discard what a client still sends after our reply (see ``_linger``)."""
 MAX_SOCKET_PATH = 107
@@ -67,6 +88,11 @@ SOCKET_MODE = 0o660
 MAX_LISTED = 20
 """Subjects listed per rule in status (high-cardinality rules can have thousands; the count is always exact)."""
 HISTORY_LIMIT = 10_000
+MAX_PAUSE = 365 * 86400.0
+"""Longest timed pause, in seconds: ``units.MAX_DURATION``, the cap ``watchdogctl pause --for`` applies too
+(not imported: this module stays free of pydantic). Longer is a typo or an attack (1e308 s overflows every
+date formatter); a pause meant to last is a pause without ``seconds``, until resumed."""
+MAX_PAUSE_TEXT = "365d"
 
 
 class ControlError(Exception):
@@ -416,8 +442,9 @@ class Dispatcher:
     def _pause(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])
         seconds = args.get("seconds")
-        if seconds is not None and seconds <= 0:
-            raise RequestError("bad_request", "pause: seconds must be positive (omit it to pause until resumed)")
+        if seconds is not None and not 0 < seconds <= MAX_PAUSE:
+            raise RequestError("bad_request", f"pause: seconds must be more than 0 and at most {MAX_PAUSE:.0f} "
+                               f"({MAX_PAUSE_TEXT}); omit it to pause until resumed")
         until = math.inf if seconds is None else self.handlers.clock() + seconds
         self.handlers.pause(rule, until, operator(peer))
         return {"rule": rule, "paused_until": number(until)}
@@ -457,6 +484,39 @@ def error_reply(code: str, message: str) -> dict[str, Any]:
     return {"v": PROTOCOL, "ok": False, "error": {"code": code, "message": message}}
 
 
+class _Turns:
+    """Fair shares of the command workers: nobody holds more than half, non-root leaves root its reserve.
+
+    ``run`` and ``reload`` can take seconds; without shares, one uid looping
+    over ``watchdogctl run`` could keep every worker and lock root out.
+    """
+
+    def __init__(self, workers: int, root_reserve: int) -> None:
+        self.workers = workers
+        self.per_uid = max(1, workers // 2)
+        self.non_root = max(1, workers - root_reserve)
+        self._busy: dict[int, int] = {}
+        self._changed = asyncio.Condition()
+
+    def _may_start(self, uid: int) -> bool:
+        total = sum(self._busy.values())
+        non_root = total - self._busy.get(0, 0)
+        return (total < self.workers and self._busy.get(uid, 0) < self.per_uid
+                and (uid == 0 or non_root < self.non_root))
+
+    @contextlib.asynccontextmanager
+    async def turn(self, uid: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._may_start(uid))
+            self._busy[uid] = self._busy.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._busy[uid] -= 1
+                self._changed.notify_all()
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -472,7 +532,9 @@ def resolve_group(name: str | None) -> int | None:
         raise ControlError(f"control_group: no group named {name!r} on this host") from None
 
 
-def _peer(conn: socket.socket) -> Peer | None:
+def _peer(conn: socket.socket | None) -> Peer | None:
+    if conn is None:
+        return None
     try:
         raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
@@ -548,8 +610,16 @@ def _bind(path: Path, gid: int | None) -> socket.socket:
     return sock
 
 
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def cut(self) -> None:
+        self.writer.transport.abort()
+
+
 class ControlServer:
-    """Accepts on the socket in one thread; each client gets its own short-lived thread."""
+    """One event loop thread reads requests and writes replies; commands run on a small worker pool."""
 
     def __init__(
         self,
@@ -559,25 +629,29 @@ class ControlServer:
         *,
         request_timeout: float = REQUEST_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
+        max_connections: int = MAX_CONNECTIONS,
+        stalled_per_uid: int = STALLED_PER_UID,
+        stall_grace: float = STALL_GRACE,
     ) -> None:
         self.path = path
         self._request_timeout = request_timeout
-        self._max_clients = max_clients
         self.group = group
         self._gid = resolve_group(group)
         self._dispatcher = Dispatcher(handlers)
         self._sock = _bind(path, self._gid)
         self._inode = os.stat(path).st_ino
-        self._slots = threading.BoundedSemaphore(max_clients)
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.admission: Admission[_Client] = Admission(max_connections, stalled_per_uid, stall_grace)
+        self._turns = _Turns(max_clients, ROOT_RESERVE)
+        self._pool = ThreadPoolExecutor(max_clients, thread_name_prefix="control-cmd")
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._close_timeout = 30.0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
-        self._clients: set[threading.Thread] = set()
-        self._clients_lock = threading.Lock()
+        self._local = threading.local()
 
     def start(self) -> None:
-        self._sock.setblocking(False)
-        self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self._thread.start()
 
     def set_group(self, group: str | None) -> None:
@@ -590,108 +664,117 @@ class ControlServer:
                 raise ControlError(f"control_group: cannot give {self.path} to group {group}: {exc.strerror}") from exc
         self.group, self._gid = group, gid
 
-    def _accept_loop(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                if not any(key.fileobj is self._sock for key, _ in selector.select()):
-                    continue
-                try:
-                    conn, _ = self._sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    if self._stop.is_set():
-                        return
-                    continue
-                conn.setblocking(True)
-                # At the cap, wait for a slot: the client waits in the backlog instead of getting "busy".
-                while not self._slots.acquire(timeout=0.5):
-                    if self._stop.is_set():
-                        conn.close()
-                        return
-                thread = threading.Thread(target=self._serve, args=(conn,), name="control-client", daemon=True)
-                with self._clients_lock:
-                    self._clients.add(thread)
-                thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _run(self) -> None:
         try:
-            with conn:
-                reply = self._reply_for(conn)
-                conn.settimeout(REPLY_TIMEOUT)
-                with contextlib.suppress(OSError):
-                    conn.sendall(encode(reply))
-                    conn.shutdown(socket.SHUT_WR)
-                    _linger(conn)
+            self._loop.run_until_complete(self._main())
         finally:
-            self._slots.release()
-            with self._clients_lock:
-                self._clients.discard(threading.current_thread())
+            self._loop.close()
 
-    def _reply_for(self, conn: socket.socket) -> dict[str, Any]:
-        deadline = time.monotonic() + self._request_timeout
-        late = error_reply("timeout", f"request not complete within {self._request_timeout:g}s")
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_unix_server(self._client, sock=self._sock, backlog=BACKLOG)
+        try:
+            await sweep_until(self._stop, self.admission, self._loop.time, self.admission.grace / 2)
+        finally:
+            server.close()
+            self.admission.cut_silent()
+            if self._tasks:  # requests in flight finish and get their replies, even after close() returned
+                await asyncio.wait(set(self._tasks), timeout=max(self._close_timeout, DRAIN))
+            self._pool.shutdown(wait=False)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        client = _Client(writer)
+        peer = _peer(writer.get_extra_info("socket"))
+        try:
+            if self.admission.admit(client, -1 if peer is None else peer.uid, self._loop.time()):
+                await self._converse(client, reader, writer, peer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client went away or stopped reading: nothing left to tell it
+        except Exception:  # a bug must cost one connection, never the loop
+            log.exception("control connection failed")
+        finally:
+            self.admission.release(client)
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    async def _converse(
+        self, client: _Client, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer | None
+    ) -> None:
+        request = await self._read_request(reader)
+        if isinstance(request, bytes):
+            self.admission.busy(client)
+            async with self._turns.turn(-1 if peer is None else peer.uid):
+                reply = await self._loop.run_in_executor(self._pool, self._handle, request, peer)
+        else:
+            reply = request
+        writer.write(encode(reply))
+        self.admission.silent(client, self._loop.time())
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            await writer.drain()
+        writer.write_eof()
+        await _linger(reader)
+
+    def _handle(self, line: bytes, peer: Peer | None) -> dict[str, Any]:
+        self._local.worker = True  # close() from a command (a reload moving the socket) must not wait for itself
+        return self._dispatcher.handle(line, peer)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | dict[str, Any]:
         buffer = bytearray()
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return late
-            conn.settimeout(remaining)
-            try:
-                chunk = conn.recv(4096)
-            except TimeoutError:
-                return late
-            except OSError as exc:
-                return error_reply("bad_request", f"read failed: {exc.strerror}")
-            if not chunk:
-                break  # half-closed: the client finished sending without a newline
-            buffer += chunk
-            if len(buffer) > MAX_REQUEST:
-                return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                while b"\n" not in buffer:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break  # half-closed: the client finished sending without a newline
+                    buffer += chunk
+                    if len(buffer) > MAX_REQUEST:
+                        return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        except TimeoutError:
+            return error_reply("timeout", f"request not complete within {self._request_timeout:g}s")
+        except OSError as exc:
+            return error_reply("bad_request", f"read failed: {exc.strerror}")
         line = bytes(buffer).split(b"\n", 1)[0]
         if len(line) > MAX_REQUEST:
             return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
-        return self._dispatcher.handle(line, _peer(conn))
+        return line
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop accepting, remove the socket (if still ours), wait for requests in flight."""
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")  # wakes the accept loop's select()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        self._sock.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Stop accepting, remove the socket (if still ours), let requests in flight finish."""
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
-        deadline = time.monotonic() + timeout
-        with self._clients_lock:
-            # A `watchdogctl reload` that moved the socket closes this server from one of its own clients.
-            clients = [t for t in self._clients if t is not threading.current_thread()]
-        for thread in clients:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._thread is None:
+            self._sock.close()
+            self._loop.close()
+            self._pool.shutdown(wait=False)
+            return
+        self._close_timeout = timeout
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            self._loop.call_soon_threadsafe(self._begin_stop)
+        if getattr(self._local, "worker", False):
+            return  # our own command: the loop finishes after its reply is written
+        self._thread.join(timeout=timeout)
+
+    def _begin_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
 
-def _linger(conn: socket.socket) -> None:
+async def _linger(reader: asyncio.StreamReader) -> None:
     """Discard what the client still sends (an oversized request's tail) until it closes.
 
     Closing a unix socket with unread data resets the connection, and the
     client then loses the error reply it was about to read. Bounded in time
     and bytes, so a client that never stops sending cannot hold the slot.
     """
-    deadline = time.monotonic() + LINGER
     discarded = 0
-    while discarded < 16 * MAX_REQUEST:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        conn.settimeout(remaining)
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        discarded += len(chunk)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER):
+            while discarded < 16 * MAX_REQUEST:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                discarded += len(chunk)

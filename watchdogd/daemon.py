@@ -32,12 +32,14 @@ from watchdogd.logs import event, setup_logging
 from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.scheduler import JobSpec, Scheduler
-from watchdogd.state import StateError, StateLock, StateStore
+from watchdogd.state import DB_NAME, StateError, StateLock, StateStore
 from watchdogd.textfile import TextfileError, TextfileWriter, check_directory
 
 log = logging.getLogger("watchdogd")
 
-EXIT_OK, EXIT_FIRING, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FIRING, EXIT_CONFIG, EXIT_STOP_OVERDUE = 0, 1, 2, 3
+STOP_DEADLINE = 75.0
+"""Seconds a stop may take (actions in flight finishing): under the unit's TimeoutStopSec=90s."""
 PRUNE_EVERY = 3600.0
 STATUS_EVERY = 2.0
 """Seconds between sd_notify STATUS refreshes (sent only when the text changed)."""
@@ -75,7 +77,8 @@ class Daemon:
         self.clock = clock
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self.store = StateStore(config.state_dir / "state.db", clock)
+        self._wake = threading.Event()  # SIGHUP and stop requests end the main loop's wait at once
+        self.store = StateStore(config.state_dir / DB_NAME, clock)
         self.clients = open_clients(config)
         self.engine = Engine(config, self.store, self.clients, clock, stop=self.stop_event)
         self.scheduler = Scheduler(self._run_rule, clock)
@@ -89,6 +92,7 @@ class Daemon:
         self._status_due = 0.0
         self._pings_withheld = False
         self._last_prune = 0.0
+        self.stop_deadline = STOP_DEADLINE
 
     @property
     def config(self) -> Config:
@@ -122,13 +126,21 @@ class Daemon:
         )
         self.notifier.ready(self._status_text())
         while not self.stop_event.is_set():
+            self._wake.clear()  # before the checks: a signal from here on ends the next wait
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self.reload()
+                self._reload_guarded()
             self._housekeeping()
             self._tick_notify()
-            self.stop_event.wait(self._loop_wait())
+            self._wake.wait(self._loop_wait())
         return self.shutdown()
+
+    def _reload_guarded(self) -> None:
+        """SIGHUP's reload: a failure past config loading is logged, never the end of the daemon."""
+        try:
+            self.reload()
+        except Exception:
+            log.exception("reload crashed; the daemon keeps running (config may be partly applied)")
 
     def reload(self) -> bool:
         """Re-read the config; a bad one keeps the running config and says why."""
@@ -156,6 +168,11 @@ class Daemon:
             for problem in exc.problems:
                 event(log, logging.ERROR, "reload failed, keeping the running config", problem=problem)
             return False, "\n".join(exc.problems)
+        except Exception as exc:  # whatever a config does, the running daemon survives it
+            problem = f"{path}: cannot load config: {type(exc).__name__}: {exc}"[:500]
+            self.engine.last_reload_error = f"1 problem(s): {problem}"
+            event(log, logging.ERROR, "reload failed, keeping the running config", problem=problem)
+            return False, problem
         try:
             swap = self._prepare_interfaces(config)
         except INTERFACE_ERRORS as exc:
@@ -183,10 +200,32 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        self._wake.set()
 
     def shutdown(self) -> int:
         self.notifier.stopping()
         event(log, logging.INFO, "stopping")
+        # Probe waits end at once on stop (engine); actions in flight get until the deadline.
+        deadline = threading.Timer(self.stop_deadline, self._stop_overdue)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            return self._shutdown()
+        finally:
+            deadline.cancel()
+
+    def _stop_overdue(self) -> None:
+        """Past the stop deadline: exit now rather than be SIGKILLed by systemd at TimeoutStopSec.
+
+        Every committed state change is already on disk (write-ahead rows,
+        cooldowns); an action cut short is closed as interrupted at the next
+        start, exactly as after a crash.
+        """
+        event(log, logging.ERROR, "stop did not finish in time; exiting now", deadline_seconds=self.stop_deadline)
+        logging.shutdown()
+        os._exit(EXIT_STOP_OVERDUE)
+
+    def _shutdown(self) -> int:
         if self.control is not None:
             self.control.close()  # no new requests; waits for a `watchdogctl run` in flight
             self.control = None
@@ -205,6 +244,7 @@ class Daemon:
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self.reload_requested.set()
+            self._wake.set()
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
@@ -255,8 +295,10 @@ class Daemon:
             return False, "scheduler not running"
         late = sorted(self.scheduler.late())
         if late:
-            shown = ", ".join(late[:10]) + (" ..." if len(late) > 10 else "")
-            return False, f"{len(late)} rule(s) did not run within two intervals: {shown}"
+            return False, f"{len(late)} rule(s) did not run within two intervals: {_shown(late)}"
+        stalled = sorted(self.engine.stalled())
+        if stalled:
+            return False, f"{len(stalled)} rule(s) stalled, probe stuck past its interval: {_shown(stalled)}"
         return True, f"ok: {count_line(self.engine.status_counts())}"
 
     def _render_textfile(self) -> bytes:
@@ -372,14 +414,18 @@ class Daemon:
 
     def _progressing(self) -> bool:
         stuck = self.scheduler.progress.late(notify.stuck_after(self.config.rules.values()), factor=1.0)
-        healthy = notify.should_ping(self.scheduler.running, stuck)
+        threads = self.engine.stuck_probes
+        healthy = notify.should_ping(self.scheduler.running, stuck) and not notify.too_many_stuck(
+            threads, self.config.stuck_probes_restart
+        )
         if healthy == self._pings_withheld:  # log the edges, not every second
             self._pings_withheld = not healthy
             if healthy:
                 event(log, logging.INFO, "scheduler progressing again; watchdog pings resumed")
             else:
                 event(log, logging.ERROR, "scheduler not progressing; withholding watchdog pings",
-                      running=self.scheduler.running, stuck=",".join(sorted(stuck)[:10]))
+                      running=self.scheduler.running, stuck=",".join(sorted(stuck)[:10]),
+                      stuck_probe_threads=threads, stuck_probes_restart=self.config.stuck_probes_restart)
         return healthy
 
     def _tick_notify(self) -> None:
@@ -397,6 +443,10 @@ class Daemon:
         return 1.0 if due is None else min(1.0, max(0.1, due))
 
 
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+
+
 @dataclass
 class _Swap:
     """What a reload prepared for the interfaces; applied only once the whole reload is known good."""
@@ -411,7 +461,7 @@ class _Swap:
 
 def run_once(config: Config, clock: Clock = time.time) -> int:
     """``--once``: every enabled rule once, no grace (an explicit request), same state as the daemon."""
-    store = StateStore(config.state_dir / "state.db", clock)
+    store = StateStore(config.state_dir / DB_NAME, clock)
     clients = open_clients(config)
     engine = Engine(config, store, clients, clock, grace=False)
     try:

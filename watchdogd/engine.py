@@ -51,6 +51,8 @@ HOST_KEY = "host_guard"
 HOLDS_KEY = "holds"
 SEEN_KEY = "targets_seen"
 MAX_AUDIT_ITEMS = 100
+STOP_POLL = 0.5
+"""Seconds between checks for a stop request while a probe is awaited."""
 VERIFY_POLL_MIN, VERIFY_POLL_MAX = 0.25, 5.0
 """Verify re-probes every half interval within these bounds: soon enough to see a restart land, never a busy loop."""
 
@@ -69,6 +71,7 @@ class RuleRuntime:
     last: ProbeResult | None = None
     last_run: float | None = None
     hung: Future[list[Reading]] | None = None
+    hung_since: float | None = None  # monotonic time the engine gave up waiting on ``hung``
     last_skip: dict[str, Decision] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
     waiting_on: tuple[str, ...] = ()
@@ -104,11 +107,11 @@ def build_runtime(rule: Rule, clients: Clients, clock: Clock, previous: RuleRunt
     probe_spec = PROBES[rule.probe]
     kind, target = probe_spec.target_kind, rule.target
     probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
-    hung = None
+    hung, hung_since = None, None
     if previous is not None and previous.probe_client is probe_client and previous.rule.enabled:
         # Same probe on the same connection: keep its memory (rate baselines, log offsets, RSS
         # history), or rate probes would go blind for an interval after every reload.
-        probe, hung = previous.probe, previous.hung
+        probe, hung, hung_since = previous.probe, previous.hung, previous.hung_since
     else:
         probe = probe_spec.factory(rule.params, probe_client, clock)
     actions = []
@@ -120,7 +123,13 @@ def build_runtime(rule: Rule, clients: Clients, clock: Clock, previous: RuleRunt
         actions.append((action, spec.factory(action.params, client, clock)))
     target_key = f"{kind}/{target}" if kind is not None and target is not None else None
     return RuleRuntime(
-        rule=rule, probe=probe, actions=tuple(actions), probe_client=probe_client, hung=hung, target_key=target_key
+        rule=rule,
+        probe=probe,
+        actions=tuple(actions),
+        probe_client=probe_client,
+        hung=hung,
+        hung_since=hung_since,
+        target_key=target_key,
     )
 
 
@@ -148,7 +157,7 @@ class Engine:
         self._seen: dict[str, float] = {
             str(key): float(ts) for key, ts in (store.load_kv(SEEN_KEY) or {}).get("targets", {}).items()
         }
-        self._probe_pool = ProbePool(workers=8)
+        self._probe_pool = ProbePool()
         self.config = config
         self.config_loaded_at = clock()
         self.last_reload_error: str | None = None
@@ -221,6 +230,9 @@ class Engine:
             return self._report(rt, ())
         asked_at = self.clock()
         result = self._probe(rt)
+        if self.stop.is_set():
+            # Shutting down: a probe cut short is not an outage, and no action may start now.
+            return self._report(rt, ())
         if self._absent(rt, result):
             return self._report(rt, ())
         if not result.up and rule.depends_on and self._recheck_dependencies(rt, asked_at):
@@ -254,21 +266,37 @@ class Engine:
         if rt.hung is not None and not rt.hung.done():
             # Never stack threads behind a probe that is still stuck; report it until it returns.
             return self._down(started, f"previous run still hung (over {rt.rule.timeout:g}s)")
+        rt.hung = rt.hung_since = None
         future = self._probe_pool.submit(rt.probe.measure)
         try:
-            readings = future.result(timeout=rt.rule.timeout)
+            readings = self._wait(future, started + rt.rule.timeout)
         except FutureTimeout:
-            rt.hung = future
+            if self._probe_pool.abandon(future):
+                rt.hung, rt.hung_since = future, time.monotonic()
+            if self.stop.is_set():
+                return self._down(started, "daemon stopping")
             return self._down(started, f"timed out after {rt.rule.timeout:g}s")
         except Exception as exc:  # a probe failure is a reading, never a crash
             return self._down(started, _error_text(exc))
-        rt.hung = None
         return ProbeResult(
             up=True,
             readings=tuple(readings),
             duration=time.monotonic() - started,
             finished_at=self.clock(),
         )
+
+    def _wait(self, future: Future[list[Reading]], deadline: float) -> list[Reading]:
+        """The probe's readings by ``deadline`` (monotonic), or FutureTimeout; a stop request ends the wait.
+
+        Waiting in slices is what bounds SIGTERM: a rule may have a timeout
+        of minutes, and shutdown waits for every run in progress.
+        """
+        while True:
+            try:
+                return future.result(timeout=max(0.0, min(deadline - time.monotonic(), STOP_POLL)))
+            except FutureTimeout:
+                if time.monotonic() >= deadline or self.stop.is_set():
+                    raise
 
     def _absent(self, rt: RuleRuntime, result: ProbeResult) -> bool:
         """A failure on a target this host has never reached means "not installed here", not an outage.
@@ -736,6 +764,35 @@ class Engine:
             runtimes = list(self._runtimes.values())
         return tally(self._status(rt).value for rt in runtimes)
 
+    def stalled(self) -> list[str]:
+        """Rules that cannot run: their probe has been stuck past a whole interval beyond its timeout.
+
+        A probe that overran its timeout once is an outage of what it
+        watches (reported ``down``); one still stuck a full interval later
+        holds a thread the daemon cannot take back, and the rule has missed
+        a run. /healthz reports these.
+        """
+        now = time.monotonic()
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+        return [
+            rt.rule.name
+            for rt in runtimes
+            if rt.hung is not None
+            and rt.hung_since is not None
+            and not rt.hung.done()
+            and now - rt.hung_since > rt.rule.every
+        ]
+
+    @property
+    def stuck_probes(self) -> int:
+        """Probe threads still running after the engine gave up on them (every rule, old configs included)."""
+        return self._probe_pool.stuck
+
+    @property
+    def abandoned_probes_total(self) -> int:
+        return self._probe_pool.abandoned_total
+
     def snapshot(self) -> EngineSnapshot:
         now = self.clock()
         last_actions = self.store.last_actions()
@@ -759,6 +816,10 @@ class Engine:
             config_path=str(config.path),
             config_loaded_at=self.config_loaded_at,
             last_reload_error=self.last_reload_error,
+            stuck_probes=self._probe_pool.stuck,
+            probes_abandoned=self._probe_pool.abandoned_total,
+            stalled_rules=tuple(self.stalled()),
+            state_resets=self.store.resets_total(),
         )
 
     def _rule_snapshot(

@@ -129,9 +129,16 @@ def _daemon_families(out: _Families, snap: EngineSnapshot, version: str) -> None
         ("budget_window_seconds", "Length of the host-wide action budget window.", snap.budget_per),
         ("budget_remaining_actions", "Real action runs the host may still make in the current window.",
          float(snap.budget_remaining)),
+        ("probe_threads_stuck", "Probe threads still running after their rule stopped waiting (timeout); "
+         "only a restart frees them (stuck_probes_restart).", float(snap.stuck_probes)),
     )
     for name, documentation, value in gauges:
         out.gauge(PREFIX + name, documentation, []).add_metric([], value)
+    out.counter(PREFIX + "probes_abandoned", "Probes the daemon stopped waiting for at their rule's timeout "
+                "(or at stop), since start.", []).add_metric([], float(snap.probes_abandoned))
+    out.counter(PREFIX + "state_resets", "Times a start found the state database reset, replaced or corrupt "
+                "(cooldowns and audit history before it were lost); kept across resets in state.id.",
+                []).add_metric([], float(snap.state_resets))
 
 
 def _rule_families(out: _Families, rule: RuleSnapshot) -> None:

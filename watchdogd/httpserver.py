@@ -8,30 +8,38 @@ silently ignored, because each of them (cipher_suites, client_allowed_sans,
 non-verifying client certificates) is a security restriction the operator
 believes is in force.
 
-Robustness: TLS handshakes happen in the per-connection thread (a client
-that stalls mid-handshake cannot block ``accept``), every socket has a
-timeout, a handshake or request head has one overall deadline, and the
-number of connections served at once is capped, so a flood costs a bounded
-number of threads and bcrypt computations.
+Robustness against slow and hostile clients (issue 20: 64 slow-loris
+connections used to take all 32 thread slots, and 1 scrape in 39 got
+through): connections are accepted, TLS-handshaken and read on one asyncio
+event loop, so a client that connects and trickles (or sends nothing) costs
+a file descriptor, never a thread. Only a complete request head reaches the
+worker threads that render /metrics and check bcrypt. The handshake plus
+the first head must arrive within ``HttpLimits.head_deadline`` of
+connecting, a keep-alive connection may idle ``keepalive_idle`` between
+requests, and a reply must be taken within ``write_timeout``. Which
+connections stay when a source stalls many of them is ``control.Admission``:
+behaviour decides, not the address, because Prometheus and an attacker can
+share one (127.0.0.1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import hashlib
+import io
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +47,7 @@ from urllib.parse import urlsplit
 import bcrypt
 import yaml
 
+from watchdogd.admission import Admission, sweep_until
 from watchdogd.exporter import Exposition
 from watchdogd.logs import event
 
@@ -47,15 +56,32 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], tuple[bool, str]]
 """Returns (healthy, reason); the reason is the /healthz body."""
 
-MAX_CONNECTIONS = 32
-SOCKET_TIMEOUT = 10.0
-REQUEST_DEADLINE = 15.0
-"""Seconds a client has for the TLS handshake, or for a request's line and headers (keep-alive idle included).
 
-One deadline per request, enforced by a reaper, because SOCKET_TIMEOUT is
-per read and a client trickling one byte every few seconds would reset it
-forever, holding one of the MAX_CONNECTIONS slots.
-"""
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client may cost; the defaults hold 200 slow-loris connections from one address at bay."""
+
+    head_deadline: float = 5.0
+    """Seconds from connecting to a complete first request head, TLS handshake included. One overall
+    deadline, not a per-read timeout, which a client trickling one byte a second would reset forever."""
+    keepalive_idle: float = 15.0
+    """Seconds a kept-alive connection may wait for its next request; once that starts, head_deadline applies."""
+    write_timeout: float = 10.0
+    """Seconds a client has to take a reply."""
+    stall_grace: float = 1.0
+    """Seconds a connection may owe us bytes before it counts as stalled (a WAN TLS client needs a few RTTs)."""
+    stalled_per_source: int = 8
+    """Stalled connections one source address may keep; the oldest beyond are cut (``control.Admission``)."""
+    max_connections: int = 256
+    """Open connections at most (file descriptors); a newcomer past it evicts the oldest silent one."""
+    workers: int = 8
+    """Threads rendering replies (and checking bcrypt); only complete request heads reach them."""
+    max_head: int = 64 * 1024
+    """Bytes of request line and headers; more gets 431."""
+    max_header_lines: int = 100
+
+
 AUTH_CACHE_SIZE = 64
 _BCRYPT_RE = re.compile(r"^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$")
 # Checked when the user is unknown, so a wrong user name costs as long as a wrong password.
@@ -313,6 +339,12 @@ def parse_listen(listen: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
 
 # --------------------------------------------------------------------------- server
 
+BACKLOG = 128
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+              b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n\r\nrequest head too large\n")
+_BLANK_LINES = 4
+"""Blank lines tolerated before a request line (RFC 9112 2.2), then the client is talking nonsense."""
+
 
 @dataclass(frozen=True)
 class _App:
@@ -324,114 +356,34 @@ class _App:
     health: HealthCheck
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, family: socket.AddressFamily, address: tuple[str, int], app: _App) -> None:
-        self.address_family = family
-        self.app = app
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._deadlines: dict[Any, float] = {}
-        self._deadlines_lock = threading.Lock()
-        super().__init__(address, _Handler, bind_and_activate=False)
-        if family == socket.AF_INET6:
-            # ":9469" means every address, IPv4 included, as it does for node_exporter.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except OSError:
-            self.server_close()
-            raise
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); a broken resolver must not stall start.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            # Over the cap: drop the connection rather than queue threads without bound.
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def expect_request(self, sock: Any) -> None:
-        with self._deadlines_lock:
-            self._deadlines[sock] = time.monotonic() + REQUEST_DEADLINE
-
-    def request_read(self, sock: Any) -> None:
-        with self._deadlines_lock:
-            self._deadlines.pop(sock, None)
-
-    def reap(self) -> int:
-        """Cut connections past their deadline; the blocked read in their thread then ends."""
-        now = time.monotonic()
-        with self._deadlines_lock:
-            expired = [sock for sock, deadline in self._deadlines.items() if deadline < now]
-            for sock in expired:
-                del self._deadlines[sock]
-        for sock in expired:
-            with contextlib.suppress(OSError, ValueError):
-                sock.shutdown(socket.SHUT_RDWR)
-        return len(expired)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(SOCKET_TIMEOUT)
-        tls = self.app.web.tls
-        if tls is None:
-            _Handler(request, client_address, self)
-            return
-        self.expect_request(request)
-        try:
-            wrapped = tls.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            event(log, logging.DEBUG, "tls handshake failed", client=client_address[0], error=str(exc))
-            return
-        finally:
-            self.request_read(request)
-        try:
-            _Handler(wrapped, client_address, self)
-        finally:
-            wrapped.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        event(log, logging.DEBUG, "http connection error", client=client_address[0])
+class _HeadTooLarge(Exception):
+    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """The stdlib's HTTP/1.1 parsing and replies, over a head the event loop already read.
+
+    Runs in a worker thread; it never touches the socket, so no client can
+    hold it: the reply is built in memory and the event loop sends it.
+    """
+
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, the body waits for the
-    # client's delayed ACK (40 ms on Linux) on every keep-alive scrape.
-    disable_nagle_algorithm = True
     server_version = "watchdogd"
     sys_version = ""
 
-    def handle_one_request(self) -> None:
-        self.server.expect_request(self.connection)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.request_read(self.connection)
+    def __init__(self, head: bytes, client_address: tuple[str, int], app: _App) -> None:
+        # No super().__init__(): it would read a socket, and the head is already here.
+        self.app = app
+        self.client_address = client_address
+        self.rfile = io.BytesIO(head)
+        self._out = io.BytesIO()
+        self.wfile = self._out
+        self.close_connection = True
+        self.handle_one_request()
 
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        self.server.request_read(self.connection)  # the head is in: the deadline no longer applies
-        return ok
+    @property
+    def reply(self) -> bytes:
+        return self._out.getvalue()
 
     def do_GET(self) -> None:
         self._dispatch(head=False)
@@ -440,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(head=True)
 
     def _dispatch(self, *, head: bool) -> None:
-        app = self.server.app
+        app = self.app
         if not app.auth.check(self.headers.get("Authorization")):
             self._reply(401, b"Unauthorized\n", "text/plain; charset=utf-8", head=head,
                         extra={"WWW-Authenticate": 'Basic realm="watchdogd", charset="UTF-8"'})
@@ -476,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, code: int, body: bytes, content_type: str, *, head: bool, extra: Mapping[str, str] | None = None
     ) -> None:
         self.send_response(code)
-        for name, value in {**self.server.app.web.headers, **(extra or {})}.items():
+        for name, value in {**self.app.web.headers, **(extra or {})}.items():
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -495,54 +447,197 @@ _ROUTES: dict[str, Callable[[_Handler, _App, bool], None]] = {
 }
 
 
+def _answer(head: bytes, client_address: tuple[str, int], app: _App) -> tuple[bytes, bool]:
+    """(reply bytes, close the connection after it)."""
+    handler = _Handler(head, client_address, app)
+    return handler.reply, handler.close_connection
+
+
+class _Conn:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def cut(self) -> None:
+        self.writer.transport.abort()
+
+
+def _listening_socket(family: socket.AddressFamily, address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # ":9469" means every address, IPv4 included, as it does for node_exporter.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class MetricsServer:
     """The listening socket is bound in the constructor, so a taken port fails before any rule runs."""
 
-    def __init__(self, listen: str, web: WebConfig, exposition: Exposition, health: HealthCheck) -> None:
+    def __init__(
+        self, listen: str, web: WebConfig, exposition: Exposition, health: HealthCheck,
+        limits: HttpLimits | None = None,
+    ) -> None:
         family, address = parse_listen(listen)
         self.listen = listen
+        self.limits = limits or HttpLimits()
         try:
-            self._server = _Server(family, address, _App(web, BasicAuth(web.users), exposition, health))
+            self._sock = _listening_socket(family, address)
         except OSError as exc:
             raise ListenError(f"listen: cannot bind {listen}: {exc.strerror or exc}") from exc
+        self._app = _App(web, BasicAuth(web.users), exposition, health)
+        self.admission: Admission[_Conn] = Admission(
+            self.limits.max_connections, self.limits.stalled_per_source, self.limits.stall_grace
+        )
+        self._pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http")
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_loop_error)
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread: threading.Thread | None = None
-        self._reaper: threading.Thread | None = None
-        self._stop = threading.Event()
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     @property
     def web(self) -> WebConfig:
-        return self._server.app.web
+        return self._app.web
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._thread.start()
-        self._reaper = threading.Thread(target=self._reap_loop, name="http-reaper", daemon=True)
-        self._reaper.start()
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            self._server.reap()
 
     def update(self, web: WebConfig) -> None:
-        """Swap TLS, users and headers in place (reload); connections already open finish as they were."""
-        app = self._server.app
-        self._server.app = _App(web, BasicAuth(web.users), app.exposition, app.health)
+        """Swap TLS, users and headers in place (reload); TLS applies to new connections, the rest to new requests."""
+        app = self._app
+        self._app = _App(web, BasicAuth(web.users), app.exposition, app.health)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5.0)
-        if self._reaper is not None:
-            self._reaper.join(timeout=5.0)
-        self._server.server_close()
+        if self._thread is None:
+            self._sock.close()
+            self._loop.close()
+            self._pool.shutdown(wait=False)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            self._loop.call_soon_threadsafe(self._begin_stop)
+        self._thread.join(timeout=10.0)
+
+    def _begin_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, sock=self._sock, limit=self.limits.max_head,
+                                            backlog=BACKLOG)
+        try:
+            await sweep_until(self._stop, self.admission, self._loop.time, self.limits.stall_grace / 2)
+        finally:
+            server.close()
+            for task in self._tasks:
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5.0)
+            self._pool.shutdown(wait=False)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = _Conn(writer)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        address = (str(peer[0]), int(peer[1]))
+        try:
+            if self.admission.admit(conn, address[0], self._loop.time()):
+                await self._converse(conn, reader, writer, address)
+                writer.close()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.CancelledError) as exc:
+            event(log, logging.DEBUG, "http connection ended", client=address[0], error=type(exc).__name__)
+        except Exception:  # a bug must cost one connection, never the loop
+            log.exception("http connection failed")
+        finally:
+            self.admission.release(conn)
+            if not writer.is_closing():
+                writer.transport.abort()
+            self._tasks.discard(task)
+
+    async def _converse(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: tuple[str, int]
+    ) -> None:
+        limits, loop = self.limits, self._loop
+        deadline = loop.time() + limits.head_deadline
+        tls = self._app.web.tls
+        if tls is not None:
+            async with asyncio.timeout_at(deadline):
+                await writer.start_tls(tls)
+        prefix = b""
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    head = await self._read_head(reader, prefix)
+            except _HeadTooLarge:
+                writer.write(_TOO_LARGE)
+                head = None
+            if head is None:
+                return
+            self.admission.busy(conn)
+            reply, close = await loop.run_in_executor(self._pool, _answer, head, address, self._app)
+            writer.write(reply)
+            self.admission.silent(conn, loop.time())
+            async with asyncio.timeout(limits.write_timeout):
+                await writer.drain()
+            if close:
+                return
+            async with asyncio.timeout(limits.keepalive_idle):
+                prefix = await reader.read(1)
+            if not prefix:
+                return
+            self.admission.silent(conn, loop.time())  # a new request has begun: its own grace and deadline
+            deadline = loop.time() + limits.head_deadline
+
+    async def _read_head(self, reader: asyncio.StreamReader, prefix: bytes) -> bytes | None:
+        """Request line and headers, through the blank line; None if the client closed before the end."""
+        head = bytearray()
+        blank = lines = 0
+        while True:
+            try:
+                line = prefix + await reader.readline()
+            except ValueError as exc:  # a line longer than the reader's limit
+                raise _HeadTooLarge from exc
+            prefix = b""
+            if not line.endswith(b"\n"):
+                return None
+            if line in (b"\r\n", b"\n"):
+                if head:
+                    return bytes(head + line)
+                blank += 1
+                if blank > _BLANK_LINES:
+                    return None
+                continue
+            head += line
+            lines += 1
+            if len(head) > self.limits.max_head or lines > self.limits.max_header_lines + 1:
+                raise _HeadTooLarge
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own complaints (a failed handshake, accept out of file descriptors) go to our log."""
+    exc = context.get("exception")
+    level = logging.DEBUG if isinstance(exc, OSError | ssl.SSLError) else logging.WARNING
+    event(log, level, "http event loop", detail=str(context.get("message")), error=repr(exc))
 
 
 def describe(web: WebConfig) -> str:

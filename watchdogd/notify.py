@@ -101,6 +101,15 @@ def should_ping(running: bool, stuck: Iterable[str]) -> bool:
     return running and not any(True for _ in stuck)
 
 
+def too_many_stuck(threads: int, limit: int) -> bool:
+    """Past ``limit`` stuck probe threads (0: no limit) only a restart helps: stop pinging, systemd restarts us.
+
+    One stuck probe is an outage of what it watches and the rule reports it;
+    a growing number is threads and sockets the daemon will never get back.
+    """
+    return limit > 0 and threads >= limit
+
+
 def status_line(snapshot: EngineSnapshot) -> str:
     """``12 rules: 1 firing, 11 ok; 3 actions in the last hour`` (+ dry-run, + a failed reload)."""
     counts = count_line(tally(rule.status.value for rule in snapshot.rules))

@@ -23,7 +23,15 @@ from watchdogd.model import Clock
 
 log = logging.getLogger(__name__)
 
-MAX_WORKERS = 8
+MAX_WORKERS = 64
+"""Rule runs in progress at once. Threads start only when that many runs overlap.
+
+A run holds its thread while it waits on its probe (up to the rule's
+timeout) and while its actions and verify run. With 8, eight rules whose
+probes time out at the same moment (an app that accepts and never answers)
+made every other rule wait; a rule never holds more than one thread
+(``max_instances=1``), so below 64 rules no run ever waits for another.
+"""
 
 
 @dataclass(frozen=True)

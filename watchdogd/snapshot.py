@@ -71,3 +71,7 @@ class EngineSnapshot:
     config_path: str
     config_loaded_at: float
     last_reload_error: str | None = None
+    stuck_probes: int = 0  # probe threads still running after their rule gave up waiting
+    probes_abandoned: int = 0  # probes given up on since start
+    stalled_rules: tuple[str, ...] = ()  # rules whose probe has been stuck past a whole interval
+    state_resets: int = 0  # times a start found the state database reset, replaced or corrupt (host lifetime)

@@ -19,11 +19,29 @@ history of unknown age, and a 2 GiB log must not be scanned at start.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 READ_CHUNK = 1024 * 1024
 MAX_LINE = 64 * 1024
 """A "line" longer than this without a newline is cut there, so a binary file cannot grow the buffer."""
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
+
+
+class NotRegularFile(OSError):
+    """The path names something that is not a file: reading it could block forever or never end."""
+
+
+def _file_kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
 
 
 @dataclass
@@ -86,8 +104,14 @@ class FileTail:
         return batch
 
     def _open(self, st: os.stat_result, *, at_end: bool) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, which once held a
+        # probe thread forever. Only regular files are followed; the flag is moot for them.
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            os.close(fd)
+            kind = _file_kind(opened.st_mode)
+            raise NotRegularFile(f"{self.path} is {kind}, not a regular file; only files are followed")
         self._fd = fd
         self._identity = (opened.st_dev, opened.st_ino)
         self._offset = opened.st_size if at_end else 0

@@ -176,7 +176,7 @@ def test_kill_9_during_an_action_never_repeats_it_inside_the_cooldown(tmp_path: 
     history = StateStore(tmp_path / "state" / "state.db", time.time).history(rule="mem")
     assert [(e.decision, e.result) for e in history] == [
         (Decision.SKIPPED_COOLDOWN, "n/a"),
-        (Decision.RAN, "started"),  # the row the killed daemon left: evidence of the interrupted action
+        (Decision.RAN, "interrupted"),  # the row the killed daemon left, closed at the restart
     ]
 
 

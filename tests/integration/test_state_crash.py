@@ -16,12 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from watchdogd.model import Decision
-from watchdogd.state import StateStore
+from watchdogd.state import StateLock, StateStore
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,25 @@ entry = AuditEntry(
 [row_id] = store.save_rule_and_audit("disk-full", {"cooldown_until": 1700003600.0}, [entry])
 print("written", row_id, flush=True)
 sys.stdin.read()  # hold the connection open until the test kills us
+"""
+
+LOCKED_CHILD = """
+import sys, time
+from pathlib import Path
+from watchdogd.model import AuditEntry, Decision
+from watchdogd.state import StateLock, StateStore
+
+path = Path(sys.argv[1])
+lock = StateLock(path.parent)  # as the daemon: the lock first, then the store
+store = StateStore(path, time.time)
+entries = [
+    AuditEntry(ts=time.time(), rule="disk-full", subject=s, action="files.clean",
+               decision=Decision.RAN, result="started", value_before=93.5)
+    for s in sys.argv[2:]
+]
+ids = store.save_rule_and_audit("disk-full", {"cooldown_until": time.time() + 3600}, entries)
+print("written", *ids, flush=True)
+sys.stdin.read()
 """
 
 LOOP_CHILD = """
@@ -192,3 +212,42 @@ def test_sigkill_during_a_write_loop_loses_nothing_acknowledged(
         assert store.load_rules()["after"] == {"ok": True}
     no_corruption_logged(caplog, path)
     assert quick_check(path) == ["ok"], why
+
+
+def test_started_rows_of_a_sigkilled_lock_holder_are_closed_as_interrupted_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state" / "state.db"
+    child = Child(LOCKED_CHILD, str(path), "/", "/var")
+    word, *ids = child.readline().split()
+    assert word == "written"
+    child.kill()
+    caplog.set_level(logging.INFO)
+    with StateLock(path.parent), StateStore(path, time.time) as store:
+        rows = store.history()
+    assert sorted(r.id for r in rows) == sorted(int(i) for i in ids)
+    assert {(r.decision, r.result) for r in rows} == {(Decision.RAN, "interrupted")}
+    assert all(r.detail["interrupted"] == "daemon died before the action finished" for r in rows)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 audit rows" in warnings[0], warnings
+    no_corruption_logged(caplog, path)
+
+
+def test_a_wal_deleted_after_sigkill_is_logged_as_a_reset_not_a_silent_fresh_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20's finding: two committed audit rows lost without a word."""
+    path = tmp_path / "state" / "state.db"
+    child = Child(LOCKED_CHILD, str(path), "/", "/var")
+    word, *ids = child.readline().split()
+    assert word == "written" and len(ids) == 2
+    child.kill()
+    Path(f"{path}-wal").unlink()  # the committed rows lived only there
+    Path(f"{path}-shm").unlink(missing_ok=True)
+    caplog.set_level(logging.INFO)
+    with StateLock(path.parent), StateStore(path, time.time) as store:
+        assert store.history() == []  # the rows are gone: nothing can bring them back...
+        assert store.resets_total() == 1  # ...but the loss is counted
+    [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"state database {path} was reset or replaced" in error
+    assert f"with audit rows up to {max(int(i) for i in ids)}, found a new empty database" in error

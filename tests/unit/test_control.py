@@ -168,6 +168,31 @@ def test_pause_resume_run_reload(daemon: FakeDaemon, dispatcher: Dispatcher) -> 
     assert error["code"] == "reload_failed" and "rules.a.above" in error["message"]
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 1e308}}',
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 31536001}}',  # 365 days and a second
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 0}}',
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": -1}}',
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": NaN}}',
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": Infinity}}',
+        b'{"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 1' + b"0" * 400 + b'}}',
+    ],
+)
+def test_pause_durations_are_bounded(daemon: FakeDaemon, dispatcher: Dispatcher, raw: bytes) -> None:
+    """1e308 s was accepted and then overflowed every date formatter that met it (issue 20)."""
+    reply = ask(dispatcher, raw)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+    assert "\n" not in reply["error"]["message"] and "seconds" in reply["error"]["message"]
+    assert daemon.paused == {}
+
+
+def test_pause_of_365_days_is_accepted(daemon: FakeDaemon, dispatcher: Dispatcher) -> None:
+    assert ask(dispatcher, {"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 365 * 86400}})["ok"]
+    assert daemon.paused == {"disk-full": NOW + 365 * 86400}
+
+
 def test_pause_and_resume_name_the_peer(daemon: FakeDaemon, dispatcher: Dispatcher) -> None:
     peer = Peer(pid=4242, uid=os.getuid(), gid=os.getgid())
     raw = json.dumps({"v": 1, "cmd": "pause", "args": {"rule": "disk-full"}}).encode()

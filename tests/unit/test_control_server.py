@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.unit.test_control import FakeDaemon
+from watchdogd.admission import Admission
 from watchdogd.cli import Unreachable, call
-from watchdogd.control import MAX_REQUEST, ControlError, ControlServer
+from watchdogd.control import MAX_CONNECTIONS, MAX_REQUEST, ControlError, ControlServer, _Turns
 
 
 @pytest.fixture
@@ -118,20 +120,137 @@ def test_slow_loris_trickle_cannot_extend_the_deadline(server: ControlServer) ->
         assert time.monotonic() - started < 2
 
 
-def test_clients_over_the_cap_wait_for_a_slot_instead_of_failing(server: ControlServer) -> None:
-    holders = []
+class IdleFlood:
+    """``count`` connections that never send a byte, reopened as soon as the server drops one (a hostile client)."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path, self.count = path, count
+        self.opened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> IdleFlood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(self.path))
+        sock.setblocking(False)
+        self.opened += 1
+        return sock
+
+    def _run(self) -> None:
+        socks = [self._connect() for _ in range(self.count)]
+        try:
+            while not self._stop.wait(0.05):
+                for index, sock in enumerate(socks):
+                    try:
+                        gone = sock.recv(65536) == b""
+                    except BlockingIOError:
+                        gone = False
+                    except OSError:
+                        gone = True
+                    if gone:
+                        sock.close()
+                        socks[index] = self._connect()
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_a_hundred_idle_clients_cannot_lock_out_watchdogctl(short_dir: Path) -> None:
+    """Issue 20: 17 idle connections made `watchdogctl status` fail; here 100, reopened as soon as cut."""
+    srv = ControlServer(short_dir / "control.sock", None, FakeDaemon().handlers())  # the daemon's own limits
+    srv.start()
     try:
-        for _ in range(3):  # max_clients=3, each silent until the 0.5 s request deadline
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(server.path))
-            holders.append(sock)
-        started = time.monotonic()
-        assert call(str(server.path), "version", timeout=5)["protocol"] == 1
-        waited = time.monotonic() - started
-        assert 0.2 < waited < 3, waited
+        with IdleFlood(srv.path, 100) as flood:
+            deadline = time.monotonic() + 10
+            while flood.opened < 100:
+                assert time.monotonic() < deadline, "the flood could not connect"
+                time.sleep(0.02)
+            latencies = []
+            for _ in range(20):
+                started = time.monotonic()
+                assert call(str(srv.path), "status", timeout=3)["schema"] == 1
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.05)
+            assert max(latencies) < 1.0, latencies
+            counts = srv.admission.counts()
+        # Past the grace, one uid keeps at most STALLED_PER_UID silent connections (plus the ones just reopened).
+        assert sum(total for total, _ in counts.values()) <= MAX_CONNECTIONS
     finally:
-        for sock in holders:
-            sock.close()
+        srv.close()
+
+
+class Victim:
+    def __init__(self, name: str) -> None:
+        self.name, self.was_cut = name, False
+
+    def cut(self) -> None:
+        self.was_cut = True
+
+
+def test_admission_cuts_the_oldest_stalled_beyond_the_per_key_cap_after_the_grace() -> None:
+    admission: Admission[Victim] = Admission(total=100, stalled_per_key=2, grace=1.0)
+    slow = [Victim(f"slow{i}") for i in range(4)]
+    for age, victim in enumerate(slow):
+        assert admission.admit(victim, "10.0.0.1", now=float(age))
+    other = Victim("other")
+    assert admission.admit(other, "10.0.0.2", now=0.0)
+    busy = Victim("busy")
+    assert admission.admit(busy, "10.0.0.1", now=0.0)
+    admission.busy(busy)  # its request is in: not stalled, whatever its age
+    assert admission.sweep(now=3.5) == 1  # slow0..slow2 are past the grace, slow3 is not: one over the cap of 2
+    assert [v.was_cut for v in slow] == [True, False, False, False]
+    assert admission.sweep(now=10.0) == 1  # now slow3 is past it too: the oldest of the three goes
+    assert [v.was_cut for v in slow] == [True, True, False, False] and not other.was_cut and not busy.was_cut
+    assert admission.counts() == {"10.0.0.1": (3, 2), "10.0.0.2": (1, 1)}
+
+
+def test_admission_at_the_cap_evicts_the_oldest_silent_of_the_biggest_holder_and_never_a_busy_one() -> None:
+    admission: Admission[Victim] = Admission(total=4, stalled_per_key=10, grace=1.0)
+    flood = [Victim(f"flood{i}") for i in range(3)]
+    for age, victim in enumerate(flood):
+        assert admission.admit(victim, 1000, now=float(age))
+    root = Victim("root")
+    assert admission.admit(root, 0, now=0.0)  # root's connection is older than two of the flood's
+    newcomer = Victim("newcomer")
+    assert admission.admit(newcomer, 0, now=5.0)
+    assert flood[0].was_cut and not root.was_cut and not newcomer.was_cut
+    for victim in (flood[1], flood[2], root, newcomer):
+        admission.busy(victim)
+    assert not admission.admit(Victim("late"), 0, now=6.0)  # nobody silent: refused, nobody cut
+    assert not any(v.was_cut for v in (flood[1], flood[2], root, newcomer))
+
+
+def test_worker_shares_leave_root_its_reserve() -> None:
+    async def scenario() -> list[str]:
+        turns = _Turns(workers=4, root_reserve=2)
+        release = asyncio.Event()
+        started: list[str] = []
+
+        async def command(name: str, uid: int) -> None:
+            async with turns.turn(uid):
+                started.append(name)
+                await release.wait()
+
+        tasks = [asyncio.create_task(command(f"u1000-{i}", 1000)) for i in range(4)]
+        tasks += [asyncio.create_task(command("u1001", 1001))]
+        await asyncio.sleep(0.05)
+        tasks += [asyncio.create_task(command(f"root-{i}", 0)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        seen = list(started)
+        release.set()
+        await asyncio.gather(*tasks)
+        return seen
+
+    # Half the workers per uid, non-root together workers - reserve: u1001 and a third root command wait.
+    assert asyncio.run(scenario()) == ["u1000-0", "u1000-1", "root-0", "root-1"]
 
 
 def test_concurrent_clients_are_all_answered(server: ControlServer) -> None:

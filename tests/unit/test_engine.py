@@ -68,7 +68,7 @@ def make_engine(
     grace: bool = False,
     values: dict[str, float] | None = None,
 ) -> tuple[Engine, FakeProbe, FakeAction, StateStore]:
-    text = f"state_dir: {tmp_path}\ngrace: 60s\nbudget: {{actions: 2, per: 1h}}\nrules:\n  r:\n" + rule_yaml
+    text = f"state_dir: {tmp_path}/state\ngrace: 60s\nbudget: {{actions: 2, per: 1h}}\nrules:\n  r:\n" + rule_yaml
     config: Config = parse_config(text, tmp_path / "w.yaml")
     store = StateStore(tmp_path / "state.db", clock)
     engine = Engine(config, store, {}, clock, grace=grace)

@@ -388,7 +388,7 @@ def test_once_fails_on_an_unreachable_service_even_before_its_for(
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    text = (f"state_dir: {tmp_path}\nlisten: null\nrules:\n"
+    text = (f"state_dir: {tmp_path}/state\nlisten: null\nrules:\n"
             + rule("app-port", f"probe: net.tcp\nparams: {{port: {port}, timeout: 1s}}\nabove: 1s\nfor: 1m")
             + rule("cpu", "probe: host.cpu\nabove: 100"))
     code = run_once(parse_config(text, tmp_path / "w.yaml"))

@@ -7,7 +7,7 @@ import http.client
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bcrypt
@@ -15,10 +15,10 @@ import pytest
 
 from tests.integration.interfaces.support import self_signed
 from tests.unit.test_exporter import rule, snapshot
-from watchdogd import httpserver
 from watchdogd.exporter import Exposition, build_registry
 from watchdogd.httpserver import (
     BasicAuth,
+    HttpLimits,
     ListenError,
     MetricsServer,
     WebConfig,
@@ -205,28 +205,126 @@ def test_garbage_on_the_http_port_does_not_stop_the_server(
     assert get(srv, "/healthz").status == 200
 
 
-def test_a_trickling_client_is_cut_at_the_request_deadline(
-    server: tuple[MetricsServer, list[tuple[bool, str]]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(httpserver, "REQUEST_DEADLINE", 1.0)
-    srv, _ = server
-    started = time.monotonic()
-    with socket.create_connection(srv.address, timeout=5) as raw:
-        raw.sendall(b"GET /metrics HTTP/1.1\r\n")
-        closed = False
-        while time.monotonic() - started < 6:
-            try:
-                raw.sendall(b"X")  # one header byte at a time: each read succeeds, the request never ends
-            except OSError:
-                closed = True
-                break
-            raw.settimeout(0.3)
-            try:
-                if raw.recv(1024) == b"":
+def test_a_trickling_client_is_cut_at_the_head_deadline() -> None:
+    srv = start_server(HttpLimits(head_deadline=1.0))
+    try:
+        started = time.monotonic()
+        with socket.create_connection(srv.address, timeout=5) as raw:
+            raw.sendall(b"GET /metrics HTTP/1.1\r\n")
+            closed = False
+            while time.monotonic() - started < 6:
+                try:
+                    raw.sendall(b"X")  # one header byte at a time: each read succeeds, the request never ends
+                except OSError:
                     closed = True
                     break
-            except TimeoutError:
-                continue
-        assert closed, "the server kept a trickling client forever"
-    assert time.monotonic() - started < 4
-    assert get(srv, "/healthz").status == 200
+                raw.settimeout(0.3)
+                try:
+                    if raw.recv(1024) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    continue
+            assert closed, "the server kept a trickling client forever"
+        assert time.monotonic() - started < 3
+        assert get(srv, "/healthz").status == 200
+    finally:
+        srv.close()
+
+
+def start_server(limits: HttpLimits | None = None) -> MetricsServer:
+    exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False))
+    srv = MetricsServer("127.0.0.1:0", WebConfig(), exposition, lambda: (True, "ok"), limits)
+    srv.start()
+    return srv
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_sixty_four_silent_and_trickling_connections_do_not_starve_scrapes() -> None:
+    """Issue 20: 64 slow-loris connections took all 32 thread slots and 1 scrape in 39 got through."""
+    srv = start_server()
+    holders: list[socket.socket] = []
+    try:
+        for index in range(64):
+            sock = socket.create_connection(srv.address, timeout=5)
+            if index % 2:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")  # a head that never ends
+            holders.append(sock)
+        wait_for(lambda: sum(n for n, _ in srv.admission.counts().values()) >= 64, 5, "64 connections accepted")
+        for _ in range(10):
+            started = time.monotonic()
+            assert get(srv, "/metrics").status == 200
+            assert time.monotonic() - started < 1.0
+    finally:
+        for sock in holders:
+            sock.close()
+        srv.close()
+
+
+def test_a_source_keeps_only_a_few_stalled_connections_and_the_oldest_go_first() -> None:
+    srv = start_server(HttpLimits(stall_grace=0.2, stalled_per_source=4))
+    holders: list[socket.socket] = []
+    try:
+        for _ in range(12):
+            holders.append(socket.create_connection(srv.address, timeout=5))
+            time.sleep(0.01)  # distinct ages
+        wait_for(lambda: sum(closed_by_server(sock) for sock in holders) == 8, 5, "8 stalled connections cut")
+        assert [closed_by_server(sock) for sock in holders] == [True] * 8 + [False] * 4
+        assert srv.admission.counts() == {"127.0.0.1": (4, 4)}
+        assert get(srv, "/healthz").status == 200
+    finally:
+        for sock in holders:
+            sock.close()
+        srv.close()
+
+
+def test_at_the_connection_cap_a_newcomer_evicts_the_oldest_silent_connection() -> None:
+    srv = start_server(HttpLimits(max_connections=8, stall_grace=30))
+    holders: list[socket.socket] = []
+    try:
+        for _ in range(8):
+            holders.append(socket.create_connection(srv.address, timeout=5))
+        wait_for(lambda: srv.admission.counts().get("127.0.0.1") == (8, 8), 5, "8 connections seated")
+        assert get(srv, "/metrics").status == 200
+        wait_for(lambda: closed_by_server(holders[0]), 5, "the oldest connection evicted")
+        assert not any(closed_by_server(sock) for sock in holders[1:])
+    finally:
+        for sock in holders:
+            sock.close()
+        srv.close()
+
+
+def test_an_oversized_head_gets_431_and_keep_alive_idles_out() -> None:
+    srv = start_server(HttpLimits(keepalive_idle=0.5, max_head=4096))
+    try:
+        with socket.create_connection(srv.address, timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n")
+            assert raw.recv(1024).startswith(b"HTTP/1.1 431 ")
+        conn = http.client.HTTPConnection(*srv.address, timeout=5)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok\n"
+        sock = conn.sock
+        assert sock is not None
+        started = time.monotonic()
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # the server closed the idle keep-alive connection
+        assert 0.3 < time.monotonic() - started < 3
+        conn.close()
+    finally:
+        srv.close()

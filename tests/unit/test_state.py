@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import MappingProxyType
@@ -15,7 +18,7 @@ from types import MappingProxyType
 import pytest
 
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.state import SCHEMA_VERSION, StateError, StateStore
+from watchdogd.state import SCHEMA_VERSION, StateError, StateLock, StateStore
 
 NOW = 1_700_000_000.0
 
@@ -608,3 +611,275 @@ def test_concurrent_writers_lose_nothing(store: StateStore) -> None:
     assert all(store.load_kv(f"kv-{t}") == {"i": per_thread - 2} for t in range(threads_n))
     for t in range(threads_n):
         assert len(store.history(rule=f"rule-{t}", limit=10_000)) == per_thread
+
+
+# -- startup recovery: interrupted rows, resets, a dedicated state_dir --------------------------------------
+# Recovery runs only for the holder of the state_dir's StateLock (the daemon, --once); the other
+# tests in this file open stores without it and see every row as it was written.
+
+
+def locked_store(db_path: Path, clock: FakeClock | None = None) -> tuple[StateLock, StateStore]:
+    lock = StateLock(db_path.parent)
+    return lock, StateStore(db_path, clock or FakeClock())
+
+
+def reopen_locked(db_path: Path, clock: FakeClock | None = None) -> StateStore:
+    """Open as the daemon does after a restart, close, and return the (closed) store for its counters."""
+    lock, s = locked_store(db_path, clock)
+    s.close()
+    lock.release()
+    return s
+
+
+def warnings_from_state(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "watchdogd.state"]
+
+
+def test_started_rows_are_closed_as_interrupted_at_the_next_locked_start(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with StateStore(db_path, FakeClock()) as s:  # the "daemon" that dies: its rows stay as written
+        [running, done, other] = s.add_audit(
+            [entry(detail={"seen": 93.5}, value_before=93.5), entry(subject="/var"), entry(subject="/tmp")]
+        )
+        s.finish_audit(done, result="ok", error=None, value_after=1.0, duration=0.5, detail=None)
+    caplog.set_level(logging.INFO)
+    lock, s = locked_store(db_path, FakeClock(NOW + 60))
+    with lock, s:
+        rows = {e.id: e for e in s.history()}
+    assert rows[done].result == "ok" and rows[done].error is None
+    for row_id in (running, other):
+        row = rows[row_id]
+        assert (row.decision, row.result) == (Decision.RAN, "interrupted")
+        assert row.error == "daemon died mid-action; it may or may not have taken effect"
+        assert row.detail["interrupted"] == "daemon died before the action finished"
+        assert row.detail["closed_at"] == NOW + 60
+        assert row.duration is None and row.value_after is None
+    assert rows[running].detail["seen"] == 93.5 and rows[running].value_before == 93.5  # the evidence stays
+    [warning] = warnings_from_state(caplog)
+    assert "2 audit rows" in warning and f"id {running}, {other}" in warning and "interrupted" in warning
+    caplog.clear()
+    reopen_locked(db_path)  # nothing left to close: no second warning
+    assert warnings_from_state(caplog) == []
+
+
+def test_a_store_opened_without_the_lock_leaves_started_rows_alone(db_path: Path) -> None:
+    with StateStore(db_path, FakeClock()) as s:
+        [row_id] = s.add_audit([entry()])
+    with StateStore(db_path, FakeClock()) as s:  # a reader: the writer may still be mid-action
+        assert s.history()[0].result == "started"
+    assert not db_path.with_name("state.id").exists()  # and it writes no identity file either
+
+
+def test_a_lock_held_by_another_process_is_not_ours(db_path: Path) -> None:
+    """While a live daemon holds the lock its "started" rows are real: another opener must not close them."""
+    with StateStore(db_path, FakeClock()) as s:
+        s.add_audit([entry()])
+    code = "import sys; from pathlib import Path; from watchdogd.state import StateLock as L; " \
+           "l = L(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db_path.parent)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with StateStore(db_path, FakeClock()) as s:
+            assert s.history()[0].result == "started"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def test_interrupted_rows_read_well_in_watchdogctl_history(db_path: Path) -> None:
+    from watchdogd import cli  # noqa: PLC0415 (only this test needs the CLI)
+    from watchdogd.control import audit_document  # noqa: PLC0415
+
+    with StateStore(db_path, FakeClock()) as s:
+        s.add_audit([entry(action="exec", subject="app")])
+    lock, s = locked_store(db_path)
+    with lock, s:
+        [row] = s.history()
+    text = cli.render_history([audit_document(row)], cli.Palette(False))
+    assert "ran interrupted" in text
+    assert "daemon died mid-action; it may or may not have taken effect" in text
+
+
+def identity(db_path: Path) -> dict[str, object]:
+    return dict(json.loads(db_path.with_name("state.id").read_text()))
+
+
+def errors_from_state(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in error_records(caplog)]
+
+
+def test_identity_file_follows_every_audit_commit(db_path: Path) -> None:
+    lock, s = locked_store(db_path)
+    with lock, s:
+        first = identity(db_path)
+        assert first["audit_max"] == 0 and first["resets"] == 0 and len(str(first["database"])) == 32
+        [a] = s.add_audit([entry()])
+        assert identity(db_path)["audit_max"] == a
+        [b, c] = s.save_rule_and_audit("r", {"x": 1}, [entry(), entry(subject="/var")])
+        assert identity(db_path) == {**first, "audit_max": c}
+        s.prune(NOW + 1)  # ids are never reused, so the recorded maximum still holds after a prune
+    assert reopen_locked(db_path).resets_total() == 0
+    assert identity(db_path)["audit_max"] == c
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["state.db", "state.id", "watchdogd.lock"]
+
+
+def test_an_identity_file_deleted_while_running_comes_back_at_the_next_audit_write(db_path: Path) -> None:
+    lock, s = locked_store(db_path)
+    with lock, s:
+        db_path.with_name("state.id").unlink()
+        [a] = s.add_audit([entry()])
+        assert identity(db_path)["audit_max"] == a
+
+
+def test_a_zero_byte_database_is_logged_as_a_reset_and_counted(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.save_rule_and_audit("r", {"cooldown_until": NOW + 3600}, [entry(), entry(subject="/var")])
+        database = str(identity(db_path)["database"])
+    db_path.write_bytes(b"")
+    caplog.set_level(logging.INFO)
+    reopened = reopen_locked(db_path)
+    [error] = errors_from_state(caplog)
+    assert error == (
+        f"state database {db_path} was reset or replaced: expected database {database[:12]} with audit rows"
+        " up to 2, found a new empty database; cooldowns, give-ups and history before now are lost"
+        " (state resets so far: 1)"
+    )
+    assert reopened.resets_total() == 1
+    assert identity(db_path)["database"] != database and identity(db_path)["audit_max"] == 0
+    caplog.clear()
+    assert reopen_locked(db_path).resets_total() == 1  # counted once, not at every start
+    assert errors_from_state(caplog) == []
+    with StateStore(db_path, FakeClock()) as reader:  # the count is in the database for any opener
+        assert reader.resets_total() == 1
+
+
+def test_lost_wal_commits_are_logged_as_a_reset(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The main file without its -wal: same database, but the newest committed audit rows are gone."""
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.add_audit([entry(), entry()])
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.add_audit([entry(), entry()])  # committed to the WAL; the main file still holds rows up to 2
+        assert Path(f"{db_path}-wal").exists()
+        main_file_only = db_path.read_bytes()
+    db_path.write_bytes(main_file_only)  # what a deleted -wal leaves (the close checkpointed; undo that)
+    caplog.set_level(logging.INFO)
+    assert reopen_locked(db_path).resets_total() == 1
+    [error] = errors_from_state(caplog)
+    assert "with audit rows up to 4, found the same database with audit rows only up to 2" in error
+
+
+def test_another_database_copied_over_is_a_reset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ours, theirs = tmp_path / "ours" / "state.db", tmp_path / "theirs" / "state.db"
+    for path in (ours, theirs):
+        reopen_locked(path)
+    with StateStore(theirs, FakeClock()) as s:
+        s.add_audit([entry()])
+    ours.write_bytes(theirs.read_bytes())
+    caplog.set_level(logging.INFO)
+    assert reopen_locked(ours).resets_total() == 1
+    [error] = errors_from_state(caplog)
+    assert f"found another database ({str(identity(theirs)['database'])[:12]}, audit rows up to 1)" in error
+
+
+def test_a_corrupt_database_moved_aside_counts_as_a_reset_logged_once(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.add_audit([entry()])
+    db_path.write_bytes(b"not sqlite at all" * 500)
+    caplog.set_level(logging.INFO)
+    assert reopen_locked(db_path).resets_total() == 1
+    [error] = errors_from_state(caplog)
+    assert "moved it aside" in error  # the move-aside line says it; no second line for the same event
+    db_path.write_bytes(b"")  # a second reset later: the count carries over the new database
+    assert reopen_locked(db_path).resets_total() == 2
+
+
+def test_a_garbled_identity_file_is_reported_and_rewritten(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reopen_locked(db_path)
+    db_path.with_name("state.id").write_text("{half a" + "x" * 500)  # longer than a record: no stale tail
+    caplog.set_level(logging.INFO)
+    assert reopen_locked(db_path).resets_total() == 0
+    assert any("state.id is not a valid identity file" in m for m in warnings_from_state(caplog))
+    assert identity(db_path)["audit_max"] == 0
+
+
+def test_the_identity_record_has_a_fixed_size_so_an_overwrite_leaves_no_stale_bytes(db_path: Path) -> None:
+    """Rewritten in place: every record is padded to one size, whatever its digits."""
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.add_audit([entry() for _ in range(12)])  # audit_max goes from one digit to two
+        assert identity(db_path)["audit_max"] == 12
+    raw = db_path.with_name("state.id").read_bytes()
+    assert len(raw) == 128 and raw.endswith(b"\n")
+
+
+def test_identity_file_that_cannot_be_written_costs_no_audit_row(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock, s = locked_store(db_path)
+    with lock, s:
+        db_path.with_name("state.id").unlink()
+        db_path.with_name("state.id").mkdir()  # opening it for writing fails from now on
+        caplog.set_level(logging.INFO)
+        ids = s.add_audit([entry()]) + s.add_audit([entry()])
+        assert [e.id for e in s.history()] == sorted(ids, reverse=True)
+    [warning] = warnings_from_state(caplog)  # once, not per write
+    assert "cannot write" in warning and "state.id" in warning
+
+
+# -- a dedicated state_dir ----------------------------------------------------------------------------------
+
+
+def test_state_dir_holding_foreign_files_is_refused(tmp_path: Path) -> None:
+    for name in ("passwd", "group", "hosts"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(StateError) as info:
+        StateLock(tmp_path)
+    assert str(info.value) == (
+        f"state_dir {tmp_path} holds files that are not watchdogd's (group, hosts, passwd):"
+        " state_dir must be a dedicated directory"
+    )
+    assert not (tmp_path / "watchdogd.lock").exists()  # refused before anything was written there
+
+
+def test_many_foreign_files_are_listed_briefly(tmp_path: Path) -> None:
+    for i in range(12):
+        (tmp_path / f"f{i:02}").write_text("x")
+    with pytest.raises(StateError, match=r"\(f00, f01, f02, f03, f04, \.\.\. \(12 in all\)\)"):
+        StateLock(tmp_path)
+
+
+def test_state_dir_with_only_watchdogds_own_files_is_accepted(tmp_path: Path) -> None:
+    own = [
+        "state.db", "state.db-wal", "state.db-shm", "state.db-journal", "state.id",
+        "watchdogd.lock", "state.db.corrupt-20261203T131845Z", "state.db.corrupt-20261203T131845Z.2-wal",
+    ]
+    for name in own:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "lost+found").mkdir()  # state_dir as a mount point
+    StateLock(tmp_path).release()
+    StateLock(tmp_path / "missing").release()
+
+
+def test_everything_a_store_creates_passes_the_dedicated_check(db_path: Path) -> None:
+    """The allow-list and the names state.py writes must not drift apart."""
+    lock, s = locked_store(db_path)
+    with lock, s:
+        s.add_audit([entry()])
+    db_path.write_bytes(b"corrupt" * 100)
+    reopen_locked(db_path)  # moves the corrupt file aside: every name a store can leave now exists
+    StateLock(db_path.parent).release()

@@ -15,8 +15,8 @@ from watchdogd.units import Duration
 class ActionParams(Params):
     """Bounds every action has. The engine enforces ``max_per_run`` before calling ``run``."""
 
-    max_per_run: int = Field(default=10, ge=1)
-    timeout: Duration = 60.0
+    max_per_run: int = Field(default=10, ge=1, le=10_000)
+    timeout: Duration = Field(default=60.0, gt=0, le=86400.0)
     settle: Duration | None = Field(default=None, le=3600.0)
     """How long the thing acted on may take to come right (a restarted unit to answer, a VACUUM to show
     in the statistics); the verify re-probes until the condition clears or this is spent. None takes the

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading, Unit
 from watchdogd.probes.docker_common import OPT_OUT_LABEL, check_labels, container_name, label_matches, parse_time
-from watchdogd.spec import ActionSpec
+from watchdogd.spec import ANY_SUBJECT, ActionSpec
 from watchdogd.targets.docker import DockerError
 from watchdogd.targets.docker_events import CAUSE_OPERATOR
 from watchdogd.units import Duration, format_value
@@ -208,7 +208,7 @@ class PruneParams(ActionParams):
     volumes: bool = False
     labels: list[str] = []
     exclude_labels: list[str] = [OPT_OUT_LABEL]
-    max_items: int = Field(default=500, ge=1)
+    max_items: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("labels", "exclude_labels")
     @classmethod
@@ -401,14 +401,16 @@ ACTIONS: dict[str, ActionSpec] = {
     "docker.start": ActionSpec(
         StartParams, _start_factory, "start stopped containers (not ones an operator stopped)", target_kind="docker",
         settle=30.0,  # the process inside may need its own start-up before a health check passes
+        accepts=frozenset({"container"}),
     ),
     "docker.restart": ActionSpec(
         RestartParams, _restart_factory, "restart containers (stop with a timeout, then start)", target_kind="docker",
-        settle=30.0,
+        settle=30.0, accepts=frozenset({"container"}),
     ),
     "docker.prune": ActionSpec(
         PruneParams, _prune_factory,
         "remove old stopped containers, dangling images, build cache and (opt-in) unused volumes",
         target_kind="docker", settle=10.0,  # system df can lag the removals
+        accepts=ANY_SUBJECT,
     ),
 }

@@ -11,6 +11,7 @@ the command's whole process group.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import selectors
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator, model_validator
 
+from watchdogd import hazards
 from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading
-from watchdogd.spec import ActionSpec
+from watchdogd.spec import ANY_SUBJECT, ActionSpec
 from watchdogd.units import Size
 
 BASE_ENV: dict[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -37,6 +39,10 @@ PLACEHOLDERS: dict[str, str] = {
     "subjects": "all subjects, comma-joined",
 }
 _PER_SUBJECT_ONLY = frozenset({"subject", "value"})
+_SUBJECT_TEXT = frozenset({"subject", "subjects"})
+"""Placeholders that carry a subject's name, which whoever names a key, a unit or a file chooses."""
+
+log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{(\w+)\}")
 """A placeholder, or an escaped brace. Anything else, ``{print $1}`` included, is literal text.
@@ -75,7 +81,9 @@ class ExecParams(ActionParams):
     env: dict[str, str] = {}
     cwd: str = "/"
     per_subject: bool = True
-    max_output: Size = 4096
+    max_output: Size = Field(default=4096, le=2**30)
+    unsafe_shell_with_subject: bool = False
+    """Run a shell or inline code with a subject in its script anyway (logged as a warning on every run)."""
 
     @field_validator("argv")
     @classmethod
@@ -124,6 +132,29 @@ class ExecParams(ActionParams):
                     "the command runs once for all subjects: use {subjects}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _check_shell(self) -> ExecParams:
+        """A subject in a shell's script is a command injection: refused unless loudly opted in."""
+        what = self.shell_hazard()
+        if what is not None and not self.unsafe_shell_with_subject:
+            used = next(
+                name for arg in self.argv for name in placeholders_in(arg) if name in _SUBJECT_TEXT
+            )
+            raise ValueError(hazards.shell_problem(what, "{" + used + "}"))
+        if what is None and self.unsafe_shell_with_subject:
+            raise ValueError(
+                f"{hazards.SHELL_OPT_IN} is set but argv runs no shell or inline code with a subject in its"
+                " script: remove it, so it cannot silently cover a later edit"
+            )
+        return self
+
+    def shell_hazard(self) -> str | None:
+        return hazards.shell_with_subject(self.argv, _carries_subject)
+
+
+def _carries_subject(arg: str) -> bool:
+    return any(name in _SUBJECT_TEXT for name in placeholders_in(arg))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +268,12 @@ class ExecAction:
     def __init__(self, params: ExecParams, clock: Clock) -> None:
         self._params = params
         self._env = {**BASE_ENV, **params.env}
+        self._unsafe = params.shell_hazard() if params.unsafe_shell_with_subject else None
+        if self._unsafe is not None:
+            log.warning(
+                "exec runs %s with a subject in its script (%s: true): a subject name can run commands",
+                self._unsafe, hazards.SHELL_OPT_IN, extra={"fields": {"argv": params.argv}},
+            )
 
     def _batches(self, subjects: Sequence[Reading]) -> list[tuple[str, dict[str, str]]]:
         joined = ",".join(r.subject for r in subjects)
@@ -271,6 +308,11 @@ class ExecAction:
                 items.append(ItemResult(subject, True, f"would run: {argv!r}", {"argv": argv}))
                 continue
             remaining = deadline - time.monotonic()
+            if self._unsafe is not None:
+                log.warning(
+                    "exec runs %s with a subject in its script (%s: true)", self._unsafe, hazards.SHELL_OPT_IN,
+                    extra={"fields": {"argv": argv, "subject": subject}},
+                )
             if remaining <= 0:
                 detail = f"not run: the action's timeout of {_seconds(params.timeout)} was used up"
                 items.append(ItemResult(subject, False, detail, {"argv": argv}))
@@ -312,5 +354,5 @@ def _factory(params: ExecParams, _target: object, clock: Clock) -> ExecAction:
 
 ACTIONS: dict[str, ActionSpec] = {
     "exec": ActionSpec(ExecParams, _factory, "run a command (argv, no shell) for the breaching subjects",
-                       settle=15.0),
+                       settle=15.0, accepts=ANY_SUBJECT),
 }

@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from watchdogd import hazards
 from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading, Unit
-from watchdogd.spec import ActionSpec
+from watchdogd.spec import ANY_SUBJECT, ActionSpec
 from watchdogd.units import Duration, format_value
 
 DEFAULT_ALLOWED_ROOTS: tuple[str, ...] = (
@@ -61,9 +62,28 @@ class CleanParams(ActionParams):
     older_than: Duration
     pattern: str = "*"
     recursive: bool = True
-    max_files: int = Field(default=1000, ge=1)
+    max_files: int = Field(default=1000, ge=1, le=1_000_000)
     one_filesystem: bool = True
     allowed_roots: list[str] = Field(default=list(DEFAULT_ALLOWED_ROOTS), min_length=1)
+    _own: hazards.OwnPaths = PrivateAttr(default=hazards.DEFAULT_OWN_PATHS)
+
+    def protecting(self, own: hazards.OwnPaths) -> CleanParams:
+        """A copy that fences off the daemon's state_dir and config directory at run time (see ``_start``)."""
+        copy = self.model_copy()
+        copy._own = own
+        return copy
+
+    @property
+    def own_paths(self) -> hazards.OwnPaths:
+        return self._own
+
+    def own_paths_problems(self, own: hazards.OwnPaths) -> list[tuple[str, str]]:
+        found = [("path", hazards.own_paths_problem("path", self.path, own))]
+        found += [
+            ("allowed_roots", hazards.own_paths_problem("allowed_roots entry", root, own, root=True))
+            for root in self.allowed_roots
+        ]
+        return [(key, problem) for key, problem in found if problem is not None]
 
     @field_validator("path")
     @classmethod
@@ -73,7 +93,11 @@ class CleanParams(ActionParams):
     @field_validator("allowed_roots")
     @classmethod
     def _check_roots(cls, roots: list[str]) -> list[str]:
-        return [_absolute_not_root(root, "allowed_roots entry") for root in roots]
+        checked = [_absolute_not_root(root, "allowed_roots entry") for root in roots]
+        for root in checked:
+            if (problem := hazards.allowed_root_problem(root)) is not None:
+                raise ValueError(problem)
+        return checked
 
     @field_validator("pattern")
     @classmethod
@@ -92,6 +116,9 @@ class CleanParams(ActionParams):
                 f"path {self.path} is not under any of allowed_roots ({', '.join(self.allowed_roots)}); "
                 "extend allowed_roots if this directory really is disposable"
             )
+        problem = hazards.clean_path_problem(self.path) or hazards.clean_age_problem(self.path, self.older_than)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -131,6 +158,7 @@ class _Run:
 
     top: str  # the resolved directory
     roots: list[tuple[str, ...]]  # resolved allowed_roots, as components
+    fenced: frozenset[tuple[int, int]]  # (st_dev, st_ino) of the daemon's own directories: never entered
     now: float
     deadline: float  # time.monotonic()
     errors: list[str]
@@ -164,7 +192,12 @@ class CleanAction:
             raise _Refused(f"{path} is not a directory")
         top = os.path.realpath(path)
         self._check_inside(top, roots)
-        return _Run(top, roots, self._clock(), time.monotonic() + params.timeout, [])
+        # Checked at load too; again here because a symlink on the way may have changed since.
+        own = params.own_paths
+        problem = hazards.clean_path_problem(top) or hazards.own_paths_problem(f"{path} (really {top})", top, own)
+        if problem is not None:
+            raise _Refused(f"refusing to clean: {problem}")
+        return _Run(top, roots, _identities(own.protected()), self._clock(), time.monotonic() + params.timeout, [])
 
     def _check_inside(self, real: str, roots: list[tuple[str, ...]]) -> None:
         parts = _components(real)
@@ -189,11 +222,17 @@ class CleanAction:
         ):
             reldir = os.path.relpath(dirpath, run.top)
             reldir = "" if reldir == "." else reldir
+            st = os.fstat(dirfd)
+            if (st.st_dev, st.st_ino) in run.fenced:
+                # The state_dir or the config's directory, however it was reached (bind mount, rename):
+                # neither it nor anything below it is listed, so nothing there can be deleted.
+                dirs.clear()
+                continue
             if top_dev is None:
                 real = _fd_path(dirfd)
                 if real is not None:
                     self._check_inside(real, run.roots)
-                top_dev = os.fstat(dirfd).st_dev
+                top_dev = st.st_dev
             if not params.recursive:
                 dirs.clear()
             elif params.one_filesystem:
@@ -333,6 +372,18 @@ class CleanAction:
         return items, deleted, freed, failed
 
 
+def _identities(paths: Sequence[str]) -> frozenset[tuple[int, int]]:
+    """(device, inode) of each existing directory: what the walk recognises them by, whatever the path."""
+    found: set[tuple[int, int]] = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
 def _same_device(name: str, dirfd: int, dev: int) -> bool:
     """False for another filesystem mounted inside the tree, or an entry we cannot stat."""
     try:
@@ -348,6 +399,6 @@ def _factory(params: CleanParams, _target: object, clock: Clock) -> CleanAction:
 ACTIONS: dict[str, ActionSpec] = {
     "files.clean": ActionSpec(
         CleanParams, _factory, "delete files older than a limit from one directory tree, oldest first",
-        settle=5.0,
+        settle=5.0, accepts=ANY_SUBJECT,
     ),
 }

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading
-from watchdogd.spec import ActionSpec
+from watchdogd.spec import ANY_SUBJECT, ActionSpec
 from watchdogd.units import Duration, Size
 
 JOURNALCTL = "journalctl"
@@ -39,7 +39,7 @@ _USAGE = re.compile(r"take up (?P<size>\S+) in the file ?system")
 class VacuumParams(ActionParams):
     max_age: Duration | None = None
     max_size: Size | None = None
-    max_files: int | None = Field(default=None, ge=1)
+    max_files: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _check_limit(self) -> VacuumParams:
@@ -188,6 +188,6 @@ def _factory(params: VacuumParams, _target: object, clock: Clock) -> VacuumActio
 ACTIONS: dict[str, ActionSpec] = {
     "journal.vacuum": ActionSpec(
         VacuumParams, _factory, "journalctl --vacuum-time/--vacuum-size/--vacuum-files (archived journals only)",
-        settle=5.0,
+        settle=5.0, accepts=ANY_SUBJECT,
     ),
 }

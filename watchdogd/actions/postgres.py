@@ -76,10 +76,10 @@ class CancelParams(SignalParams):
 
 
 class VacuumParams(ActionParams):
-    max_per_run: int = Field(default=5, ge=1)
-    timeout: Duration = Field(default=600.0, gt=0.0)
+    max_per_run: int = Field(default=5, ge=1, le=10_000)
+    timeout: Duration = Field(default=600.0, gt=0.0, le=86400.0)
     """For the whole run; each VACUUM gets what is left of it as its statement_timeout."""
-    lock_timeout: Duration = Field(default=5.0, gt=0.0)
+    lock_timeout: Duration = Field(default=5.0, gt=0.0, le=86400.0)
     """A table some transaction holds an exclusive lock on is skipped rather than queued behind,
     because a waiting VACUUM makes every later query on that table wait behind it."""
     analyze: bool = True
@@ -589,16 +589,17 @@ ACTIONS: dict[str, ActionSpec] = {
     "postgres.terminate": ActionSpec(
         SignalParams, _factory(TerminateAction),
         "pg_terminate_backend on breaching backends, re-checking identity and breach in the same statement",
-        target_kind="postgres", settle=5.0,
+        target_kind="postgres", settle=5.0, accepts=frozenset({"pg_backend"}),
     ),
     "postgres.cancel": ActionSpec(
         CancelParams, _factory(CancelAction),
         "pg_cancel_backend on breaching backends, terminating those still breaching after a grace",
-        target_kind="postgres", settle=5.0,
+        target_kind="postgres", settle=5.0, accepts=frozenset({"pg_backend"}),
     ),
     "postgres.vacuum": ActionSpec(
         VacuumParams, _factory(VacuumAction),
         "VACUUM (ANALYZE) breaching tables one at a time, with lock_timeout",
         target_kind="postgres", settle=60.0,  # the statistics collector reports dead tuples with a delay
+        accepts=frozenset({"pg_table"}),
     ),
 }

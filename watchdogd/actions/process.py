@@ -294,7 +294,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "process.signal": ActionSpec(
         SignalParams, _factory,
         "signal the breaching processes (TERM, then KILL after a grace), checking each is still the same process",
-        settle=10.0,
+        settle=10.0, accepts=frozenset({"pid"}),
     ),
 }
 

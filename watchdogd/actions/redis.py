@@ -20,7 +20,7 @@ from watchdogd.actions.base import ActionParams
 from watchdogd.model import ActionResult, Clock, ItemResult, Reading
 from watchdogd.probes.redis import as_info, text
 from watchdogd.probes.redis_clients import client_details, parse_client_list, protected_reason
-from watchdogd.spec import ActionSpec
+from watchdogd.spec import ANY_SUBJECT, ActionSpec
 from watchdogd.targets.redis import RedisCommandError, RedisError, RedisPermissionError, RedisTarget
 
 SAMPLE_KEYS = 100
@@ -307,11 +307,11 @@ ACTIONS: dict[str, ActionSpec] = {
     "redis.client_kill": ActionSpec(
         ClientKillParams, _client_kill,
         "CLIENT KILL ID per breaching client of redis.idle_clients, re-checked just before", target_kind="redis",
-        settle=5.0,
+        settle=5.0, accepts=frozenset({"redis_client"}),
     ),
     "redis.delete_keys": ActionSpec(
         DeleteKeysParams, _delete_keys,
         "SCAN MATCH + UNLINK in batches, at most max_keys per run (never FLUSHDB/FLUSHALL)", target_kind="redis",
-        settle=5.0,
+        settle=5.0, accepts=ANY_SUBJECT,
     ),
 }

@@ -270,9 +270,10 @@ ACTIONS: dict[str, ActionSpec] = {
     "systemd.restart": ActionSpec(
         RestartParams, _restart, "systemctl restart the breaching units (or the unit named by unit:)",
         settle=30.0,  # a service's own start-up (a database replaying WAL) after systemd says "active"
+        accepts=frozenset({"unit"}), accepts_any_with="unit",
     ),
     "systemd.reload": ActionSpec(
         ReloadParams, _reload, "systemctl reload the breaching units (or the unit named by unit:)",
-        settle=10.0,
+        settle=10.0, accepts=frozenset({"unit"}), accepts_any_with="unit",
     ),
 }

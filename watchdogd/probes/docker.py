@@ -346,7 +346,7 @@ class DiskProbe:
 
 
 class EngineParams(Params):
-    timeout: Duration = Field(default=5.0, gt=0)
+    timeout: Duration = Field(default=5.0, gt=0, le=86400.0)
     """How long the engine may take to answer ``/_ping``; the engine is down after that."""
 
 
@@ -381,26 +381,26 @@ PROBES: dict[str, ProbeSpec] = {
     "docker.containers": ProbeSpec(
         ContainersParams, ContainersProbe, Unit.SECONDS, Cardinality.LOW,
         "seconds each selected container has been exited, OOM-killed, dead, restarting or unhealthy (0 = fine)",
-        target_kind="docker",
+        target_kind="docker", subjects="container",
     ),
     "docker.container_memory": ProbeSpec(
         MemoryParams, MemoryProbe, Unit.PERCENT, Cardinality.LOW,
         "memory used percent of each running container's limit",
-        target_kind="docker",
+        target_kind="docker", subjects="container",
     ),
     "docker.container_cpu": ProbeSpec(
         CpuParams, CpuProbe, Unit.PERCENT, Cardinality.LOW,
         "CPU used percent of each running container's allowance, between two runs",
-        target_kind="docker",
+        target_kind="docker", subjects="container",
     ),
     "docker.disk": ProbeSpec(
         DiskParams, DiskProbe, Unit.BYTES, Cardinality.LOW,
         "bytes docker.prune could reclaim: stopped containers, dangling images, build cache, volumes",
-        target_kind="docker",
+        target_kind="docker", subjects="docker",
     ),
     "docker.engine": ProbeSpec(
         EngineParams, EngineProbe, Unit.SECONDS, Cardinality.LOW,
         "seconds for the Docker engine to answer /_ping; down (fires, on_down) when it does not answer",
-        target_kind="docker", availability=True,
+        target_kind="docker", availability=True, subjects="docker",
     ),
 }

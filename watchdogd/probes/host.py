@@ -375,7 +375,7 @@ class FileAgeProbe:
 
 class DirSizeParams(Params):
     path: str
-    max_entries: int = Field(default=100_000, ge=1)
+    max_entries: int = Field(default=100_000, ge=1, le=100_000_000)
 
     @field_validator("path")
     @classmethod
@@ -442,34 +442,34 @@ class DirSizeProbe:
 PROBES: dict[str, ProbeSpec] = {
     "host.cpu": ProbeSpec(
         NoParams, local_probe(CpuProbe), Unit.PERCENT, Cardinality.LOW,
-        "CPU busy percent since the previous run",
+        "CPU busy percent since the previous run", subjects="host",
     ),
     "host.memory": ProbeSpec(
         NoParams, local_probe(MemoryProbe), Unit.PERCENT, Cardinality.LOW,
-        "memory used percent (by available memory, like free)",
+        "memory used percent (by available memory, like free)", subjects="host",
     ),
     "host.swap": ProbeSpec(
         NoParams, local_probe(SwapProbe), Unit.PERCENT, Cardinality.LOW,
-        "swap used percent (0 without swap)",
+        "swap used percent (0 without swap)", subjects="host",
     ),
     "host.load": ProbeSpec(
         LoadParams, local_probe(LoadProbe), Unit.COUNT, Cardinality.LOW,
-        "load average per logical core",
+        "load average per logical core", subjects="host",
     ),
     "host.disk": ProbeSpec(
         FilesystemParams, local_probe(DiskProbe), Unit.PERCENT, Cardinality.LOW,
-        "disk space used percent per mountpoint, as df shows it",
+        "disk space used percent per mountpoint, as df shows it", subjects="mount",
     ),
     "host.inodes": ProbeSpec(
         FilesystemParams, local_probe(InodesProbe), Unit.PERCENT, Cardinality.LOW,
-        "inodes used percent per mountpoint",
+        "inodes used percent per mountpoint", subjects="mount",
     ),
     "host.file_age": ProbeSpec(
         FileAgeParams, local_probe(FileAgeProbe), Unit.SECONDS, Cardinality.LOW,
-        "age of the newest file matching a glob (backup freshness)",
+        "age of the newest file matching a glob (backup freshness)", subjects="path",
     ),
     "host.dir_size": ProbeSpec(
         DirSizeParams, local_probe(DirSizeProbe), Unit.BYTES, Cardinality.LOW,
-        "total bytes of regular files under a directory",
+        "total bytes of regular files under a directory", subjects="path",
     ),
 }

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from watchdogd.model import Cardinality, Clock, Reading, Unit
 from watchdogd.probes.base import Params, ProbeError
 from watchdogd.spec import ProbeSpec, local_probe
-from watchdogd.tail import FileTail
+from watchdogd.tail import FileTail, NotRegularFile
 from watchdogd.units import Duration, Size
 
 JOURNALCTL = "journalctl"
@@ -39,7 +39,7 @@ class LogParams(Params):
     unit: str | None = None
     pattern: str
     window: Duration = Field(default=300.0, gt=0)
-    max_read: Size = Field(default=64 * 1024 * 1024, gt=0)
+    max_read: Size = Field(default=64 * 1024 * 1024, gt=0, le=2**30)
 
     @field_validator("pattern")
     @classmethod
@@ -98,6 +98,8 @@ class FileSource:
             raise ProbeError(f"log file {self._tail.path} does not exist") from None
         except PermissionError:
             raise ProbeError(f"permission denied reading {self._tail.path}") from None
+        except NotRegularFile as exc:
+            raise ProbeError(str(exc)) from None
         text = b"\n".join(batch.lines).decode("utf-8", "replace") if batch.lines else ""
         lines: list[tuple[float | None, str]] = [(None, line) for line in text.split("\n")] if batch.lines else []
         events = list(batch.events)
@@ -268,10 +270,10 @@ class CountProbe(_LogProbe):
 PROBES: dict[str, ProbeSpec] = {
     "log.matches": ProbeSpec(
         LogParams, local_probe(MatchesProbe), Unit.PER_SECOND, Cardinality.LOW,
-        "lines matching a regex per second over a window, from a log file or a unit's journal",
+        "lines matching a regex per second over a window, from a log file or a unit's journal", subjects="log",
     ),
     "log.count": ProbeSpec(
         LogParams, local_probe(CountProbe), Unit.COUNT, Cardinality.LOW,
-        "lines matching a regex within a window, from a log file or a unit's journal",
+        "lines matching a regex within a window, from a log file or a unit's journal", subjects="log",
     ),
 }

@@ -107,7 +107,7 @@ def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
 class _Endpoint(Params):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
-    timeout: Duration = Field(default=5.0, gt=0)
+    timeout: Duration = Field(default=5.0, gt=0, le=86400.0)
 
 
 # --------------------------------------------------------------------------- tcp
@@ -243,7 +243,7 @@ StatusRanges = Annotated[list[tuple[int, int]], BeforeValidator(_status_ranges)]
 class HttpParams(Params):
     url: str
     method: Literal["GET", "HEAD"] = "GET"
-    timeout: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0, le=86400.0)
     expect_status: StatusRanges = Field(default=[(200, 399)], min_length=1)
     body_regex: str | None = None
     headers: dict[str, str] = {}
@@ -251,7 +251,7 @@ class HttpParams(Params):
     max_redirects: int = Field(default=5, ge=0, le=20)
     verify_tls: bool = True
     ca_file: str | None = None
-    max_body: Size = Field(default=1024 * 1024, gt=0)
+    max_body: Size = Field(default=1024 * 1024, gt=0, le=2**30)
 
     @field_validator("url")
     @classmethod
@@ -491,16 +491,16 @@ PROBES: dict[str, ProbeSpec] = {
     "net.tcp": ProbeSpec(
         TcpParams, local_probe(lambda params, _clock: TcpProbe(params)), Unit.SECONDS, Cardinality.LOW,
         "TCP connect latency in seconds; the endpoint is down (fires, on_down) when the connect fails",
-        availability=True,
+        availability=True, subjects="endpoint",
     ),
     "net.http": ProbeSpec(
         HttpParams, local_probe(HttpProbe), Unit.SECONDS, Cardinality.LOW,
         "HTTP(S) check latency in seconds; infinite when the status or body is wrong; down (fires, on_down)"
         " when nothing answers",
-        availability=True,
+        availability=True, subjects="endpoint",
     ),
     "net.tls_cert": ProbeSpec(
         TlsCertParams, local_probe(TlsCertProbe), Unit.SECONDS, Cardinality.LOW,
-        "seconds until the TLS certificate expires (0 or less when it does not verify)",
+        "seconds until the TLS certificate expires (0 or less when it does not verify)", subjects="endpoint",
     ),
 }

@@ -376,7 +376,7 @@ class DeadTupleParams(Params):
     tables: list[str] = []
     """Globs on ``schema.table``; empty means every user table of the target's database."""
     exclude_tables: list[str] = []
-    min_dead_tuples: int = Field(default=1000, ge=0)
+    min_dead_tuples: int = Field(default=1000, ge=0, le=10**15)
     """Tables with fewer dead tuples are not reported: on a 40-row table a 50 % ratio is noise."""
 
 
@@ -436,9 +436,9 @@ def _factory(cls: Callable[[Any, PostgresClient, Clock], Probe]) -> Callable[[An
 
 
 def _spec(cls: Callable[[Any, PostgresClient, Clock], Probe], params: type[Params], unit: Unit,
-          cardinality: Cardinality, summary: str, *, availability: bool = False) -> ProbeSpec:
+          cardinality: Cardinality, summary: str, *, subjects: str, availability: bool = False) -> ProbeSpec:
     return ProbeSpec(params, _factory(cls), unit, cardinality, summary, target_kind="postgres",
-                     availability=availability)
+                     availability=availability, subjects=subjects)
 
 
 _HIGH, _LOW = Cardinality.HIGH, Cardinality.LOW
@@ -446,25 +446,27 @@ _HIGH, _LOW = Cardinality.HIGH, Cardinality.LOW
 PROBES: dict[str, ProbeSpec] = {
     "postgres.up": _spec(UpProbe, UpParams, Unit.SECONDS, _LOW,
                          "connect + SELECT 1 latency; down (fires, on_down) when the server refuses or fails",
-                         availability=True),
+                         availability=True, subjects="pg_server"),
     "postgres.connections": _spec(ConnectionsProbe, NoParams, Unit.PERCENT, _LOW,
-                                  "client backends as a percent of max_connections minus reserved slots"),
+                                  "client backends as a percent of max_connections minus reserved slots",
+                                  subjects="pg_server"),
     "postgres.idle": _spec(IdleProbe, BackendFilter, Unit.SECONDS, _HIGH,
-                           "per backend: seconds idle"),
+                           "per backend: seconds idle", subjects="pg_backend"),
     "postgres.idle_in_transaction": _spec(IdleInTransactionProbe, BackendFilter, Unit.SECONDS, _HIGH,
-                                          "per backend: seconds idle inside an open transaction"),
+                                          "per backend: seconds idle inside an open transaction",
+                                          subjects="pg_backend"),
     "postgres.long_query": _spec(LongQueryProbe, BackendFilter, Unit.SECONDS, _HIGH,
-                                 "per active backend: seconds since its query started"),
+                                 "per active backend: seconds since its query started", subjects="pg_backend"),
     "postgres.blocking": _spec(BlockingProbe, BlockingParams, Unit.COUNT, _HIGH,
-                               "per blocking backend: how many backends wait on it"),
+                               "per blocking backend: how many backends wait on it", subjects="pg_backend"),
     "postgres.replication_lag": _spec(ReplicationLagProbe, ReplicationParams, Unit.SECONDS, _LOW,
-                                      "per replica: replay lag in seconds"),
+                                      "per replica: replay lag in seconds", subjects="pg_replica"),
     "postgres.replication_lag_bytes": _spec(ReplicationLagBytesProbe, ReplicationParams, Unit.BYTES, _LOW,
-                                            "per replica: WAL bytes not yet replayed"),
+                                            "per replica: WAL bytes not yet replayed", subjects="pg_replica"),
     "postgres.replicas": _spec(ReplicasProbe, NoParams, Unit.COUNT, _LOW,
-                               "number of streaming replicas"),
+                               "number of streaming replicas", subjects="pg_server"),
     "postgres.dead_tuples": _spec(DeadTuplesProbe, DeadTupleParams, Unit.COUNT, _HIGH,
-                                  "per table: dead tuples"),
+                                  "per table: dead tuples", subjects="pg_table"),
     "postgres.dead_ratio": _spec(DeadRatioProbe, DeadTupleParams, Unit.RATIO, _HIGH,
-                                 "per table: dead / (live + dead) tuples"),
+                                 "per table: dead / (live + dead) tuples", subjects="pg_table"),
 }

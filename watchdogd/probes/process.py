@@ -301,26 +301,26 @@ def _factory(cls: Callable[[Any], Probe]) -> Callable[[Any, Any, Clock], Probe]:
 PROBES: dict[str, ProbeSpec] = {
     "process.count": ProbeSpec(
         ProcessParams, _factory(CountProbe), Unit.COUNT, Cardinality.LOW,
-        "number of matching processes (below: 1 = not running)",
+        "number of matching processes (below: 1 = not running)", subjects="process",
     ),
     "process.cpu": ProbeSpec(
         ProcessParams, _factory(CpuProbe), Unit.PERCENT, Cardinality.HIGH,
-        "CPU percent of one core per matching process, since the previous run",
+        "CPU percent of one core per matching process, since the previous run", subjects="pid",
     ),
     "process.rss": ProbeSpec(
         ProcessParams, _factory(RssProbe), Unit.BYTES, Cardinality.HIGH,
-        "resident memory per matching process",
+        "resident memory per matching process", subjects="pid",
     ),
     "process.rss_growth": ProbeSpec(
         RssGrowthParams, _factory(RssGrowthProbe), Unit.BYTES, Cardinality.HIGH,
-        "resident memory growth per hour over a window, per matching process (leaks)",
+        "resident memory growth per hour over a window, per matching process (leaks)", subjects="pid",
     ),
     "process.fds": ProbeSpec(
         ProcessParams, _factory(FdsProbe), Unit.PERCENT, Cardinality.HIGH,
-        "open file descriptors as percent of the soft limit, per matching process",
+        "open file descriptors as percent of the soft limit, per matching process", subjects="pid",
     ),
     "process.age": ProbeSpec(
         ProcessParams, _factory(AgeProbe), Unit.SECONDS, Cardinality.HIGH,
-        "seconds since each matching process started",
+        "seconds since each matching process started", subjects="pid",
     ),
 }

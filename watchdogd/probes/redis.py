@@ -377,7 +377,7 @@ class _Counters:
 
 
 class HitRatioParams(Params):
-    min_lookups: int = Field(default=100, ge=1)
+    min_lookups: int = Field(default=100, ge=1, le=10**15)
 
 
 class HitRatioProbe:
@@ -507,56 +507,59 @@ PROBES: dict[str, ProbeSpec] = {
     "redis.up": ProbeSpec(
         NoParams, _simple(PingProbe), Unit.SECONDS, Cardinality.LOW,
         "PING round-trip time on a warm connection; down (fires, on_down) when Redis does not answer",
-        target_kind="redis", availability=True,
+        target_kind="redis", availability=True, subjects="redis",
     ),
     "redis.memory": ProbeSpec(
         NoParams, _simple(MemoryProbe), Unit.PERCENT, Cardinality.LOW,
         "used memory percent of maxmemory (of system RAM when no maxmemory is set)", target_kind="redis",
+        subjects="redis",
     ),
     "redis.memory_bytes": ProbeSpec(
         NoParams, _simple(MemoryBytesProbe), Unit.BYTES, Cardinality.LOW,
-        "used memory in bytes", target_kind="redis",
+        "used memory in bytes", target_kind="redis", subjects="redis",
     ),
     "redis.clients": ProbeSpec(
         NoParams, _simple(ClientsProbe), Unit.PERCENT, Cardinality.LOW,
-        "connected clients percent of maxclients", target_kind="redis",
+        "connected clients percent of maxclients", target_kind="redis", subjects="redis",
     ),
     "redis.blocked_clients": ProbeSpec(
         NoParams, _simple(BlockedClientsProbe), Unit.COUNT, Cardinality.LOW,
-        "clients blocked in BLPOP, XREAD BLOCK, WAIT...", target_kind="redis",
+        "clients blocked in BLPOP, XREAD BLOCK, WAIT...", target_kind="redis", subjects="redis",
     ),
     "redis.idle_clients": ProbeSpec(
         IdleClientsParams, _simple(IdleClientsProbe), Unit.SECONDS, Cardinality.HIGH,
         "idle seconds per client (replicas, subscribers, blocked and watchdogd never listed)",
-        target_kind="redis",
+        target_kind="redis", subjects="redis_client",
     ),
     "redis.queue_length": ProbeSpec(
         QueueLengthParams, _simple(QueueLengthProbe), Unit.COUNT, Cardinality.LOW,
         "length of queue keys (LLEN, XLEN, ZCARD or SCARD by type), by name or SCAN pattern",
-        target_kind="redis",
+        target_kind="redis", subjects="redis_key",
     ),
     "redis.hit_ratio": ProbeSpec(
         HitRatioParams, _simple(HitRatioProbe), Unit.RATIO, Cardinality.LOW,
-        "keyspace hit ratio over the last interval", target_kind="redis",
+        "keyspace hit ratio over the last interval", target_kind="redis", subjects="redis",
     ),
     "redis.evictions": ProbeSpec(
         NoParams, _rate("evicted_keys", "evictions"), Unit.PER_SECOND, Cardinality.LOW,
-        "keys evicted per second over the last interval", target_kind="redis",
+        "keys evicted per second over the last interval", target_kind="redis", subjects="redis",
     ),
     "redis.rejected_connections": ProbeSpec(
         NoParams, _rate("rejected_connections", "rejected_connections"), Unit.PER_SECOND, Cardinality.LOW,
-        "connections refused (maxclients) per second over the last interval", target_kind="redis",
+        "connections refused (maxclients) per second over the last interval", target_kind="redis", subjects="redis",
     ),
     "redis.slowlog": ProbeSpec(
         SlowlogParams, _slowlog("worst"), Unit.SECONDS, Cardinality.LOW,
         "worst duration among SLOWLOG entries new since the last run (0 when none)", target_kind="redis",
+        subjects="redis",
     ),
     "redis.slowlog_entries": ProbeSpec(
         SlowlogParams, _slowlog("count"), Unit.COUNT, Cardinality.LOW,
-        "number of SLOWLOG entries new since the last run", target_kind="redis",
+        "number of SLOWLOG entries new since the last run", target_kind="redis", subjects="redis",
     ),
     "redis.replication": ProbeSpec(
         NoParams, _simple(ReplicationProbe), Unit.SECONDS, Cardinality.LOW,
         "seconds the replica's master link has been down (0 when up or on a master)", target_kind="redis",
+        subjects="redis",
     ),
 }

@@ -148,10 +148,10 @@ PROBES: dict[str, ProbeSpec] = {
     "systemd.unit": ProbeSpec(
         UnitParams, _factory(UnitProbe), Unit.COUNT, Cardinality.LOW,
         "1 when a systemd unit is failed, not loaded or not active (per unit or glob), else 0",
-        availability=True,
+        availability=True, subjects="unit",
     ),
     "systemd.restarts": ProbeSpec(
         RestartsParams, _factory(RestartsProbe), Unit.COUNT, Cardinality.LOW,
-        "automatic restarts systemd made of a unit (NRestarts)",
+        "automatic restarts systemd made of a unit (NRestarts)", subjects="unit",
     ),
 }

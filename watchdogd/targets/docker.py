@@ -81,7 +81,7 @@ class TlsParams(Params):
 class DockerTargetParams(TargetParams):
     url: str = DEFAULT_URL
     tls: TlsParams | None = None
-    timeout: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0, le=86400.0)
 
     @field_validator("url")
     @classmethod

@@ -62,8 +62,8 @@ class PostgresParams(TargetParams):
     dsn: str | None = Field(default=None, repr=False)
     dsn_file: str | None = None
     dsn_env: str | None = None
-    connect_timeout: Duration = Field(default=5.0, ge=1.0)
-    statement_timeout: Duration = Field(default=5.0, gt=0.0)
+    connect_timeout: Duration = Field(default=5.0, ge=1.0, le=86400.0)
+    statement_timeout: Duration = Field(default=5.0, gt=0.0, le=86400.0)
     max_backoff: Duration = Field(default=60.0, ge=1.0)
 
     _conninfo: str = PrivateAttr(default="")

@@ -78,8 +78,8 @@ class RedisTargetParams(TargetParams):
     password: SecretStr | None = None
     password_file: str | None = None
     password_env: str | None = None
-    socket_timeout: Duration = 5.0
-    connect_timeout: Duration = 3.0
+    socket_timeout: Duration = Field(default=5.0, le=86400.0)
+    connect_timeout: Duration = Field(default=3.0, le=86400.0)
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

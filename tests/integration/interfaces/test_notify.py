@@ -129,6 +129,7 @@ def test_pings_stop_while_the_scheduler_is_not_progressing(
     daemon = start_daemon(f"""
         interval: 1s
         listen: 127.0.0.1:{port}
+        budget: {{actions: 1000, per: 1h}}
         rules:
           canary: {{probe: host.memory, above: 100}}{busy}
         """, env=env(notify, watchdog_usec=2_000_000))

@@ -243,10 +243,12 @@ def test_delete_keys_without_the_acl_permission_fails_clearly(
 
 
 def test_delete_keys_stops_at_its_timeout(target: RedisTarget, admin: redis.Redis, keys: dict[str, int]) -> None:
-    result = action("redis.delete_keys", target, match="search:*", timeout="0s").run([], dry_run=False)
+    # The smallest timeout config accepts (0 is refused): the deadline passes before, or right after, the
+    # first SCAN round trip, so most matching keys must remain.
+    result = action("redis.delete_keys", target, match="search:*", timeout="0.000001s").run([], dry_run=False)
     assert result.ok
     assert "stopped at the action's timeout" in result.detail
-    assert count(admin, "search:*") == 1501
+    assert count(admin, "search:*") > 1501 // 2
 
 
 def test_delete_keys_says_keys_remain_when_one_scan_reply_held_more_than_max_keys(
