@@ -2,11 +2,11 @@
 
 Long form of tests/integration/faults/test_hostile_clients.py. The attackers (a child process)
 come from 127.0.0.1 like the scraper, and reopen every connection the server drops. ``--old``
-also measures the code at git HEAD (read with ``git show`` into a temporary module; the working
+also measures the servers at a git revision (read with ``git show`` into a temporary module; the working
 tree is not touched). Starts its own servers on a free port and a temporary socket; touches
 nothing else.
 
-    python bench/bench_hostile_clients.py [--seconds 10] [--storms 64,200,500] [--idle 100] [--old]
+    python bench/bench_hostile_clients.py [--seconds 10] [--storms 64,200,500] [--idle 100] [--old REV]
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from watchdogd.exporter import Exposition, build_registry
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def old_module(name: str, workdir: Path) -> ModuleType:
-    """``watchdogd/<name>.py`` as committed at HEAD, imported under another name."""
-    source = subprocess.run(["git", "show", f"HEAD:watchdogd/{name}.py"], cwd=ROOT, capture_output=True,
+def old_module(name: str, workdir: Path, rev: str) -> ModuleType:
+    """``watchdogd/<name>.py`` as committed at ``rev``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{rev}:watchdogd/{name}.py"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout
     path = workdir / f"old_{name}.py"
     path.write_text(source)
@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each storm")
     parser.add_argument("--storms", default="64,200,500", help="slow-loris connection counts")
     parser.add_argument("--idle", default="17,100", help="idle control-socket client counts")
-    parser.add_argument("--old", action="store_true", help="also measure the code at git HEAD")
+    parser.add_argument("--old", metavar="REV", help="also measure the servers as committed at REV "
+                        "(0694ea4: before the issue-20 rewrite)")
     args = parser.parse_args()
     print(f"RLIMIT_NOFILE soft: {raise_nofile()}")
     rows: list[tuple[str, str, int, Tally]] = []
@@ -93,7 +94,8 @@ def main() -> None:
         workdir = Path(tmp)
         versions: list[tuple[str, Any, Any]] = [("new", httpserver, control)]
         if args.old:
-            versions.append(("HEAD", old_module("httpserver", workdir), old_module("control", workdir)))
+            versions.append((args.old, old_module("httpserver", workdir, args.old),
+                             old_module("control", workdir, args.old)))
         runs: list[tuple[str, str, int, Callable[[], Tally]]] = []
         for label, http_mod, control_mod in versions:
             for count in map(int, args.storms.split(",")):

@@ -2,7 +2,7 @@
 
 The same campaign as tests/integration/faults/test_kill9.py (50 kills in CI),
 at benchmark size, plus what the state identity file costs each audit write
-(the write+rename that lets a start notice a reset database).
+(the in-place record that lets a start notice a reset database).
 
     python bench/bench_kill9.py [--rounds 500] [--seed N] [--keep]
 

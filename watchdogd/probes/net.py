@@ -324,7 +324,7 @@ class HttpProbe:
         self._params = params
         self._clock = clock
         self._regex = re.compile(params.body_regex.encode()) if params.body_regex else None
-        self._context = _tls_context(params.verify_tls, params.ca_file)
+        self._context: ssl.SSLContext | None = None  # built on the first https request: ~0.8 MiB each
         self._headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close", **params.headers}
 
     def outage_subjects(self) -> list[str]:
@@ -402,6 +402,12 @@ class HttpProbe:
             return "a downgrade from https to http"
         return None
 
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS context, loaded once: a plain-http rule never pays for the CA store."""
+        if self._context is None:
+            self._context = _tls_context(self._params.verify_tls, self._params.ca_file)
+        return self._context
+
     def _open(self, parts: SplitResult, deadline: float) -> http.client.HTTPConnection:
         """A connection whose socket is already connected (and TLS set up) within the deadline.
 
@@ -411,16 +417,17 @@ class HttpProbe:
         host = parts.hostname or ""
         https = parts.scheme == "https"
         sock = connect(host, parts.port or (443 if https else 80), deadline)
+        context = self._tls() if https else None
         try:
-            if https:
+            if context is not None:
                 _settimeout(sock, deadline)
-                sock = self._context.wrap_socket(sock, server_hostname=host)
+                sock = context.wrap_socket(sock, server_hostname=host)
         except BaseException:
             sock.close()
             raise
         conn: http.client.HTTPConnection
         if https:  # HTTPSConnection only for its default port in the Host header: the socket is ready
-            conn = http.client.HTTPSConnection(host, parts.port, context=self._context)
+            conn = http.client.HTTPSConnection(host, parts.port, context=context)
         else:
             conn = http.client.HTTPConnection(host, parts.port)
         conn.sock = sock
