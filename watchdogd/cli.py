@@ -350,6 +350,9 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
     if daemon["last_reload_error"]:
         lines.append(paint(f"last reload FAILED, previous config still running: {daemon['last_reload_error']}",
                            "failed"))
+    if summary.get("stalled"):
+        lines.append(paint(f"{_stalled_text(summary['stalled'])} ({daemon.get('stuck_probe_threads', 0)} probe "
+                           "thread(s) stuck; see docs/faults.md)", "failed"))
     lines.append("")
     rows = [
         [
@@ -401,7 +404,9 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
         if severity.get(name) != "info"
     ]
     critical = bool(summary["firing_critical"] or summary["gave_up"])
-    code = 2 if critical else (1 if firing or summary["down"] or doc["daemon"]["last_reload_error"] else 0)
+    stalled = summary.get("stalled", [])  # absent from a daemon older than this watchdogctl
+    warning = firing or summary["down"] or stalled or doc["daemon"]["last_reload_error"]
+    code = 2 if critical else (1 if warning else 0)
     parts = []
     if firing:
         parts.append(f"{len(firing)} firing: {', '.join(firing)}")
@@ -409,6 +414,8 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
         parts.append(f"{len(summary['gave_up'])} gave up: {', '.join(summary['gave_up'])}")
     if summary["down"]:
         parts.append(f"{len(summary['down'])} down: {', '.join(summary['down'])}")
+    if stalled:
+        parts.append(_stalled_text(stalled))
     if doc["daemon"]["last_reload_error"]:
         parts.append("last reload failed")
     # The problems by name, then the same count as status, --once and /healthz (waiting and absent
@@ -422,6 +429,10 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
         f"budget_remaining={doc['budget']['remaining']}"
     )
     return code, f"WATCHDOGD {NAGIOS[code]} - {text} | {perf}"
+
+
+def _stalled_text(names: Sequence[str]) -> str:
+    return f"{len(names)} stalled (probe stuck past its interval): {', '.join(names)}"
 
 
 # --------------------------------------------------------------------------- history, run

@@ -159,6 +159,8 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             "config_loaded_at": snap.config_loaded_at,
             "last_reload_error": snap.last_reload_error,
             "dry_run": snap.dry_run,
+            "stuck_probe_threads": snap.stuck_probes,
+            "state_resets": snap.state_resets,
         },
         "budget": {
             "actions": snap.budget_actions,
@@ -184,6 +186,8 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             ],
             "waiting": [doc["name"] for doc in enabled if doc["state"] == "waiting"],
             "absent": [doc["name"] for doc in enabled if doc["state"] == "absent"],
+            # A probe still stuck a whole interval past its timeout: the rule cannot run (/healthz 503).
+            "stalled": sorted(snap.stalled_rules),
         },
         "rules": rules,
     }

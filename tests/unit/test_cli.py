@@ -78,6 +78,17 @@ def test_nagios_line(rules: list[Any], code: int, text: str) -> None:
     assert " | rules=" in line and "\n" not in line
 
 
+def test_a_stalled_rule_is_a_nagios_warning_and_a_status_line() -> None:
+    stalled = doc(rule(status=RuleStatus.DOWN, firing={}), stalled_rules=("nfs-logs",), stuck_probes=3)
+    code, line = cli.nagios(stalled)
+    assert code == 1 and "1 stalled (probe stuck past its interval): nfs-logs" in line, line
+    assert stalled["daemon"]["stuck_probe_threads"] == 3
+    text = cli.render_status(stalled, cli.Palette(False))
+    assert "1 stalled (probe stuck past its interval): nfs-logs (3 probe thread(s) stuck" in text
+    healthy = doc(rule(status=RuleStatus.OK, firing={}))
+    assert cli.nagios(healthy)[0] == 0 and "stalled" not in cli.render_status(healthy, cli.Palette(False))
+
+
 def test_failed_reload_is_a_nagios_warning() -> None:
     code, line = cli.nagios(doc(rule(status=RuleStatus.OK, firing={}), last_reload_error="1 problem(s): x"))
     assert code == 1 and "last reload failed" in line

@@ -25,6 +25,8 @@ from tests.helpers import WATCHDOGD, free_port, wait_until, write_config
 from tests.integration.faults.hung import BlackHole, canary_rules, hung_rules, observe, rules
 from tests.integration.interfaces.conftest import DaemonFactory
 from tests.integration.interfaces.support import NotifyReceiver
+from watchdogd.cli import call
+from watchdogd.cli import nagios as check_line
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +74,11 @@ def test_hung_probes_cost_only_their_own_rules(start_daemon: DaemonFactory, blac
 
     code, body = healthz(port)
     assert code == 503 and "stalled" in body, (code, body)
+    document = call(str(sock), "status")
+    assert set(document["summary"]["stalled"]) == {f"hung-{n}" for n in range(HUNG)}
+    assert document["daemon"]["stuck_probe_threads"] >= HUNG
+    nagios, line = check_line(document)
+    assert nagios == 1 and f"{HUNG} stalled" in line, line
     assert all(rules(sock)[f"hung-{n}"]["error"] for n in range(HUNG))
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     stuck = next(line for line in metrics.splitlines() if line.startswith("watchdogd_probe_threads_stuck "))
