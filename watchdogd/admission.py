@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -132,3 +132,11 @@ async def sweep_until(
             async with asyncio.timeout(period):
                 await stop.wait()
         admission.sweep(clock())
+
+
+def run_loop(loop: asyncio.AbstractEventLoop, main: Callable[[], Awaitable[None]]) -> None:
+    """A server thread's body: run ``main`` on its own loop, then close the loop whatever happened."""
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchdogd.admission import Admission, sweep_until
+from watchdogd.admission import Admission, run_loop, sweep_until
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
@@ -669,10 +669,7 @@ class ControlServer:
         self.group, self._gid = group, gid
 
     def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
+        run_loop(self._loop, self._main)
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()

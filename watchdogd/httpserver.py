@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import bcrypt
 import yaml
 
-from watchdogd.admission import Admission, sweep_until
+from watchdogd.admission import Admission, run_loop, sweep_until
 from watchdogd.exporter import Exposition
 from watchdogd.logs import event
 
@@ -534,10 +534,7 @@ class MetricsServer:
             self._stop.set()
 
     def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
+        run_loop(self._loop, self._main)
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()

@@ -53,10 +53,9 @@ def _number(raw: object) -> float | None:
         return None
     if isinstance(raw, int | float):
         try:
-            number = float(raw)
+            return _finite(float(raw))
         except OverflowError:
             return None
-        return number if math.isfinite(number) else None
     return None
 
 
