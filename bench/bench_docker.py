@@ -24,11 +24,11 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.dockerd import NETWORK_MODE, ensure_busybox_image, ensure_dockerd
+from watchdogd.families.docker.cgroup import CgroupFs
+from watchdogd.families.docker.probes import ContainersParams, ContainersProbe
+from watchdogd.families.docker.resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe, Sampler
+from watchdogd.families.docker.target import DockerEngine, DockerTargetParams
 from watchdogd.model import Reading
-from watchdogd.probes.docker import ContainersParams, ContainersProbe
-from watchdogd.probes.docker_cgroup import CgroupFs
-from watchdogd.probes.docker_resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe, Sampler
-from watchdogd.targets.docker import DockerEngine, DockerTargetParams
 
 BUDGET_MS = 300.0
 LABEL = "watchdogd-bench.run"

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from watchdogd.probes.host import PROBES
+from watchdogd.families.host.probes import PROBES
 
 CYCLES = 200
 WARMUP = 10

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integration.faults.clients_support import Tally, every, raise_nofile, scrape_once, storm, tally
 from tests.unit.test_control import FakeDaemon
 from tests.unit.test_exporter import rule, snapshot
-from watchdogd import control, httpserver
-from watchdogd.cli import call
-from watchdogd.exporter import Exposition, build_registry
+from watchdogd.faces import control, httpserver
+from watchdogd.faces.cli import call
+from watchdogd.faces.exporter import Exposition, build_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from watchdogd.probes.logs import PROBES
+from watchdogd.families.logs.probes import PROBES
 
 BUDGET_PERCENT = 10.0
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import time
 
-from watchdogd.guard import BudgetPolicy, GuardPolicy, HostGuard, RuleGuard, decide, observe, record_run
+from watchdogd.core.guard import BudgetPolicy, GuardPolicy, HostGuard, RuleGuard, decide, observe, record_run
+from watchdogd.core.policy import Thresholds, evaluate
 from watchdogd.model import Reading, SubjectState
-from watchdogd.policy import Thresholds, evaluate
 
 RULES = 100
 SUBJECTS = 100

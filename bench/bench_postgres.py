@@ -24,8 +24,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.integration.postgres.pgenv import Cluster
-from watchdogd.registry import ACTIONS, PROBES
-from watchdogd.targets.postgres import PostgresClient, PostgresParams
+from watchdogd.families.postgres.target import PostgresClient, PostgresParams
+from watchdogd.registry import DEFAULT
 
 PROBE_TARGET_MS = 50.0
 TERMINATE_TARGET_S = 2.0
@@ -55,7 +55,7 @@ def main() -> int:
         conns = open_backends(cluster.dsn("app"), count)
         print(f"opened {len(conns)} idle backends in {time.monotonic() - started:.1f}s")
         client = PostgresClient(PostgresParams(dsn=cluster.dsn("watchdogd")))
-        probe_spec = PROBES["postgres.idle"]
+        probe_spec = DEFAULT.probes["postgres.idle"]
         probe = probe_spec.factory(probe_spec.params(users=["app"]), client, time.time)
         probe.measure()  # connect outside the timing
         timings, readings = [], []
@@ -70,7 +70,7 @@ def main() -> int:
               f"({PROBE_RUNS} runs; target <= {PROBE_TARGET_MS:.0f} ms) "
               f"{'OK' if median <= PROBE_TARGET_MS else 'OVER'}")
 
-        action_spec = ACTIONS["postgres.terminate"]
+        action_spec = DEFAULT.actions["postgres.terminate"]
         action = action_spec.factory(action_spec.params(max_per_run=count), client, time.time)
         begun = time.perf_counter()
         dry = action.run(readings, dry_run=True)

@@ -22,9 +22,9 @@ import statistics
 import subprocess
 import time
 
-from watchdogd import procfs
-from watchdogd.probes.process import PROBES
-from watchdogd.procselect import SETTLE_SECONDS
+from watchdogd.families.process import procfs
+from watchdogd.families.process.probes import PROBES
+from watchdogd.families.process.select import SETTLE_SECONDS
 
 BUDGET_MS = 100.0
 

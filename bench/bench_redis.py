@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.redis.server import RedisServer
-from watchdogd.actions.redis import ACTIONS
-from watchdogd.probes.redis import PROBES
-from watchdogd.targets.redis import RedisTarget, RedisTargetParams
+from watchdogd.families.redis.actions import ACTIONS
+from watchdogd.families.redis.probes import PROBES
+from watchdogd.families.redis.target import RedisTarget, RedisTargetParams
 
 IDLE_BUDGET_MS = 30.0
 KEYS_PER_SECOND_FLOOR = 50_000

@@ -41,9 +41,9 @@ from pathlib import Path
 
 from watchdogd import __version__
 from watchdogd.config import load_config
-from watchdogd.engine import Engine
-from watchdogd.exporter import Exposition, build_registry
-from watchdogd.state import StateStore
+from watchdogd.engine.engine import Engine
+from watchdogd.engine.state import StateStore
+from watchdogd.faces.exporter import Exposition, build_registry
 
 RULES = 50
 ACCEPT = (

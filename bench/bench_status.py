@@ -2,7 +2,7 @@
 
 Measures the command operators and Nagios run: the installed ``watchdogctl``
 console script (what the package ships), and for comparison ``python -m
-watchdogd.cli``. Wall time includes interpreter start, imports, the socket
+watchdogd.faces.cli``. Wall time includes interpreter start, imports, the socket
 round trip, the daemon building the status document, and printing the table.
 Also printed: the CPU time (user + sys) of each command, which load on the
 machine does not inflate the way it does wall time; the bare interpreter
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from watchdogd.cli import call
+from watchdogd.faces.cli import call
 
 RULES = 50
 TARGET_MS = 150.0
@@ -90,7 +90,9 @@ def main() -> int:
         script = shutil.which("watchdogctl") or str(Path(sys.executable).parent / "watchdogctl")
         variants = {
             "watchdogctl (console script)": [script, "--config", str(config), "status"],
-            "python -m watchdogd.cli": [sys.executable, "-m", "watchdogd.cli", "--config", str(config), "status"],
+            "python -m watchdogd.faces.cli": [
+                sys.executable, "-m", "watchdogd.faces.cli", "--config", str(config), "status",
+            ],
             "python -c pass (floor)": [sys.executable, "-c", "pass"],
         }
         timed(variants, 3)  # warm the page cache

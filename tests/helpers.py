@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 WATCHDOGD = [sys.executable, "-m", "watchdogd.daemon"]
-WATCHDOGCTL = [sys.executable, "-m", "watchdogd.cli"]
+WATCHDOGCTL = [sys.executable, "-m", "watchdogd.faces.cli"]
 
 
 def write_config(directory: Path, body: str, *, name: str = "watchdogd.yaml", mode: int = 0o640) -> Path:

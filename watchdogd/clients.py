@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 from watchdogd.config import Config
-from watchdogd.engine import Clients
+from watchdogd.engine.engine import Clients
 from watchdogd.logs import event
-from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
+from watchdogd.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def open_clients(
         params = config.targets[kind][name]
         old = reuse.get((kind, name)) if reuse is not None else None
         unchanged = previous is not None and previous.targets.get(kind, {}).get(name) == params
-        spec = TARGET_KINDS[kind]
+        spec = config.registry.targets[kind]
         client = old if old is not None and unchanged else spec.connect(params)
         if spec.retry_within is not None:
             # Half the shortest interval: whatever the phase of the runs, the next run of every rule
@@ -52,21 +52,21 @@ def _shortest_intervals(config: Config) -> dict[TargetKey, float]:
     for rule in config.rules.values():
         if not rule.enabled:
             continue
-        keys = [(PROBES[rule.probe].target_kind, rule.target)]
-        keys += [(ACTIONS[action.kind].target_kind, action.target) for action in rule.actions]
+        keys = [(config.registry.probes[rule.probe].target_kind, rule.target)]
+        keys += [(config.registry.actions[action.kind].target_kind, action.target) for action in rule.actions]
         for kind, name in keys:
             if kind is not None and name is not None:
                 shortest[(kind, name)] = min(shortest.get((kind, name), rule.every), rule.every)
     return shortest
 
 
-def close_clients(clients: Clients, keep: Clients | None = None) -> None:
+def close_clients(clients: Clients, registry: Registry, keep: Clients | None = None) -> None:
     """Close every client not also in ``keep`` (by identity)."""
     kept = {id(client) for client in (keep or {}).values()}
     for (kind, name), client in clients.items():
         if id(client) in kept:
             continue
         try:
-            TARGET_KINDS[kind].close(client)
+            registry.targets[kind].close(client)
         except Exception as exc:  # closing a dead connection must not stop a reload or shutdown
             event(log, logging.WARNING, "closing target client failed", kind=kind, target=name, error=str(exc))

@@ -18,13 +18,11 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from watchdogd import hazards
-from watchdogd.actions.base import ActionParams
-from watchdogd.guard import BudgetPolicy, GuardPolicy
+from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
+from watchdogd.core.guard import BudgetPolicy, GuardPolicy
+from watchdogd.core.policy import Thresholds
 from watchdogd.model import Cardinality, Unit
-from watchdogd.policy import Thresholds
-from watchdogd.probes.base import Params
-from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
-from watchdogd.spec import ActionSpec, describe_kinds
+from watchdogd.registry import DEFAULT, Registry
 from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
@@ -173,6 +171,8 @@ class Config:
     pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    registry: Registry = field(default=DEFAULT, compare=False, repr=False)
+    """The kinds this config was checked against; the engine and the target clients build from the same."""
 
     def summary(self) -> str:
         enabled = sum(1 for rule in self.rules.values() if rule.enabled)
@@ -190,7 +190,9 @@ class Config:
 # Loading
 
 
-def load_config(path: Path, *, force_dry_run: bool = False, check_permissions: bool = True) -> Config:
+def load_config(
+    path: Path, *, force_dry_run: bool = False, check_permissions: bool = True, registry: Registry = DEFAULT
+) -> Config:
     """Read, check and resolve a config file; raise ConfigError listing every problem."""
     name = str(path)
     try:
@@ -217,13 +219,13 @@ def load_config(path: Path, *, force_dry_run: bool = False, check_permissions: b
                 f" run: chmod go-w {name}"
             ]
         )
-    return parse_config(text, path, force_dry_run=force_dry_run)
+    return parse_config(text, path, force_dry_run=force_dry_run, registry=registry)
 
 
-def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Config:
+def parse_config(text: str, path: Path, *, force_dry_run: bool = False, registry: Registry = DEFAULT) -> Config:
     """Raises ConfigError and nothing else, whatever ``text`` holds: a reload must never kill the daemon."""
     try:
-        return _parse(text, path, force_dry_run)
+        return _parse(text, path, force_dry_run, registry)
     except ConfigError as exc:
         raise ConfigError([_one_line(problem) for problem in exc.problems]) from exc
     except (RecursionError, MemoryError) as exc:
@@ -233,14 +235,14 @@ def parse_config(text: str, path: Path, *, force_dry_run: bool = False) -> Confi
         raise ConfigError([_one_line(f"{path}:1: cannot check this config ({type(exc).__name__}: {exc})")]) from exc
 
 
-def _parse(text: str, path: Path, force_dry_run: bool) -> Config:
+def _parse(text: str, path: Path, force_dry_run: bool, registry: Registry) -> Config:
     try:
         located = load_located(text)
     except YamlError as exc:
         raise ConfigError([f"{path}:{exc.line}: {exc.message}"]) from exc
     if not isinstance(located.data, dict):
         raise ConfigError([f"{path}:1: the config must be a mapping of keys (interval, rules, ...)"])
-    builder = _Builder(path, located)
+    builder = _Builder(path, located, registry)
     config = builder.build(force_dry_run)
     if builder.problems or config is None:
         raise ConfigError(sorted(builder.problems, key=_line_number))
@@ -257,8 +259,9 @@ def _one_line(problem: str) -> str:
 class _Builder:
     """Collects problems while resolving; ``build`` returns None when any was found."""
 
-    def __init__(self, path: Path, located: Located) -> None:
+    def __init__(self, path: Path, located: Located, registry: Registry) -> None:
         self.path = path
+        self.registry = registry
         self.located = located
         self.problems: list[str] = []
         self.broken_targets: set[tuple[str, str]] = set()  # already reported: rules naming them stay quiet
@@ -342,14 +345,15 @@ class _Builder:
             log_level=raw.log_level,
             targets=targets,
             rules=rules,
+            registry=self.registry,
         )
 
     def _targets(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Params]]:
         resolved: dict[str, dict[str, Params]] = {}
         for kind, named in raw.items():
-            spec = TARGET_KINDS.get(kind)
+            spec = self.registry.targets.get(kind)
             if spec is None:
-                self.problem(("targets", kind), f"unknown target kind{_did_you_mean(kind, TARGET_KINDS)}")
+                self.problem(("targets", kind), f"unknown target kind{_did_you_mean(kind, self.registry.targets)}")
                 continue
             for name, body in named.items():
                 params = self.validate(spec.params, body, ("targets", kind, name))
@@ -374,9 +378,10 @@ class _Builder:
         rule, rule_ok = self.validate_partial(_RawRule, body, at)
         if rule is None:
             return None
-        spec = PROBES.get(rule.probe)
+        spec = self.registry.probes.get(rule.probe)
         if spec is None:
-            self.problem((*at, "probe"), f"unknown probe {rule.probe!r}{_did_you_mean(rule.probe, PROBES)}")
+            hint = _did_you_mean(rule.probe, self.registry.probes)
+            self.problem((*at, "probe"), f"unknown probe {rule.probe!r}{hint}")
             return None
         params = self.validate(spec.params, rule.params, (*at, "params"))
         target = self._target_ref(rule.target, spec.target_kind, targets, (*at, "target"))
@@ -511,9 +516,9 @@ class _Builder:
             self.problem(at, "each action is a mapping with exactly one key, the action kind")
             return None
         kind, body = next(iter(item.items()))
-        spec = ACTIONS.get(kind)
+        spec = self.registry.actions.get(kind)
         if spec is None:
-            self.problem((*at, kind), f"unknown action{_did_you_mean(kind, ACTIONS)}")
+            self.problem((*at, kind), f"unknown action{_did_you_mean(kind, self.registry.actions)}")
             return None
         body = dict(body or {})
         target_ref = body.pop("target", None)
@@ -554,10 +559,10 @@ class _Builder:
 
     def _fits(self, kind: str, spec: ActionSpec, params: ActionParams, probe: str, at: KeyPath) -> bool:
         """The action can act on what the rule's probe reports (no postgres.terminate of ``cpu``)."""
-        if spec.accepts_kind(PROBES[probe].subjects, params):
+        if spec.accepts_kind(self.registry.probes[probe].subjects, params):
             return True
-        measured = PROBES[probe].subjects
-        fitting = sorted(name for name, p in PROBES.items() if p.subjects in spec.accepts)
+        measured = self.registry.probes[probe].subjects
+        fitting = sorted(name for name, p in self.registry.probes.items() if p.subjects in spec.accepts)
         hint = f"; probes it fits: {', '.join(fitting[:6])}{', ...' * (len(fitting) > 6)}"
         if spec.accepts_any_with is not None:
             hint += f"; or set {spec.accepts_any_with}: to name what it acts on"

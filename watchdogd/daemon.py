@@ -20,20 +20,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from watchdogd import __version__, notify
+from watchdogd import __version__
 from watchdogd.clients import close_clients, open_clients
 from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path, load_config
-from watchdogd.control import ControlError, ControlServer, Handlers, resolve_group
 from watchdogd.counting import count_line, tally
-from watchdogd.engine import Engine, RunReport
-from watchdogd.exporter import Exposition, build_registry, render_text
-from watchdogd.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
+from watchdogd.engine.engine import Engine, RunReport
+from watchdogd.engine.scheduler import JobSpec, Scheduler
+from watchdogd.engine.state import DB_NAME, StateError, StateLock, StateStore
+from watchdogd.faces import notify
+from watchdogd.faces.control import ControlError, ControlServer, Handlers, resolve_group
+from watchdogd.faces.exporter import Exposition, build_registry, render_text
+from watchdogd.faces.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
+from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.logs import event, setup_logging
 from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
-from watchdogd.scheduler import JobSpec, Scheduler
-from watchdogd.state import DB_NAME, StateError, StateLock, StateStore
-from watchdogd.textfile import TextfileError, TextfileWriter, check_directory
 
 log = logging.getLogger("watchdogd")
 
@@ -108,7 +109,7 @@ class Daemon:
             event(log, logging.ERROR, "cannot start", error=str(exc))
             self._close_interfaces()
             self.engine.close()
-            close_clients(self.clients)
+            close_clients(self.clients, self.config.registry)
             self.store.close()
             return EXIT_CONFIG
         self.scheduler.start(jobs_for(self.config))
@@ -185,7 +186,7 @@ class Daemon:
         self.scheduler.replace(jobs_for(config))
         self._commit_interfaces(config, swap)
         self._changed()
-        close_clients(old_clients, keep=self.clients)
+        close_clients(old_clients, config.registry, keep=self.clients)
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
         return True, config.summary()
@@ -233,7 +234,7 @@ class Daemon:
         self.scheduler.shutdown(wait=True)
         self._close_interfaces()  # after the last cycle, so the textfile holds the final state
         self.engine.close()
-        close_clients(self.clients)
+        close_clients(self.clients, self.config.registry)
         self.store.close()
         event(log, logging.INFO, "stopped")
         return EXIT_OK
@@ -468,7 +469,7 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
         reports = [engine.run_rule(name) for name in dependency_order(config)]
     finally:
         engine.close()
-        close_clients(clients)
+        close_clients(clients, config.registry)
         store.close()
     for report in reports:
         print(format_report(report))

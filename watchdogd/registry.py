@@ -1,66 +1,59 @@
-"""Explicit tables from kind-name to implementation.
+"""The one table of families: what kinds of probe, action and target exist.
 
-Adding a family: write its module with ``PROBES``/``ACTIONS``/``TARGET`` and
-add its lines below. Family modules must not import their client library at
-module level (see ``spec.TargetSpec``): the host-only daemon must stay small.
+Adding a family: write its package under ``watchdogd/families/`` exporting
+``FAMILY`` and add one line to ``FAMILIES``. Nothing is discovered by
+scanning directories, so what exists is greppable. Family modules must not
+import their client library at module level (see ``contracts.TargetSpec``):
+the host-only daemon must stay small.
+
+A ``Registry`` is a value: the config is validated against one and carries
+it (``Config.registry``), and the engine and the target clients build from
+that same one. Tests build small registries of their own families.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
-from watchdogd.actions import docker as docker_actions
-from watchdogd.actions import exec as exec_actions
-from watchdogd.actions import files as files_actions
-from watchdogd.actions import journal as journal_actions
-from watchdogd.actions import postgres as postgres_actions
-from watchdogd.actions import process as process_actions
-from watchdogd.actions import redis as redis_actions
-from watchdogd.actions import systemd as systemd_actions
-from watchdogd.probes import docker as docker_probes
-from watchdogd.probes import host as host_probes
-from watchdogd.probes import logs as log_probes
-from watchdogd.probes import net as net_probes
-from watchdogd.probes import postgres as postgres_probes
-from watchdogd.probes import process as process_probes
-from watchdogd.probes import redis as redis_probes
-from watchdogd.probes import systemd as systemd_probes
-from watchdogd.spec import ActionSpec, ProbeSpec, TargetSpec
-from watchdogd.targets import docker as docker_target
-from watchdogd.targets import postgres as postgres_target
-from watchdogd.targets import redis as redis_target
+from watchdogd.contracts import ActionSpec, Family, ProbeSpec, TargetSpec
+from watchdogd.families import docker, exec, files, host, logs, net, postgres, process, redis, systemd
 
-PROBE_FAMILIES: tuple[Mapping[str, ProbeSpec], ...] = (
-    host_probes.PROBES,
-    postgres_probes.PROBES,
-    redis_probes.PROBES,
-    docker_probes.PROBES,
-    log_probes.PROBES,
-    net_probes.PROBES,
-    process_probes.PROBES,
-    systemd_probes.PROBES,
+FAMILIES: tuple[Family, ...] = (
+    host.FAMILY,
+    process.FAMILY,
+    files.FAMILY,
+    exec.FAMILY,
+    net.FAMILY,
+    logs.FAMILY,
+    systemd.FAMILY,
+    postgres.FAMILY,
+    redis.FAMILY,
+    docker.FAMILY,
 )
-ACTION_FAMILIES: tuple[Mapping[str, ActionSpec], ...] = (
-    exec_actions.ACTIONS,
-    files_actions.ACTIONS,
-    postgres_actions.ACTIONS,
-    redis_actions.ACTIONS,
-    docker_actions.ACTIONS,
-    journal_actions.ACTIONS,
-    process_actions.ACTIONS,
-    systemd_actions.ACTIONS,
-)
-TARGET_KINDS: Mapping[str, TargetSpec] = {
-    "postgres": postgres_target.TARGET,
-    "redis": redis_target.TARGET,
-    "docker": docker_target.TARGET,
-}
 
 T = TypeVar("T")
 
 
-def _merge(tables: tuple[Mapping[str, T], ...]) -> dict[str, T]:
+@dataclass(frozen=True)
+class Registry:
+    probes: Mapping[str, ProbeSpec]
+    actions: Mapping[str, ActionSpec]
+    targets: Mapping[str, TargetSpec]
+
+    @classmethod
+    def of(cls, families: Iterable[Family]) -> Registry:
+        """Merge families; a kind declared twice is a programming error, caught at import."""
+        chosen = tuple(families)
+        return cls(
+            probes=_merge(family.probes for family in chosen),
+            actions=_merge(family.actions for family in chosen),
+            targets=_merge(family.targets for family in chosen),
+        )
+
+
+def _merge(tables: Iterable[Mapping[str, T]]) -> dict[str, T]:
     merged: dict[str, T] = {}
     for table in tables:
         for name, spec in table.items():
@@ -70,5 +63,5 @@ def _merge(tables: tuple[Mapping[str, T], ...]) -> dict[str, T]:
     return merged
 
 
-PROBES: Mapping[str, ProbeSpec] = _merge(PROBE_FAMILIES)
-ACTIONS: Mapping[str, ActionSpec] = _merge(ACTION_FAMILIES)
+DEFAULT = Registry.of(FAMILIES)
+"""Every family this build ships; what the daemon and watchdogctl validate configs against."""

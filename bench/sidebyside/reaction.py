@@ -271,7 +271,7 @@ def scenarios(repo: Path) -> list[Scenario]:
 
 def check_config(python: Path, path: Path) -> str | None:
     """None if ``watchdogctl check-config`` accepts the file, else its first complaint."""
-    proc = subprocess.run([str(python), "-m", "watchdogd.cli", "check-config", str(path)], capture_output=True,
+    proc = subprocess.run([str(python), "-m", "watchdogd.faces.cli", "check-config", str(path)], capture_output=True,
                           text=True, check=False, timeout=60, env=daemon_env())
     if proc.returncode == 0:
         return None

@@ -31,7 +31,7 @@ import yaml
 
 from sidebyside.monitrc import FILESYSTEM_TESTS, Check, unsupported
 from watchdogd.config import load_config
-from watchdogd.registry import PROBES
+from watchdogd.registry import DEFAULT
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def read(shipped: Path, workdir: Path) -> Shipped:
             continue
         mounts: tuple[str, ...] = ()
         if rule.probe in FILESYSTEM_TESTS:
-            probe = PROBES[rule.probe].factory(rule.params, None, time.time)
+            probe = DEFAULT.probes[rule.probe].factory(rule.params, None, time.time)
             mounts = tuple(reading.subject for reading in probe.measure())
         checks.append(Check(rule.name, rule.probe, above, rule.thresholds.for_,
                             int(getattr(rule.params, "period", 5)), mounts))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import DaemonProcess, run_once, write_config
+from watchdogd.engine.state import StateStore
 from watchdogd.model import Decision
-from watchdogd.state import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -64,7 +64,7 @@ def test_check_config_refuses_with_one_line(tmp_path: Path, name: str, body: str
     body = body.replace("{state}", str(state)).replace("{root}", str(tmp_path))
     config = write_config(tmp_path, body)
     result = subprocess.run(
-        [sys.executable, "-m", "watchdogd.cli", "check-config", str(config)],
+        [sys.executable, "-m", "watchdogd.faces.cli", "check-config", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode != 0, result

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from watchdogd.engine.state import StateLock, StateStore
 from watchdogd.model import Decision
-from watchdogd.state import StateLock, StateStore
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ WRITE_AHEAD_CHILD = """
 import sys, time
 from pathlib import Path
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.state import StateStore
+from watchdogd.engine.state import StateStore
 
 store = StateStore(Path(sys.argv[1]), time.time)
 entry = AuditEntry(
@@ -49,7 +49,7 @@ LOCKED_CHILD = """
 import sys, time
 from pathlib import Path
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.state import StateLock, StateStore
+from watchdogd.engine.state import StateLock, StateStore
 
 path = Path(sys.argv[1])
 lock = StateLock(path.parent)  # as the daemon: the lock first, then the store
@@ -68,7 +68,7 @@ LOOP_CHILD = """
 import sys, threading, time
 from pathlib import Path
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.state import StateStore
+from watchdogd.engine.state import StateStore
 
 store = StateStore(Path(sys.argv[1]), time.time)
 out = threading.Lock()

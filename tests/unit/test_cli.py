@@ -19,8 +19,8 @@ import pytest
 
 from tests.helpers import WATCHDOGCTL, write_config
 from tests.unit.test_exporter import NOW, rule, snapshot
-from watchdogd import cli, control
-from watchdogd.control import status_document
+from watchdogd.faces import cli, control
+from watchdogd.faces.control import status_document
 from watchdogd.model import Cardinality, RuleStatus, Unit
 
 
@@ -179,10 +179,10 @@ def test_socket_from_unreadable_config_falls_back(tmp_path: Path) -> None:
 def test_status_path_does_not_import_heavy_modules() -> None:
     code = (
         "import sys\n"
-        "from watchdogd import cli\n"
+        "from watchdogd.faces import cli\n"
         "try:\n    cli.main(['--socket', '/nonexistent.sock', 'status'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('pydantic', 'apscheduler', 'psutil', 'yaml', 'prometheus_client', "
-        "'watchdogd.control', 'logging') "
+        "'watchdogd.faces.control', 'logging') "
         "if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from watchdogd.clients import close_clients, open_clients, used_targets
 from watchdogd.config import parse_config
+from watchdogd.registry import DEFAULT
 
 BASE = """\
 targets:
@@ -27,7 +28,7 @@ def test_only_targets_of_enabled_rules_are_opened(tmp_path: Path) -> None:
     try:
         assert list(clients) == [("postgres", "main")]
     finally:
-        close_clients(clients)
+        close_clients(clients, DEFAULT)
 
 
 def test_reload_keeps_unchanged_clients_and_replaces_changed_ones(tmp_path: Path) -> None:
@@ -39,5 +40,5 @@ def test_reload_keeps_unchanged_clients_and_replaces_changed_ones(tmp_path: Path
     changed = parse_config(BASE.replace("5432", "6543"), tmp_path / "w.yaml")
     fresh = open_clients(changed, reuse=kept, previous=same)
     assert fresh[("postgres", "main")] is not kept[("postgres", "main")]
-    close_clients(kept, keep=fresh)
-    close_clients(fresh)
+    close_clients(kept, DEFAULT, keep=fresh)
+    close_clients(fresh, DEFAULT)

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from watchdogd.config import Config, ConfigError, parse_config
 from watchdogd.daemon import jobs_for
 from watchdogd.model import Unit
-from watchdogd.registry import ACTIONS, PROBES, TARGET_KINDS
+from watchdogd.registry import DEFAULT
 
 PATH = Path("/etc/watchdogd/fuzz.yaml")
 EXAMPLES = int(os.environ.get("WATCHDOGD_FUZZ_EXAMPLES", "150"))
@@ -182,7 +182,7 @@ KEYS = [
     "rules", "targets", "probe", "params", "above", "below", "clear_above", "clear_below", "for", "every",
     "timeout", "cooldown", "max_cooldown", "stable_for", "max_actions", "verify_after", "depends_on", "on_down",
     "severity", "listen", "state_dir", "dry_run", "<<", "? complex", "r", "postgres", "redis", "exec", "argv",
-    *list(PROBES)[:6],
+    *list(DEFAULT.probes)[:6],
 ]
 
 
@@ -337,14 +337,14 @@ SANE_TARGETS = {"postgres": {"dsn": "host=127.0.0.1 user=x"}, "redis": {"url": "
 
 @st.composite
 def target_params(draw: st.DrawFn, kind: str) -> dict[str, Any]:
-    extra = draw(params_for(TARGET_KINDS[kind].params)) if draw(st.integers(0, 2)) == 0 else {}
+    extra = draw(params_for(DEFAULT.targets[kind].params)) if draw(st.integers(0, 2)) == 0 else {}
     return {**SANE_TARGETS.get(kind, {}), **extra}
 
 
 @st.composite
 def action_item(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(sorted(ACTIONS)))
-    return {kind: draw(params_for(ACTIONS[kind].params))}
+    kind = draw(st.sampled_from(sorted(DEFAULT.actions)))
+    return {kind: draw(params_for(DEFAULT.actions[kind].params))}
 
 
 RULE_NUMBERS = ("for", "every", "timeout", "cooldown", "max_cooldown", "stable_for", "verify_after")
@@ -352,8 +352,8 @@ RULE_NUMBERS = ("for", "every", "timeout", "cooldown", "max_cooldown", "stable_f
 
 @st.composite
 def rule_body(draw: st.DrawFn) -> dict[str, Any]:
-    probe = draw(st.sampled_from(sorted(PROBES)))
-    spec = PROBES[probe]
+    probe = draw(st.sampled_from(sorted(DEFAULT.probes)))
+    spec = DEFAULT.probes[probe]
     body: dict[str, Any] = {"probe": probe}
     if draw(st.booleans()):
         body["params"] = draw(params_for(spec.params))
@@ -380,7 +380,7 @@ def config_document(draw: st.DrawFn) -> str:
         document[key] = draw(duration_value())
     if draw(st.integers(0, 3)) == 0:
         document["budget"] = {"actions": draw(count_value()), "per": draw(duration_value())}
-    document["targets"] = {kind: {"main": draw(target_params(kind))} for kind in sorted(TARGET_KINDS)}
+    document["targets"] = {kind: {"main": draw(target_params(kind))} for kind in sorted(DEFAULT.targets)}
     document["rules"] = {f"r{index}": draw(rule_body()) for index in range(draw(st.integers(0, 3)))}
     return yaml.safe_dump(document, sort_keys=False)
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.unit.test_exporter import NOW, rule, snapshot
-from watchdogd.control import (
+from watchdogd.engine.engine import RunReport
+from watchdogd.faces.control import (
     MAX_LISTED,
     Dispatcher,
     Handlers,
@@ -23,7 +24,6 @@ from watchdogd.control import (
     parse_request,
     status_document,
 )
-from watchdogd.engine import RunReport
 from watchdogd.model import AuditEntry, Cardinality, Decision, RuleStatus, Unit
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_exporter import rule, snapshot
-from watchdogd import notify
 from watchdogd.config import parse_config
+from watchdogd.engine.scheduler import Progress
+from watchdogd.faces import notify
 from watchdogd.model import RuleStatus
-from watchdogd.scheduler import Progress
 
 CONFIG = textwrap.dedent("""
     interval: 10s

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from tests.unit.test_control import FakeDaemon
-from watchdogd.admission import Admission
-from watchdogd.cli import Unreachable, call
-from watchdogd.control import MAX_CONNECTIONS, MAX_REQUEST, ControlError, ControlServer, _Turns
+from watchdogd.faces.admission import Admission
+from watchdogd.faces.cli import Unreachable, call
+from watchdogd.faces.control import MAX_CONNECTIONS, MAX_REQUEST, ControlError, ControlServer, _Turns
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdogd.probes.docker_cgroup import CgroupFs, parse_cpuset
+from watchdogd.families.docker.cgroup import CgroupFs, parse_cpuset
 
 CID = "ab" * 32
 V1_MOUNTINFO = """\

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from watchdogd.targets.docker_events import (
+from watchdogd.families.docker.events import (
     CAUSE_EXIT,
     CAUSE_OPERATOR,
     CAUSE_WATCHDOGD,

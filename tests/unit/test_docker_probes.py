@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.probes.docker import (
+from watchdogd.families.docker.common import COMPOSE_PROJECT, COMPOSE_SERVICE, Selection, container_name, parse_time
+from watchdogd.families.docker.events import EventHistory
+from watchdogd.families.docker.probes import (
     ContainersParams,
     assumed_operator_stop,
     classify,
@@ -16,9 +18,7 @@ from watchdogd.probes.docker import (
     reclaimable,
     suspect,
 )
-from watchdogd.probes.docker_common import COMPOSE_PROJECT, COMPOSE_SERVICE, Selection, container_name, parse_time
-from watchdogd.probes.docker_resources import Sample, api_sample, cores_used, cpu_allowance, memory_used
-from watchdogd.targets.docker_events import EventHistory
+from watchdogd.families.docker.resources import Sample, api_sample, cores_used, cpu_allowance, memory_used
 
 ALL = frozenset({"exited", "oom_killed", "dead", "restarting", "unhealthy"})
 OK0 = frozenset({0})

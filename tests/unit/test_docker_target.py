@@ -13,9 +13,9 @@ import requests
 import urllib3
 from pydantic import ValidationError
 
-from watchdogd.actions.docker import PruneParams, RestartParams
 from watchdogd.config import ConfigError, parse_config
-from watchdogd.targets.docker import DockerTargetParams, TlsParams, _transport_reason, connect
+from watchdogd.families.docker.actions import PruneParams, RestartParams
+from watchdogd.families.docker.target import DockerTargetParams, TlsParams, _transport_reason, connect
 
 
 def test_defaults() -> None:

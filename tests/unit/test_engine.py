@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from watchdogd.config import Config, parse_config
-from watchdogd.engine import Engine, RuleRuntime
+from watchdogd.engine.engine import Engine, RuleRuntime
+from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus
-from watchdogd.state import StateStore
 
 
 class Clock:

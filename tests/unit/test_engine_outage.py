@@ -16,11 +16,11 @@ import pytest
 from tests.unit.test_engine import Clock, FakeProbe
 from watchdogd.clients import open_clients
 from watchdogd.config import ConfigError, parse_config
+from watchdogd.contracts import ProbeError
 from watchdogd.daemon import dependency_order, run_once
-from watchdogd.engine import Engine, RuleRuntime
+from watchdogd.engine.engine import Engine, RuleRuntime
+from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus, Unit
-from watchdogd.probes.base import ProbeError
-from watchdogd.state import StateStore
 from watchdogd.units import format_value
 
 

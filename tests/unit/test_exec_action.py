@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.exec import ACTIONS, ExecAction, ExecParams, substitute
+from watchdogd.families.exec.actions import ACTIONS, ExecAction, ExecParams, substitute
 from watchdogd.model import Reading
 
 PY = sys.executable

@@ -12,9 +12,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchdogd.exporter import Exposition, build_registry, render_text
+from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
+from watchdogd.faces.exporter import Exposition, build_registry, render_text
 from watchdogd.model import Cardinality, RuleStatus, Unit
-from watchdogd.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
 
 NOW = 1_700_000_000.0
 

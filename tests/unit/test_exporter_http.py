@@ -15,8 +15,8 @@ import pytest
 
 from tests.integration.interfaces.support import self_signed
 from tests.unit.test_exporter import rule, snapshot
-from watchdogd.exporter import Exposition, build_registry
-from watchdogd.httpserver import (
+from watchdogd.faces.exporter import Exposition, build_registry
+from watchdogd.faces.httpserver import (
     BasicAuth,
     HttpLimits,
     ListenError,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.files import ACTIONS, CleanAction
+from watchdogd.families.files.actions import ACTIONS, CleanAction
 from watchdogd.model import Reading
 
 SPEC = ACTIONS["files.clean"]

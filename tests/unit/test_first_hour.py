@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from tests.unit.test_engine import BASE, Clock, make_engine
-from watchdogd import cli
 from watchdogd.config import _RawConfig, _RawRule, _Sections
 from watchdogd.daemon import parse_args
+from watchdogd.engine.state import LOCK_NAME, StateError, StateLock
+from watchdogd.faces import cli
 from watchdogd.model import Decision, RuleStatus
-from watchdogd.registry import ACTIONS, PROBES
-from watchdogd.state import LOCK_NAME, StateError, StateLock
+from watchdogd.registry import DEFAULT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -226,7 +226,7 @@ NOT_PROBES = frozenset({
 })
 """Dotted names in the docs that look like ``family.name`` but are not probes or actions."""
 
-FAMILIES = sorted({name.split(".")[0] for name in (*PROBES, *ACTIONS) if "." in name})
+FAMILIES = sorted({name.split(".")[0] for name in (*DEFAULT.probes, *DEFAULT.actions) if "." in name})
 _FAMILY = "|".join(FAMILIES)
 _NAME = rf"(?<![\w./-])((?:{_FAMILY})\.[a-z_][a-z0-9_]*)(?![\w-])"
 
@@ -251,7 +251,7 @@ def named_kinds(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", [*DOCS, *MANS], ids=lambda p: str(p.relative_to(REPO)))
 def test_every_probe_and_action_named_in_the_docs_exists(path: Path) -> None:
-    unknown = sorted(named_kinds(path) - set(PROBES) - set(ACTIONS) - NOT_PROBES)
+    unknown = sorted(named_kinds(path) - set(DEFAULT.probes) - set(DEFAULT.actions) - NOT_PROBES)
     assert unknown == [], f"{path.relative_to(REPO)} names probes/actions watchdogd does not have: {unknown}"
 
 
@@ -322,9 +322,9 @@ def test_every_key_probe_and_action_in_the_doc_examples_exists() -> None:
                 continue
             checked += 1
             assert set(rule) - RULE_KEYS == set(), f"{where}: rule {name}: unknown keys"
-            assert rule.get("probe") in PROBES, f"{where}: rule {name}: unknown probe {rule.get('probe')!r}"
+            assert rule.get("probe") in DEFAULT.probes, f"{where}: rule {name}: unknown probe {rule.get('probe')!r}"
             for action in rule.get("actions") or ():
-                assert set(action) <= set(ACTIONS), f"{where}: rule {name}: unknown action {action}"
+                assert set(action) <= set(DEFAULT.actions), f"{where}: rule {name}: unknown action {action}"
     assert checked >= 10
 
 

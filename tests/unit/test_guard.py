@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from watchdogd.guard import (
+from watchdogd.core.guard import (
     BudgetPolicy,
     GuardPolicy,
     HostGuard,

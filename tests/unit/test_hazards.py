@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from watchdogd import hazards
-from watchdogd.actions.files import ACTIONS as FILE_ACTIONS
-from watchdogd.actions.files import CleanParams
 from watchdogd.config import ConfigError, parse_config
+from watchdogd.contracts import ANY_SUBJECT, SUBJECT_KINDS
+from watchdogd.families.files.actions import ACTIONS as FILE_ACTIONS
+from watchdogd.families.files.actions import CleanParams
 from watchdogd.model import Reading
-from watchdogd.registry import ACTIONS, PROBES
-from watchdogd.spec import ANY_SUBJECT, SUBJECT_KINDS
+from watchdogd.registry import DEFAULT
 
 ETC = Path("/etc/watchdogd/watchdogd.yaml")
 NOW = 1_700_000_000.0
@@ -122,8 +122,8 @@ def test_the_opt_in_accepts_it_and_warns_when_built_and_on_every_run(caplog: pyt
         textwrap.dedent(exec_rule('[/bin/sh, -c, "echo {subject}"]', ", unsafe_shell_with_subject: true")), ETC
     )
     [action] = config.rules["r"].actions
-    spec = ACTIONS["exec"]
-    with caplog.at_level(logging.WARNING, logger="watchdogd.actions.exec"):
+    spec = DEFAULT.actions["exec"]
+    with caplog.at_level(logging.WARNING, logger="watchdogd.families.exec.actions"):
         runner = spec.factory(action.params, None, lambda: NOW)
         built = len(caplog.records)
         result = runner.run([Reading("x", 1.0), Reading("y", 2.0)], dry_run=False)
@@ -353,11 +353,11 @@ def test_action_and_probe_pairs(probe: str, params: str, action: str, fits: bool
 
 
 def test_every_probe_and_action_declares_known_subject_kinds() -> None:
-    assert {spec.subjects for spec in PROBES.values()} <= set(SUBJECT_KINDS)
-    narrow = {name: spec.accepts for name, spec in ACTIONS.items() if spec.accepts != ANY_SUBJECT}
+    assert {spec.subjects for spec in DEFAULT.probes.values()} <= set(SUBJECT_KINDS)
+    narrow = {name: spec.accepts for name, spec in DEFAULT.actions.items() if spec.accepts != ANY_SUBJECT}
     # Every action that needs particular subjects has at least one probe that produces them.
     for name, kinds in narrow.items():
-        assert any(spec.subjects in kinds for spec in PROBES.values()), name
+        assert any(spec.subjects in kinds for spec in DEFAULT.probes.values()), name
 
 
 def test_the_shipped_policy_still_loads() -> None:

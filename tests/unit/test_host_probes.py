@@ -12,10 +12,10 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
+from watchdogd.contracts import ProbeError
+from watchdogd.families.host import probes as host
+from watchdogd.families.host.probes import PROBES, parse_mountinfo
 from watchdogd.model import Cardinality, Reading, Unit
-from watchdogd.probes import host
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.host import PROBES, parse_mountinfo
 
 
 def make(kind: str, clock: Any = time.time, **params: Any) -> Any:

@@ -27,33 +27,32 @@ import pytest
 
 from tests.unit.test_svc_systemd import FakeSystemctl
 from watchdogd import registry
-from watchdogd.actions.base import NamesThing
-from watchdogd.actions.docker import _RESTART as DOCKER_RESTART
-from watchdogd.actions.docker import ContainerAction, PruneAction, PruneParams
-from watchdogd.actions.docker import RestartParams as DockerRestartParams
-from watchdogd.actions.exec import ExecAction, ExecParams
-from watchdogd.actions.files import CleanAction, CleanParams
-from watchdogd.actions.journal import VacuumAction as JournalVacuum
-from watchdogd.actions.journal import VacuumParams as JournalParams
-from watchdogd.actions.postgres import CancelAction, CancelParams, SignalParams, TerminateAction
-from watchdogd.actions.process import SignalAction
-from watchdogd.actions.process import SignalParams as ProcessSignalParams
-from watchdogd.actions.redis import ClientKillAction, ClientKillParams, DeleteKeysAction, DeleteKeysParams
-from watchdogd.actions.systemd import RestartParams, UnitAction
+from watchdogd.contracts import NamesThing, NoParams, ProbeError, ReportsOutage
+from watchdogd.families.docker import target as docker_target
+from watchdogd.families.docker.actions import _RESTART as DOCKER_RESTART
+from watchdogd.families.docker.actions import ContainerAction, PruneAction, PruneParams
+from watchdogd.families.docker.actions import RestartParams as DockerRestartParams
+from watchdogd.families.docker.probes import EngineParams, EngineProbe
+from watchdogd.families.docker.target import DockerEngine, DockerTargetParams, EngineUnreachable
+from watchdogd.families.exec.actions import ExecAction, ExecParams
+from watchdogd.families.files.actions import CleanAction, CleanParams
+from watchdogd.families.net.probes import PROBES as NET_PROBES
+from watchdogd.families.postgres import target as postgres_target
+from watchdogd.families.postgres.actions import CancelAction, CancelParams, SignalParams, TerminateAction
+from watchdogd.families.postgres.probes import UpParams, UpProbe
+from watchdogd.families.postgres.target import PostgresClient, PostgresParams, PostgresUnavailable
+from watchdogd.families.process.actions import SignalAction
+from watchdogd.families.process.actions import SignalParams as ProcessSignalParams
+from watchdogd.families.redis import target as redis_target
+from watchdogd.families.redis.actions import ClientKillAction, ClientKillParams, DeleteKeysAction, DeleteKeysParams
+from watchdogd.families.redis.probes import PingProbe
+from watchdogd.families.redis.target import Backoff, RedisTarget, RedisTargetParams, RedisUnavailable
+from watchdogd.families.systemd.actions import RestartParams, UnitAction
+from watchdogd.families.systemd.journal import VacuumAction as JournalVacuum
+from watchdogd.families.systemd.journal import VacuumParams as JournalParams
+from watchdogd.families.systemd.probes import UnitParams, UnitProbe
+from watchdogd.families.systemd.systemctl import Systemctl
 from watchdogd.model import Reading
-from watchdogd.probes.base import NoParams, ProbeError, ReportsOutage
-from watchdogd.probes.docker import EngineParams, EngineProbe
-from watchdogd.probes.net import PROBES as NET_PROBES
-from watchdogd.probes.postgres import UpParams, UpProbe
-from watchdogd.probes.redis import PingProbe
-from watchdogd.probes.systemd import UnitParams, UnitProbe
-from watchdogd.systemctl import Systemctl
-from watchdogd.targets import docker as docker_target
-from watchdogd.targets import postgres as postgres_target
-from watchdogd.targets import redis as redis_target
-from watchdogd.targets.docker import DockerEngine, DockerTargetParams, EngineUnreachable
-from watchdogd.targets.postgres import PostgresClient, PostgresParams, PostgresUnavailable
-from watchdogd.targets.redis import Backoff, RedisTarget, RedisTargetParams, RedisUnavailable
 
 SLACK = 0.75
 """Seconds a check may overrun its own timeout here (thread start, a loaded CI machine)."""
@@ -195,13 +194,13 @@ class Clock:
 
 
 def test_the_availability_probes_are_exactly_these() -> None:
-    assert {name for name, spec in registry.PROBES.items() if spec.availability} == {
+    assert {name for name, spec in registry.DEFAULT.probes.items() if spec.availability} == {
         "postgres.up", "redis.up", "net.tcp", "net.http", "systemd.unit", "docker.engine",
     }
 
 
 def test_docker_engine_is_registered_like_the_other_docker_probes() -> None:
-    spec = registry.PROBES["docker.engine"]
+    spec = registry.DEFAULT.probes["docker.engine"]
     assert (spec.target_kind, spec.unit.value, spec.cardinality.value) == ("docker", "seconds", "low")
     assert spec.params.model_validate({}).timeout == 5.0
 
@@ -589,4 +588,4 @@ def test_settle_defaults_per_action_kind() -> None:
         "redis.client_kill": 5.0, "redis.delete_keys": 5.0,
         "files.clean": 5.0, "journal.vacuum": 5.0,
     }
-    assert {kind: spec.settle for kind, spec in registry.ACTIONS.items() if kind in expected} == expected
+    assert {kind: spec.settle for kind, spec in registry.DEFAULT.actions.items() if kind in expected} == expected

@@ -10,8 +10,8 @@ import random
 
 import pytest
 
+from watchdogd.core.policy import Evaluation, Thresholds, breaches, evaluate, rule_status
 from watchdogd.model import Reading, RuleStatus, Status, SubjectState, Transition
-from watchdogd.policy import Evaluation, Thresholds, breaches, evaluate, rule_status
 
 OK, PENDING, FIRING = Status.OK, Status.PENDING, Status.FIRING
 NAN = float("nan")

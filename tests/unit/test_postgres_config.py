@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.postgres import CancelParams, SignalParams, VacuumParams
 from watchdogd.config import ConfigError, parse_config
-from watchdogd.targets.postgres import PostgresParams
+from watchdogd.families.postgres.actions import CancelParams, SignalParams, VacuumParams
+from watchdogd.families.postgres.target import PostgresParams
 
 
 def config_errors(body: str, tmp_path: Path) -> list[str]:
@@ -147,7 +147,7 @@ def test_no_postgres_target_means_psycopg_is_never_imported(tmp_path: Path) -> N
         import sys
         from pathlib import Path
         from watchdogd.config import parse_config
-        import watchdogd.registry, watchdogd.probes.postgres, watchdogd.actions.postgres
+        import watchdogd.registry, watchdogd.families.postgres.probes, watchdogd.families.postgres.actions
         parse_config("rules: {{}}\\n", Path("{tmp_path}/w.yaml"))
         assert "psycopg" not in sys.modules, sorted(m for m in sys.modules if "psycopg" in m)
         print("clean")

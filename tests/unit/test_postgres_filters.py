@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.pgfilters import BackendFilter, BackendSelector
+from watchdogd.families.postgres.filters import BackendFilter, BackendSelector
 
 
 def row(**overrides: Any) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from watchdogd import pgqueries
-from watchdogd.actions.postgres import LEFT_BREACH, _backend, _refusal
+from watchdogd.families.postgres import queries as pgqueries
+from watchdogd.families.postgres.actions import LEFT_BREACH, _backend, _refusal
+from watchdogd.families.postgres.probes import PROBES, _reachable, _replica_subjects, _top
+from watchdogd.families.postgres.target import PostgresClient, PostgresParams, PostgresUnavailable
 from watchdogd.model import Cardinality, Reading, Unit
-from watchdogd.probes.postgres import PROBES, _reachable, _replica_subjects, _top
-from watchdogd.registry import ACTIONS
-from watchdogd.targets.postgres import PostgresClient, PostgresParams, PostgresUnavailable
+from watchdogd.registry import DEFAULT
 
 
 def test_tables_declare_the_family() -> None:
@@ -26,7 +26,7 @@ def test_tables_declare_the_family() -> None:
     assert PROBES["postgres.connections"].unit is Unit.PERCENT
     assert PROBES["postgres.dead_ratio"].unit is Unit.RATIO
     assert {spec.target_kind for spec in PROBES.values()} == {"postgres"}
-    assert {name for name in ACTIONS if name.startswith("postgres.")} == {
+    assert {name for name in DEFAULT.actions if name.startswith("postgres.")} == {
         "postgres.terminate", "postgres.cancel", "postgres.vacuum"}
     # Every breach a probe can record has a re-check and an explanation.
     assert set(pgqueries.BREACH_CHECKS) == set(LEFT_BREACH) == {

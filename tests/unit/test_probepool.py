@@ -10,7 +10,7 @@ from concurrent.futures import Future
 import pytest
 
 from tests.helpers import wait_until
-from watchdogd.probepool import ProbePool
+from watchdogd.engine.probepool import ProbePool
 
 
 def test_results_and_exceptions_reach_the_waiter() -> None:
@@ -73,7 +73,7 @@ def test_a_hung_probe_does_not_keep_the_process_alive() -> None:
     """With the standard pool, the interpreter joins the stuck worker at exit and never ends."""
     code = (
         "import threading\n"
-        "from watchdogd.probepool import ProbePool\n"
+        "from watchdogd.engine.probepool import ProbePool\n"
         "pool = ProbePool()\n"
         "stuck = pool.submit(threading.Event().wait)\n"
         "print('abandoned' if pool.abandon(stuck) else 'done')\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.probes.redis_clients import (
+from watchdogd.families.redis.clients import (
     CLIENT_FIELDS,
     ClientDetails,
     ClientFilter,

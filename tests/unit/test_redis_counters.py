@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchdogd.probes.redis_counters import CounterSample, delta, info_number, sample
+from watchdogd.families.redis.counters import CounterSample, delta, info_number, sample
 
 
 def at(run_id: str, seconds: float, **counters: float) -> CounterSample:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.redis import ACTIONS, DeleteKeysParams, has_literal
+from watchdogd.families.redis.actions import ACTIONS, DeleteKeysParams, has_literal
+from watchdogd.families.redis.probes import PROBES, QueueLengthParams, parse_info, parse_slowlog
 from watchdogd.model import Cardinality, Unit
-from watchdogd.probes.redis import PROBES, QueueLengthParams, parse_info, parse_slowlog
 
 
 def test_parse_info() -> None:

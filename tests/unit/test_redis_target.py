@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from watchdogd.config import ConfigError, parse_config
-from watchdogd.targets.redis import (
+from watchdogd.families.redis.target import (
     TARGET,
     Backoff,
     RedisTarget,
@@ -128,7 +128,7 @@ def test_connect_does_not_import_or_touch_redis() -> None:
     code = textwrap.dedent("""
         import sys
         from watchdogd import registry
-        from watchdogd.targets.redis import RedisTargetParams, connect
+        from watchdogd.families.redis.target import RedisTargetParams, connect
         target = connect(RedisTargetParams(url="redis://192.0.2.1:6379/0"))
         assert "redis" not in sys.modules, "redis-py imported before first use"
         print("ok")

@@ -17,8 +17,8 @@ from types import MappingProxyType
 
 import pytest
 
+from watchdogd.engine.state import SCHEMA_VERSION, StateError, StateLock, StateStore
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.state import SCHEMA_VERSION, StateError, StateLock, StateStore
 
 NOW = 1_700_000_000.0
 
@@ -67,7 +67,7 @@ def aside_files(path: Path) -> list[Path]:
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "watchdogd.state"]
+    return [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "watchdogd.engine.state"]
 
 
 # -- rule state and kv --------------------------------------------------------
@@ -244,7 +244,7 @@ def test_finish_audit_completes_the_started_row(store: StateStore) -> None:
 
 
 def test_finish_audit_of_unknown_id_warns(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="watchdogd.state")
+    caplog.set_level(logging.WARNING, logger="watchdogd.engine.state")
     store.finish_audit(12345, result="ok", error=None, value_after=None, duration=None, detail=None)
     assert "12345" in caplog.text
     assert store.history() == []
@@ -632,7 +632,9 @@ def reopen_locked(db_path: Path, clock: FakeClock | None = None) -> StateStore:
 
 
 def warnings_from_state(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "watchdogd.state"]
+    return [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "watchdogd.engine.state"
+    ]
 
 
 def test_started_rows_are_closed_as_interrupted_at_the_next_locked_start(
@@ -675,7 +677,7 @@ def test_a_lock_held_by_another_process_is_not_ours(db_path: Path) -> None:
     """While a live daemon holds the lock its "started" rows are real: another opener must not close them."""
     with StateStore(db_path, FakeClock()) as s:
         s.add_audit([entry()])
-    code = "import sys; from pathlib import Path; from watchdogd.state import StateLock as L; " \
+    code = "import sys; from pathlib import Path; from watchdogd.engine.state import StateLock as L; " \
            "l = L(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()"
     holder = subprocess.Popen([sys.executable, "-c", code, str(db_path.parent)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -692,8 +694,8 @@ def test_a_lock_held_by_another_process_is_not_ours(db_path: Path) -> None:
 
 
 def test_interrupted_rows_read_well_in_watchdogctl_history(db_path: Path) -> None:
-    from watchdogd import cli  # noqa: PLC0415 (only this test needs the CLI)
-    from watchdogd.control import audit_document  # noqa: PLC0415
+    from watchdogd.faces import cli  # noqa: PLC0415 (only this test needs the CLI)
+    from watchdogd.faces.control import audit_document  # noqa: PLC0415
 
     with StateStore(db_path, FakeClock()) as s:
         s.add_audit([entry(action="exec", subject="app")])

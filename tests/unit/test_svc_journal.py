@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.journal import ACTIONS, VacuumAction, VacuumParams, archived_files, estimate
+from watchdogd.families.systemd.journal import ACTIONS, VacuumAction, VacuumParams, archived_files, estimate
 
 DAY = 86400.0
 

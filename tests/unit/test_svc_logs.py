@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from watchdogd.contracts import ProbeError
+from watchdogd.families.logs.probes import PROBES, JournalSource, MatchWindow
+from watchdogd.families.logs.tail import MAX_LINE, FileTail
 from watchdogd.model import Unit
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.logs import PROBES, JournalSource, MatchWindow
-from watchdogd.tail import MAX_LINE, FileTail
 
 
 class FakeClock:

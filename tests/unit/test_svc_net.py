@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
+from watchdogd.families.net.probes import PROBES, HttpParams, HttpProbe
+from watchdogd.families.net.x509dates import CertificateError, validity
 from watchdogd.model import Unit
-from watchdogd.probes.net import PROBES, HttpParams, HttpProbe
-from watchdogd.x509dates import CertificateError, validity
 
 
 def certificate_der(not_before: dt.datetime, not_after: dt.datetime) -> bytes:

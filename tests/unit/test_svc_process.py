@@ -16,11 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from tests.helpers import wait_until  # noqa: F401  (re-exported for this package)
-from watchdogd import procfs
+from watchdogd.contracts import ProbeError
+from watchdogd.families.process import procfs
+from watchdogd.families.process.probes import PROBES, RssHistory
+from watchdogd.families.process.select import ProcessSelection, ProcessSelector, process_name
 from watchdogd.model import Cardinality, Unit
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.process import PROBES, RssHistory
-from watchdogd.procselect import ProcessSelection, ProcessSelector, process_name
 
 IDLE = "import sys, time\nprint('ready', flush=True)\nwhile True: time.sleep(1)"
 SPIN = "import sys\nprint('ready', flush=True)\nwhile True: pass"

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd import procfs
-from watchdogd.actions.process import ACTIONS, SignalAction, SignalParams
+from watchdogd.families.process import procfs
+from watchdogd.families.process.actions import ACTIONS, SignalAction, SignalParams
+from watchdogd.families.process.probes import PROBES
 from watchdogd.model import Reading
-from watchdogd.probes.process import PROBES
 
 IDLE = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(1)"
 STUBBORN = (

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from watchdogd.actions.systemd import ACTIONS, RestartParams, UnitAction
+from watchdogd.contracts import ProbeError
+from watchdogd.families.systemd.actions import ACTIONS, RestartParams, UnitAction
+from watchdogd.families.systemd.probes import PROBES, RestartsProbe, UnitParams, UnitProbe
+from watchdogd.families.systemd.systemctl import Systemctl, own_unit, parse_list_units, parse_show, unit_name
 from watchdogd.model import Reading
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.systemd import PROBES, RestartsProbe, UnitParams, UnitProbe
-from watchdogd.systemctl import Systemctl, own_unit, parse_list_units, parse_show, unit_name
 
 SHOW_TWO = """Id=app.service
 LoadState=loaded

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.docker.dockertest import RUN_LABEL, Containers
 from tests.support.dockerd import DockerdError, ensure_busybox_image, ensure_dockerd
-from watchdogd.targets.docker import DockerEngine, DockerTargetParams
+from watchdogd.families.docker.target import DockerEngine, DockerTargetParams
 
 
 @pytest.fixture(scope="session")

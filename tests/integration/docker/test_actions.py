@@ -10,11 +10,17 @@ import pytest
 
 from tests.helpers import run_once, write_config
 from tests.integration.docker.dockertest import Containers, health, wait_until
-from watchdogd.actions.docker import ContainerAction, RestartParams, StartParams, _restart_factory, _start_factory
+from watchdogd.engine.state import StateStore
+from watchdogd.families.docker.actions import (
+    ContainerAction,
+    RestartParams,
+    StartParams,
+    _restart_factory,
+    _start_factory,
+)
+from watchdogd.families.docker.probes import ContainersParams, ContainersProbe
+from watchdogd.families.docker.target import DockerEngine
 from watchdogd.model import Decision, Reading
-from watchdogd.probes.docker import ContainersParams, ContainersProbe
-from watchdogd.state import StateStore
-from watchdogd.targets.docker import DockerEngine
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from tests.integration.docker.dockertest import RUN_LABEL, Containers, health, wait_until
+from watchdogd.families.docker.common import COMPOSE_PROJECT, COMPOSE_SERVICE
+from watchdogd.families.docker.probes import ContainersParams, ContainersProbe
+from watchdogd.families.docker.target import DockerEngine
 from watchdogd.model import Reading
-from watchdogd.probes.docker import ContainersParams, ContainersProbe
-from watchdogd.probes.docker_common import COMPOSE_PROJECT, COMPOSE_SERVICE
-from watchdogd.targets.docker import DockerEngine
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import DaemonProcess, write_config
 from tests.integration.docker.dockertest import Containers, wait_until
+from watchdogd.engine.state import StateStore
 from watchdogd.model import Decision
-from watchdogd.state import StateStore
 
 pytestmark = pytest.mark.integration
 

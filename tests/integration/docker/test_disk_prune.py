@@ -18,9 +18,9 @@ import docker
 import pytest
 
 from tests.integration.docker.dockertest import RUN_LABEL, Containers, wait_until
-from watchdogd.actions.docker import PruneAction, PruneParams
-from watchdogd.probes.docker import DiskParams, DiskProbe
-from watchdogd.targets.docker import DockerEngine
+from watchdogd.families.docker.actions import PruneAction, PruneParams
+from watchdogd.families.docker.probes import DiskParams, DiskProbe
+from watchdogd.families.docker.target import DockerEngine
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from tests.helpers import DaemonProcess, run_once, write_config
 from tests.integration.docker.dockertest import RUN_LABEL, wait_until
 from tests.integration.docker.private_engine import PrivateEngine, TlsFiles, make_tls, started
 from tests.support.dockerd import BUSYBOX_TAG
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.docker import ContainersParams, ContainersProbe, EngineParams, EngineProbe
-from watchdogd.targets.docker import DockerEngine, DockerTargetParams, TlsParams
+from watchdogd.contracts import ProbeError
+from watchdogd.families.docker.probes import ContainersParams, ContainersProbe, EngineParams, EngineProbe
+from watchdogd.families.docker.target import DockerEngine, DockerTargetParams, TlsParams
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.docker.dockertest import Containers, wait_until
+from watchdogd.families.docker.cgroup import CgroupFs
+from watchdogd.families.docker.resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe, Sampler
+from watchdogd.families.docker.target import DockerEngine
 from watchdogd.model import Reading
-from watchdogd.probes.docker_cgroup import CgroupFs
-from watchdogd.probes.docker_resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe, Sampler
-from watchdogd.targets.docker import DockerEngine
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ A hung probe is a ``net.http`` rule against a server that accepts and never
 answers, with a client timeout (60 s) far past the rule's: the probe thread
 stays stuck in ``recv`` long after the engine gave up on it. Canaries are
 cheap host rules whose run times show whether anything else was held up.
-Stdlib only, plus ``watchdogd.cli.call``.
+Stdlib only, plus ``watchdogd.faces.cli.call``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchdogd.cli import call
+from watchdogd.faces.cli import call
 
 
 class BlackHole:

@@ -18,10 +18,10 @@ import pytest
 from tests.integration.faults.clients_support import every, raise_nofile, scrape_once, storm, tally
 from tests.unit.test_control import FakeDaemon
 from tests.unit.test_exporter import rule, snapshot
-from watchdogd.cli import call
-from watchdogd.control import STALLED_PER_UID, ControlServer
-from watchdogd.exporter import Exposition, build_registry
-from watchdogd.httpserver import HttpLimits, MetricsServer, WebConfig
+from watchdogd.faces.cli import call
+from watchdogd.faces.control import STALLED_PER_UID, ControlServer
+from watchdogd.faces.exporter import Exposition, build_registry
+from watchdogd.faces.httpserver import HttpLimits, MetricsServer, WebConfig
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_watchdogctl_status_gets_through_a_hundred_idle_clients(short_dir: Path)
         with storm("idle-unix", str(server.path), "100") as attackers:
             results = every(0.1, 4.0, lambda: _status(server.path))
             counts = server.admission.counts()
-            cli = [subprocess.run([sys.executable, "-m", "watchdogd.cli", "--socket", str(server.path), "status"],
+            cli = [subprocess.run([sys.executable, "-m", "watchdogd.faces.cli", "--socket", str(server.path), "status"],
                                   capture_output=True, text=True, timeout=30, check=False) for _ in range(3)]
     finally:
         server.close()

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.integration.interfaces.conftest import DaemonFactory
-from watchdogd.cli import call
+from watchdogd.faces.cli import call
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from tests.helpers import WATCHDOGD, free_port, wait_until, write_config
 from tests.integration.faults.hung import BlackHole, canary_rules, hung_rules, observe, rules
 from tests.integration.interfaces.conftest import DaemonFactory
 from tests.integration.interfaces.support import NotifyReceiver
-from watchdogd.cli import call
-from watchdogd.cli import nagios as check_line
+from watchdogd.faces.cli import call
+from watchdogd.faces.cli import nagios as check_line
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.interfaces.conftest import DaemonFactory
 from tests.integration.interfaces.support import NotifyReceiver, free_port, wait_until
-from watchdogd.scheduler import MAX_WORKERS
+from watchdogd.engine.scheduler import MAX_WORKERS
 
 pytestmark = pytest.mark.integration
 

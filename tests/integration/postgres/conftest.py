@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.postgres.pgenv import Cluster, PgEnv, ensure_machine_server
-from watchdogd.targets.postgres import PostgresClient, PostgresParams
+from watchdogd.families.postgres.target import PostgresClient, PostgresParams
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ import pytest
 
 from tests.integration.postgres.pgenv import PgEnv, wait_until
 from tests.integration.postgres.sessions import SWALLOW_CANCELS, busy
+from watchdogd.families.postgres.target import PostgresClient
 from watchdogd.model import ActionResult, Reading
-from watchdogd.registry import ACTIONS, PROBES
-from watchdogd.targets.postgres import PostgresClient
+from watchdogd.registry import DEFAULT
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +22,13 @@ ClientFor = Callable[..., PostgresClient]
 
 
 def measure(kind: str, client: PostgresClient, **params: Any) -> list[Reading]:
-    spec = PROBES[kind]
+    spec = DEFAULT.probes[kind]
     return spec.factory(spec.params(**params), client, time.time).measure()
 
 
 def act(kind: str, client: PostgresClient, readings: list[Reading], *, dry_run: bool = False,
         **params: Any) -> ActionResult:
-    spec = ACTIONS[kind]
+    spec = DEFAULT.actions[kind]
     return spec.factory(spec.params(**params), client, time.time).run(readings, dry_run=dry_run)
 
 

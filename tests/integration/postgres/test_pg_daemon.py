@@ -12,8 +12,8 @@ import pytest
 from tests.helpers import DaemonProcess, run_once, write_config
 from tests.integration.postgres.pgenv import Cluster, PgEnv, free_port, wait_until
 from tests.integration.postgres.sessions import busy
+from watchdogd.engine.state import StateStore
 from watchdogd.model import Decision
-from watchdogd.state import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -11,14 +11,14 @@ import pytest
 
 from tests.integration.postgres.pgenv import Cluster, PgEnv, wait_until
 from tests.integration.postgres.sessions import busy
-from watchdogd.model import Reading
-from watchdogd.registry import PROBES
-from watchdogd.targets.postgres import (
+from watchdogd.families.postgres.target import (
     PostgresClient,
     PostgresParams,
     PostgresPermissionError,
     PostgresUnavailable,
 )
+from watchdogd.model import Reading
+from watchdogd.registry import DEFAULT
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ ClientFor = Callable[..., PostgresClient]
 
 
 def measure(kind: str, client: PostgresClient, **params: Any) -> list[Reading]:
-    spec = PROBES[kind]
+    spec = DEFAULT.probes[kind]
     return spec.factory(spec.params(**params), client, time.time).measure()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.integration.postgres.pgenv import Cluster, PgEnv, wait_until
-from watchdogd.targets.postgres import (
+from watchdogd.families.postgres.target import (
     PostgresClient,
     PostgresError,
     PostgresParams,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.integration.redis.server import REDIS_SERVER, RedisServer, TlsFiles
-from watchdogd.targets.redis import RedisTarget, RedisTargetParams
+from watchdogd.families.redis.target import RedisTarget, RedisTargetParams
 
 
 @pytest.fixture(scope="session", autouse=True)

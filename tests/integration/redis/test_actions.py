@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from tests.integration.redis.server import RedisServer, wait_until
-from watchdogd.actions.redis import ACTIONS
+from watchdogd.families.redis.actions import ACTIONS
+from watchdogd.families.redis.probes import PROBES
+from watchdogd.families.redis.target import RedisTarget
 from watchdogd.model import ActionResult, Reading
-from watchdogd.probes.redis import PROBES
-from watchdogd.targets.redis import RedisTarget
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from tests.integration.redis.server import RedisServer, wait_until
+from watchdogd.contracts import Probe, ProbeError
+from watchdogd.families.redis.probes import PROBES
+from watchdogd.families.redis.target import RedisTarget, RedisUnavailable
 from watchdogd.model import Reading
-from watchdogd.probes.base import Probe, ProbeError
-from watchdogd.probes.redis import PROBES
-from watchdogd.targets.redis import RedisTarget, RedisUnavailable
 
 pytestmark = pytest.mark.integration
 

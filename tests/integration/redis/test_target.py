@@ -13,9 +13,9 @@ import redis
 from pydantic import ValidationError
 
 from tests.integration.redis.server import RedisServer, TlsFiles, wait_until
-from watchdogd.actions.redis import ACTIONS
-from watchdogd.probes.redis import PROBES
-from watchdogd.targets.redis import RedisTarget, RedisTargetParams, RedisUnavailable
+from watchdogd.families.redis.actions import ACTIONS
+from watchdogd.families.redis.probes import PROBES
+from watchdogd.families.redis.target import RedisTarget, RedisTargetParams, RedisUnavailable
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.helpers import run_once, write_config
 from tests.integration.services.servers import HttpServer, Route, TlsFiles
-from watchdogd.probes.base import ProbeError
-from watchdogd.probes.net import PROBES
+from watchdogd.contracts import ProbeError
+from watchdogd.families.net.probes import PROBES
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import DaemonProcess, ctl, write_config
 from tests.integration.services.servers import IDLE, LEAK, Children, wait_until
-from watchdogd import procfs
+from watchdogd.families.process import procfs
 
 pytestmark = pytest.mark.integration
 

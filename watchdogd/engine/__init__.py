@@ -1,0 +1,1 @@
+"""The running daemon's engine: rule runner, action gate, budget, events, state store, scheduler, probe pool."""

@@ -1,0 +1,781 @@
+"""The control API: a unix socket speaking versioned JSON, and its client.
+
+Wire format (protocol version 1), one request per connection::
+
+    -> {"v": 1, "cmd": "pause", "args": {"rule": "disk-full", "seconds": 1800}}\\n
+    <- {"v": 1, "ok": true, "result": {...}}\\n
+    <- {"v": 1, "ok": false, "error": {"code": "unknown_rule", "message": "..."}}\\n
+
+The request ends at the first newline or when the client shuts down its
+sending side. Whatever a client sends (garbage, 10 MB, nothing, one byte a
+minute), it gets a JSON error and the daemon carries on: requests are capped
+at 64 KiB and each connection has one deadline for the whole request (not per
+``recv``, which a slow-loris client would reset forever).
+
+Hostile or stuck clients cannot lock ``watchdogctl`` out (see ``Admission``):
+requests are read by one event loop, so a client that connects and says
+nothing costs a file descriptor, never a thread; each uid may keep only a few
+connections that owe us their request past a short grace, and when the
+connection table is full the newcomer takes the place of the oldest silent
+connection of the uid holding the most. Commands run on a small pool of
+workers where no uid may hold more than half, and non-root uids together
+leave ``ROOT_RESERVE`` workers to root.
+
+Access control is the socket's mode (0660) and group: anyone who can connect
+may pause rules, so the socket is never world-accessible. Mutating commands
+are logged with the caller's uid and pid (SO_PEERCRED); pause and resume are
+also audit rows (``operator.pause``/``operator.resume``) that name them.
+
+The client half lives in ``watchdogd.faces.cli`` (``call``), so that
+``watchdogctl status`` never imports this module or anything it pulls in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import math
+import os
+import pwd
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watchdogd.faces.admission import Admission, run_loop, sweep_until
+from watchdogd.logs import event
+
+if TYPE_CHECKING:
+    from watchdogd.engine.engine import RunReport
+    from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+    from watchdogd.model import AuditEntry, Unit
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+STATUS_SCHEMA = 1
+MAX_REQUEST = 64 * 1024
+REQUEST_TIMEOUT = 2.0
+"""Seconds from connecting to the end of the request: ``watchdogctl`` sends it at once, so 2 s is generous."""
+REPLY_TIMEOUT = 10.0
+"""Seconds a client has to read the reply before we give up on it."""
+MAX_CLIENTS = 8
+"""Commands executed at once (the worker pool); complete requests beyond it queue, fairly (``_Turns``)."""
+ROOT_RESERVE = 2
+"""Workers that non-root uids together can never take, so an unprivileged flood cannot lock root out."""
+MAX_CONNECTIONS = 128
+"""Open client connections at most (file descriptors); past it the newcomer evicts a silent one (``Admission``)."""
+STALLED_PER_UID = 8
+"""Connections one uid may keep silent (owing its request or not reading our reply) past ``STALL_GRACE``."""
+STALL_GRACE = 0.5
+"""Seconds a new connection may stay silent before it counts against its uid's ``STALLED_PER_UID``."""
+BACKLOG = 128
+DRAIN = 30.0
+"""Seconds a closing server keeps its loop for requests in flight (a reload that moved the socket answers on it)."""
+LINGER = 0.5
+"""Seconds to read and discard what a client still sends after our reply (see ``_linger``)."""
+MAX_SOCKET_PATH = 107
+SOCKET_MODE = 0o660
+MAX_LISTED = 20
+"""Subjects listed per rule in status (high-cardinality rules can have thousands; the count is always exact)."""
+HISTORY_LIMIT = 10_000
+MAX_PAUSE = 365 * 86400.0
+"""Longest timed pause, in seconds: ``units.MAX_DURATION``, the cap ``watchdogctl pause --for`` applies too
+(not imported: this module stays free of pydantic). Longer is a typo or an attack (1e308 s overflows every
+date formatter); a pause meant to last is a pause without ``seconds``, until resumed."""
+MAX_PAUSE_TEXT = "365d"
+
+
+class ControlError(Exception):
+    """The control socket cannot be set up; the message names the key and the path."""
+
+
+class RequestError(Exception):
+    """A request the daemon refuses; becomes ``{"ok": false, "error": {code, message}}``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+
+def number(value: float | None) -> float | str | None:
+    """JSON has no infinity: non-finite floats travel as the strings "+Inf", "-Inf" and "NaN"."""
+    if value is None or math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "+Inf" if value > 0 else "-Inf"
+
+
+def jsonable(value: Any) -> Any:
+    """Anything from an audit row's detail -> strict JSON values."""
+    if isinstance(value, float):
+        return number(value)
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(jsonable(message), allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# --------------------------------------------------------------------------- documents (the schemas)
+
+
+def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str, Any]:
+    """What ``status`` returns; the schema is documented in docs/interfaces.md."""
+    rules = [_rule_document(rule) for rule in snap.rules]
+    enabled = [doc for doc in rules if doc["enabled"]]
+    states: dict[str, int] = {}
+    for doc in rules:
+        states[doc["state"]] = states.get(doc["state"], 0) + 1
+    return {
+        "schema": STATUS_SCHEMA,
+        "now": snap.taken_at,
+        "daemon": {
+            "version": version,
+            "pid": pid,
+            "started_at": snap.started_at,
+            "uptime_seconds": max(0.0, snap.taken_at - snap.started_at),
+            "config_path": snap.config_path,
+            "config_loaded_at": snap.config_loaded_at,
+            "last_reload_error": snap.last_reload_error,
+            "dry_run": snap.dry_run,
+            "stuck_probe_threads": snap.stuck_probes,
+            "state_resets": snap.state_resets,
+        },
+        "budget": {
+            "actions": snap.budget_actions,
+            "per_seconds": snap.budget_per,
+            "remaining": snap.budget_remaining,
+            "used_last_hour": snap.actions_last_hour,
+        },
+        "summary": {
+            "rules": len(rules),
+            "states": states,
+            "firing": [doc["name"] for doc in enabled if doc["firing"]["count"]],
+            "firing_critical": [
+                doc["name"] for doc in enabled if doc["firing"]["count"] and doc["severity"] == "critical"
+            ],
+            "gave_up": [doc["name"] for doc in enabled if doc["gave_up_at"] is not None],
+            # "down" is a probe that failed on a rule that holds its state; a rule firing on the
+            # outage is in "firing" (and "unreachable"), a rule waiting on it in "waiting": one
+            # outage counts once.
+            "down": [doc["name"] for doc in enabled if doc["state"] == "down"],
+            "unreachable": [
+                doc["name"] for doc in enabled
+                if doc["up"] is False and doc["on_down"] == "fire" and doc["state"] != "absent"
+            ],
+            "waiting": [doc["name"] for doc in enabled if doc["state"] == "waiting"],
+            "absent": [doc["name"] for doc in enabled if doc["state"] == "absent"],
+            # A probe still stuck a whole interval past its timeout: the rule cannot run (/healthz 503).
+            "stalled": sorted(snap.stalled_rules),
+        },
+        "rules": rules,
+    }
+
+
+def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
+    from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only; keeps watchdogctl light)
+
+    def value(subject: str, raw: float) -> dict[str, Any]:
+        return {"subject": subject, "value": number(raw), "text": format_value(raw, rule.unit)}
+
+    def listed(values: Mapping[str, float]) -> dict[str, Any]:
+        worst_first = sorted(values.items(), key=lambda item: item[1], reverse=rule.above is not None)
+        return {"count": len(values), "subjects": [value(s, v) for s, v in worst_first[:MAX_LISTED]]}
+
+    worst = _worst(rule)
+    last = max(rule.last_actions, key=lambda action: action.ts, default=None)
+    return {
+        "name": rule.name,
+        "description": rule.description,
+        "probe": rule.probe,
+        "target": rule.target,
+        "severity": rule.severity,
+        "state": rule.status.value,
+        "enabled": rule.enabled,
+        "dry_run": rule.dry_run,
+        "unit": rule.unit.value,
+        "cardinality": rule.cardinality.value,
+        "interval_seconds": rule.every,
+        "timeout_seconds": rule.timeout,
+        "timeout_source": rule.timeout_source,
+        "on_down": rule.on_down,
+        "depends_on": list(rule.depends_on),
+        "waiting_on": list(rule.waiting_on),
+        "threshold": {
+            "above": number(rule.above),
+            "below": number(rule.below),
+            "above_text": None if rule.above is None else format_value(rule.above, rule.unit),
+            "below_text": None if rule.below is None else format_value(rule.below, rule.unit),
+        },
+        "up": rule.up,
+        "error": rule.error,
+        "last_run": rule.last_run,
+        "duration_seconds": rule.duration,
+        "subjects": len(rule.readings),
+        "firing": listed(rule.firing),
+        "pending": listed(rule.pending),
+        "worst": None if worst is None else value(*worst),
+        "actions": list(rule.actions),
+        "last_action": None if last is None else {
+            "action": last.action,
+            "decision": last.decision,
+            "result": last.result,
+            "ts": last.ts,
+            "subject": last.subject,
+            "error": last.error,
+        },
+        "cooldown_until": number(rule.cooldown_until),
+        "paused_until": number(rule.paused_until),
+        "gave_up_at": number(rule.gave_up_at),
+    }
+
+
+def _worst(rule: RuleSnapshot) -> tuple[str, float] | None:
+    """The reading closest to (or furthest past) the threshold: what "value vs threshold" shows."""
+    if not rule.readings:
+        return None
+    items = rule.readings.items()
+    high = max(items, key=lambda item: item[1])
+    low = min(items, key=lambda item: item[1])
+    if rule.above is not None and (high[1] > rule.above or rule.below is None or not low[1] < rule.below):
+        return high
+    return low if rule.below is not None else high
+
+
+def audit_document(entry: AuditEntry, unit: Unit | None = None) -> dict[str, Any]:
+    """One audit row; with the rule's unit, values also come as text (``93.1%``, ``2.0h``)."""
+    from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only)
+
+    def text(value: float | None) -> str | None:
+        return None if value is None or unit is None else format_value(value, unit)
+
+    return {
+        "id": entry.id,
+        "ts": entry.ts,
+        "rule": entry.rule,
+        "subject": entry.subject,
+        "action": entry.action,
+        "decision": entry.decision.value,
+        "result": entry.result,
+        "error": entry.error,
+        "value_before": number(entry.value_before),
+        "value_after": number(entry.value_after),
+        "value_before_text": text(entry.value_before),
+        "value_after_text": text(entry.value_after),
+        "duration_seconds": entry.duration,
+        "detail": jsonable(entry.detail),
+    }
+
+
+def report_document(report: RunReport, unit: Unit | None = None) -> dict[str, Any]:
+    return {
+        "rule": report.rule,
+        "state": report.status.value,
+        "up": report.up,
+        "error": report.error,
+        "firing": {"count": len(report.firing), "subjects": list(report.firing[:MAX_LISTED])},
+        "pending": {"count": len(report.pending), "subjects": list(report.pending[:MAX_LISTED])},
+        "audit": [audit_document(entry, unit) for entry in report.audit],
+        "waiting_on": list(report.waiting_on),
+    }
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What the control API can do, as plain callables: the daemon wires them, tests fake them."""
+
+    snapshot: Callable[[], EngineSnapshot]
+    history: Callable[[str | None, float | None, int], Sequence[AuditEntry]]
+    pause: Callable[[str, float, Mapping[str, Any] | None], None]
+    """(rule, until, who asked: ``{"uid", "pid", "user"}`` or None when the peer is unknown)."""
+    resume: Callable[[str, bool, Mapping[str, Any] | None], Mapping[str, Any]]
+    """(rule, reset, who asked) -> ``was_paused``, ``reset``, ``gave_up_at``... (``Engine.resume``)."""
+    run: Callable[[str], RunReport]
+    reload: Callable[[], tuple[bool, str]]
+    rules: Callable[[], Sequence[str]]
+    units: Callable[[], Mapping[str, Unit]]
+    version: str
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+_ARG_TYPES: dict[str, tuple[type, ...]] = {
+    "rule": (str,),
+    "seconds": (int, float),
+    "since": (int, float),
+    "limit": (int,),
+    "reset": (bool,),
+}
+_COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # command: (required, optional)
+    "version": (frozenset(), frozenset()),
+    "status": (frozenset(), frozenset()),
+    "history": (frozenset(), frozenset({"rule", "since", "limit"})),
+    "pause": (frozenset({"rule"}), frozenset({"seconds"})),
+    "resume": (frozenset({"rule"}), frozenset({"reset"})),
+    "run": (frozenset({"rule"}), frozenset()),
+    "reload": (frozenset(), frozenset()),
+}
+MUTATING = frozenset({"pause", "resume", "run", "reload"})
+
+
+def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Bytes -> (command, args), or RequestError saying exactly what is wrong."""
+    text = raw.strip()
+    if not text:
+        raise RequestError("bad_request", "empty request: send one JSON object, e.g. {\"v\": 1, \"cmd\": \"status\"}")
+    try:
+        message = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad_request", "request is not UTF-8") from exc
+    except ValueError as exc:
+        raise RequestError("bad_request", f"request is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise RequestError("bad_request", "request must be a JSON object with \"v\" and \"cmd\"")
+    version = message.get("v")
+    if version != PROTOCOL or isinstance(version, bool):
+        raise RequestError("unsupported_version", f"protocol version {version!r} is not supported; use {PROTOCOL}")
+    unknown = set(message) - {"v", "cmd", "args"}
+    if unknown:
+        raise RequestError("bad_request", f"unknown request key(s): {', '.join(sorted(map(str, unknown)))}")
+    command = message.get("cmd")
+    if not isinstance(command, str) or command not in _COMMAND_ARGS:
+        raise RequestError("unknown_command", f"unknown command {command!r}; expected one of: "
+                           f"{', '.join(_COMMAND_ARGS)}")
+    args = message.get("args")
+    args = {} if args is None else args
+    if not isinstance(args, dict):
+        raise RequestError("bad_request", "args must be a JSON object")
+    required, optional = _COMMAND_ARGS[command]
+    for key in sorted(set(args) - required - optional):
+        raise RequestError("bad_request", f"{command}: unknown argument {key!r}")
+    for key in sorted(required - set(args)):
+        raise RequestError("bad_request", f"{command}: missing argument {key!r}")
+    for key, value in args.items():
+        if value is None and key in optional:
+            continue
+        expected = _ARG_TYPES[key]
+        if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+            raise RequestError("bad_request", f"{command}: argument {key!r} has the wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError("bad_request", f"{command}: argument {key!r} must be finite")
+    return command, args
+
+
+class Dispatcher:
+    """Command name -> handler; everything here returns JSON-able data or raises RequestError."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self._table: dict[str, Callable[[dict[str, Any], Peer | None], Any]] = {
+            "version": self._version,
+            "status": self._status,
+            "history": self._history,
+            "pause": self._pause,
+            "resume": self._resume,
+            "run": self._run,
+            "reload": self._reload,
+        }
+
+    def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
+        try:
+            command, args = parse_request(raw)
+            if command in MUTATING:
+                event(log, logging.INFO, "control request", cmd=command, rule=args.get("rule"),
+                      uid=None if peer is None else peer.uid, pid=None if peer is None else peer.pid)
+            return {"v": PROTOCOL, "ok": True, "result": self._table[command](args, peer)}
+        except RequestError as exc:
+            return error_reply(exc.code, exc.message)
+        except Exception as exc:  # a bug must be an error reply, never a dead daemon
+            log.exception("control request failed")
+            return error_reply("internal", f"internal error: {type(exc).__name__}: {exc}")
+
+    def _known(self, rule: str) -> str:
+        names = list(self.handlers.rules())
+        if rule not in names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            raise RequestError("unknown_rule", f"unknown rule {rule!r} (rules: {shown or 'none'})")
+        return rule
+
+    def _version(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        return {"version": self.handlers.version, "protocol": PROTOCOL, "commands": list(self._table)}
+
+    def _status(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version)
+
+    def _history(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        limit = args.get("limit")
+        limit = 50 if limit is None else limit
+        if not 1 <= limit <= HISTORY_LIMIT:
+            raise RequestError("bad_request", f"history: limit must be from 1 to {HISTORY_LIMIT}")
+        rule = args.get("rule")
+        entries = self.handlers.history(rule, args.get("since"), limit)
+        units = self.handlers.units()
+        return {"entries": [audit_document(entry, units.get(entry.rule)) for entry in entries]}
+
+    def _pause(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        rule = self._known(args["rule"])
+        seconds = args.get("seconds")
+        if seconds is not None and not 0 < seconds <= MAX_PAUSE:
+            raise RequestError("bad_request", f"pause: seconds must be more than 0 and at most {MAX_PAUSE:.0f} "
+                               f"({MAX_PAUSE_TEXT}); omit it to pause until resumed")
+        until = math.inf if seconds is None else self.handlers.clock() + seconds
+        self.handlers.pause(rule, until, operator(peer))
+        return {"rule": rule, "paused_until": number(until)}
+
+    def _resume(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        rule = self._known(args["rule"])
+        reset = bool(args.get("reset") or False)
+        outcome = self.handlers.resume(rule, reset, operator(peer))
+        return {"rule": rule, **{key: jsonable(value) for key, value in outcome.items()}, "reset": reset}
+
+    def _run(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        rule = self._known(args["rule"])
+        try:
+            report = self.handlers.run(rule)
+        except KeyError as exc:  # removed by a reload between the check and the run
+            raise RequestError("unknown_rule", f"unknown rule {rule!r}") from exc
+        return report_document(report, self.handlers.units().get(rule))
+
+    def _reload(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        ok, message = self.handlers.reload()
+        if not ok:
+            raise RequestError("reload_failed", message)
+        return {"reloaded": True, "summary": message}
+
+
+def operator(peer: Peer | None) -> dict[str, Any] | None:
+    """Who asked, for the audit row: uid and pid from SO_PEERCRED, and the user name when it has one."""
+    if peer is None:
+        return None
+    who: dict[str, Any] = {"uid": peer.uid, "pid": peer.pid}
+    with contextlib.suppress(KeyError):  # a uid without a passwd entry stays a number
+        who["user"] = pwd.getpwuid(peer.uid).pw_name
+    return who
+
+
+def error_reply(code: str, message: str) -> dict[str, Any]:
+    return {"v": PROTOCOL, "ok": False, "error": {"code": code, "message": message}}
+
+
+class _Turns:
+    """Fair shares of the command workers: nobody holds more than half, non-root leaves root its reserve.
+
+    ``run`` and ``reload`` can take seconds; without shares, one uid looping
+    over ``watchdogctl run`` could keep every worker and lock root out.
+    """
+
+    def __init__(self, workers: int, root_reserve: int) -> None:
+        self.workers = workers
+        self.per_uid = max(1, workers // 2)
+        self.non_root = max(1, workers - root_reserve)
+        self._busy: dict[int, int] = {}
+        self._changed = asyncio.Condition()
+
+    def _may_start(self, uid: int) -> bool:
+        total = sum(self._busy.values())
+        non_root = total - self._busy.get(0, 0)
+        return (total < self.workers and self._busy.get(uid, 0) < self.per_uid
+                and (uid == 0 or non_root < self.non_root))
+
+    @contextlib.asynccontextmanager
+    async def turn(self, uid: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._may_start(uid))
+            self._busy[uid] = self._busy.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._busy[uid] -= 1
+                self._changed.notify_all()
+
+
+# --------------------------------------------------------------------------- server
+
+
+def resolve_group(name: str | None) -> int | None:
+    """control_group by name (or numeric gid); an unknown group is a config error, not a silent default."""
+    if name is None:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ControlError(f"control_group: no group named {name!r} on this host") from None
+
+
+def _peer(conn: socket.socket | None) -> Peer | None:
+    if conn is None:
+        return None
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def _check_existing(path: Path) -> None:
+    """Replace a stale socket, never a live one and never something that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlError(f"control_socket: {path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # left behind by a daemon that died: ours to replace
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"control_socket: another process is listening on {path} (is watchdogd already running?)")
+
+
+def _bind(path: Path, gid: int | None) -> socket.socket:
+    """Bind under a temporary name, set mode and group, then rename into place.
+
+    Nobody can ever connect to ``path`` while it still has the umask's mode
+    or the wrong group: the socket appears there with its final permissions.
+    """
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ControlError(
+            f"control_socket: {path} is a path too long for a unix socket "
+            f"({len(os.fsencode(path))} bytes, max {MAX_SOCKET_PATH})"
+        )
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ControlError(f"control_socket: cannot create {path.parent}: {exc.strerror}") from exc
+    _check_existing(path)
+    temp = path.with_name(f".wd{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temp))
+        os.chmod(temp, SOCKET_MODE)
+        if gid is not None:
+            try:
+                os.chown(temp, -1, gid)
+            except PermissionError as exc:
+                raise ControlError(
+                    f"control_group: cannot give {path} to group {gid}: {exc.strerror} "
+                    "(run as root, or as a member of that group)"
+                ) from exc
+        os.rename(temp, path)
+        sock.listen(16)
+    except ControlError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise ControlError(f"control_socket: cannot listen on {path}: {exc.strerror}") from exc
+    return sock
+
+
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def cut(self) -> None:
+        self.writer.transport.abort()
+
+
+class ControlServer:
+    """One event loop thread reads requests and writes replies; commands run on a small worker pool."""
+
+    def __init__(
+        self,
+        path: Path,
+        group: str | None,
+        handlers: Handlers,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
+        max_connections: int = MAX_CONNECTIONS,
+        stalled_per_uid: int = STALLED_PER_UID,
+        stall_grace: float = STALL_GRACE,
+    ) -> None:
+        self.path = path
+        self._request_timeout = request_timeout
+        self.group = group
+        self._gid = resolve_group(group)
+        self._dispatcher = Dispatcher(handlers)
+        self._sock = _bind(path, self._gid)
+        self._inode = os.stat(path).st_ino
+        self.admission: Admission[_Client] = Admission(max_connections, stalled_per_uid, stall_grace)
+        self._turns = _Turns(max_clients, ROOT_RESERVE)
+        self._pool = ThreadPoolExecutor(max_clients, thread_name_prefix="control-cmd")
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._close_timeout = 30.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._thread.start()
+
+    def set_group(self, group: str | None) -> None:
+        """Reload with the same path but another group: chown in place."""
+        gid = resolve_group(group)
+        if gid is not None:
+            try:
+                os.chown(self.path, -1, gid)
+            except PermissionError as exc:
+                raise ControlError(f"control_group: cannot give {self.path} to group {group}: {exc.strerror}") from exc
+        self.group, self._gid = group, gid
+
+    def _run(self) -> None:
+        run_loop(self._loop, self._main)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_unix_server(self._client, sock=self._sock, backlog=BACKLOG)
+        try:
+            await sweep_until(self._stop, self.admission, self._loop.time, self.admission.grace / 2)
+        finally:
+            server.close()
+            self.admission.cut_silent()
+            if self._tasks:  # requests in flight finish and get their replies, even after close() returned
+                await asyncio.wait(set(self._tasks), timeout=max(self._close_timeout, DRAIN))
+            self._pool.shutdown(wait=False)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        client = _Client(writer)
+        peer = _peer(writer.get_extra_info("socket"))
+        try:
+            if self.admission.admit(client, -1 if peer is None else peer.uid, self._loop.time()):
+                await self._converse(client, reader, writer, peer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client went away or stopped reading: nothing left to tell it
+        except Exception:  # a bug must cost one connection, never the loop
+            log.exception("control connection failed")
+        finally:
+            self.admission.release(client)
+            writer.transport.abort()
+            self._tasks.discard(task)
+
+    async def _converse(
+        self, client: _Client, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer | None
+    ) -> None:
+        request = await self._read_request(reader)
+        if isinstance(request, bytes):
+            self.admission.busy(client)
+            async with self._turns.turn(-1 if peer is None else peer.uid):
+                reply = await self._loop.run_in_executor(self._pool, self._handle, request, peer)
+        else:
+            reply = request
+        writer.write(encode(reply))
+        self.admission.silent(client, self._loop.time())
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            await writer.drain()
+        writer.write_eof()
+        await _linger(reader)
+
+    def _handle(self, line: bytes, peer: Peer | None) -> dict[str, Any]:
+        self._local.worker = True  # close() from a command (a reload moving the socket) must not wait for itself
+        return self._dispatcher.handle(line, peer)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | dict[str, Any]:
+        buffer = bytearray()
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                while b"\n" not in buffer:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break  # half-closed: the client finished sending without a newline
+                    buffer += chunk
+                    if len(buffer) > MAX_REQUEST:
+                        return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        except TimeoutError:
+            return error_reply("timeout", f"request not complete within {self._request_timeout:g}s")
+        except OSError as exc:
+            return error_reply("bad_request", f"read failed: {exc.strerror}")
+        line = bytes(buffer).split(b"\n", 1)[0]
+        if len(line) > MAX_REQUEST:
+            return error_reply("too_large", f"request larger than {MAX_REQUEST} bytes")
+        return line
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, remove the socket (if still ours), let requests in flight finish."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        if self._thread is None:
+            self._sock.close()
+            self._loop.close()
+            self._pool.shutdown(wait=False)
+            return
+        self._close_timeout = timeout
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            self._loop.call_soon_threadsafe(self._begin_stop)
+        if getattr(self._local, "worker", False):
+            return  # our own command: the loop finishes after its reply is written
+        self._thread.join(timeout=timeout)
+
+    def _begin_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Discard what the client still sends (an oversized request's tail) until it closes.
+
+    Closing a unix socket with unread data resets the connection, and the
+    client then loses the error reply it was about to read. Bounded in time
+    and bytes, so a client that never stops sending cannot hold the slot.
+    """
+    discarded = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER):
+            while discarded < 16 * MAX_REQUEST:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                discarded += len(chunk)

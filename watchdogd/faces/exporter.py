@@ -1,0 +1,436 @@
+"""Prometheus metrics over the engine's snapshot: a custom collector on a private registry.
+
+A scrape copies the engine's state (``Engine.snapshot()``) and formats it; it
+never runs a probe, so a slow PostgreSQL cannot make /metrics slow and a
+Prometheus scraping every second cannot multiply the load on the host.
+
+Naming decisions (documented for operators in docs/interfaces.md):
+
+* A reading's unit goes into the family name, so one family never mixes
+  units: ``watchdogd_reading_bytes``, ``watchdogd_reading_seconds``,
+  ``watchdogd_reading_ratio``, ``watchdogd_reading`` (plain counts). Percent
+  probes are exported as ratios (0..1), the Prometheus base unit, so the
+  values compose with node_exporter's; thresholds are converted the same way.
+* Subjects become labels only for low-cardinality probes (mountpoints,
+  containers, units). High-cardinality probes (backends, clients) export
+  per-rule aggregates; a pid or connection never becomes a label.
+* "Never" timestamps are 0 so that ``time() < x`` alerts work without
+  ``absent()``; a pause without expiry is ``+Inf``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+from watchdogd.logs import event
+from watchdogd.model import Cardinality, RuleStatus, Unit
+
+log = logging.getLogger(__name__)
+
+PREFIX = "watchdogd_"
+CACHED = "Cached between probe runs: a scrape never runs a probe."
+
+
+@dataclass(frozen=True)
+class UnitMetric:
+    suffix: str
+    scale: float
+    meaning: str
+
+
+UNIT_METRICS: dict[Unit, UnitMetric] = {
+    Unit.PERCENT: UnitMetric("_ratio", 0.01, "ratio 0..1 (percent probes are divided by 100)"),
+    Unit.RATIO: UnitMetric("_ratio", 1.0, "ratio 0..1 (percent probes are divided by 100)"),
+    Unit.SECONDS: UnitMetric("_seconds", 1.0, "seconds"),
+    Unit.BYTES: UnitMetric("_bytes", 1.0, "bytes"),
+    Unit.COUNT: UnitMetric("", 1.0, "a count"),
+    Unit.PER_SECOND: UnitMetric("_per_second", 1.0, "a rate per second"),
+}
+"""Probe unit -> family suffix and the factor to Prometheus base units."""
+
+RULE_STATES: tuple[RuleStatus, ...] = tuple(RuleStatus)
+ACTION_RESULTS = ("ok", "failed")
+"""Results pre-set to 0 for every configured action, so ``increase()`` sees the first one."""
+
+
+class _Families:
+    """Gauges created on first use, emitted in a stable order."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Metric] = {}
+
+    def gauge(self, name: str, documentation: str, labels: Iterable[str]) -> GaugeMetricFamily:
+        family = self._by_name.get(name)
+        if family is None:
+            family = GaugeMetricFamily(name, documentation, labels=list(labels))
+            self._by_name[name] = family
+        assert isinstance(family, GaugeMetricFamily)
+        return family
+
+    def counter(self, name: str, documentation: str, labels: Iterable[str]) -> CounterMetricFamily:
+        family = self._by_name.get(name)
+        if family is None:
+            family = CounterMetricFamily(name, documentation, labels=list(labels))
+            self._by_name[name] = family
+        assert isinstance(family, CounterMetricFamily)
+        return family
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self._by_name.values())
+
+
+def _ts(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+def _probe_labels(rule: RuleSnapshot) -> list[str]:
+    return [rule.name, rule.probe, rule.target or ""]
+
+
+def families(snap: EngineSnapshot, version: str) -> Iterator[Metric]:
+    """Every watchdogd_* family for one snapshot."""
+    out = _Families()
+    _daemon_families(out, snap, version)
+    for rule in snap.rules:
+        _rule_families(out, rule)
+        _probe_families(out, rule)
+        _reading_families(out, rule)
+        _last_action_families(out, rule)
+    _action_counters(out, snap)
+    return iter(out)
+
+
+def _daemon_families(out: _Families, snap: EngineSnapshot, version: str) -> None:
+    out.gauge(PREFIX + "build_info", "Build information; the value is always 1.", ["version"]).add_metric(
+        [version], 1.0
+    )
+    gauges: tuple[tuple[str, str, float], ...] = (
+        ("start_time_seconds", "When the daemon started, as a Unix timestamp.", snap.started_at),
+        ("dry_run", "1 when the whole daemon runs in dry-run (records what it would do, changes nothing).",
+         float(snap.dry_run)),
+        ("config_last_reload_successful", "1 if the last config (re)load succeeded; 0 means the previous "
+         "config is still running.", float(snap.last_reload_error is None)),
+        ("config_last_reload_success_timestamp_seconds", "When the running config was loaded.",
+         snap.config_loaded_at),
+        ("budget_actions", "Host-wide action budget: real action runs allowed per window.",
+         float(snap.budget_actions)),
+        ("budget_window_seconds", "Length of the host-wide action budget window.", snap.budget_per),
+        ("budget_remaining_actions", "Real action runs the host may still make in the current window.",
+         float(snap.budget_remaining)),
+        ("probe_threads_stuck", "Probe threads still running after their rule stopped waiting (timeout); "
+         "only a restart frees them (stuck_probes_restart).", float(snap.stuck_probes)),
+    )
+    for name, documentation, value in gauges:
+        out.gauge(PREFIX + name, documentation, []).add_metric([], value)
+    out.counter(PREFIX + "probes_abandoned", "Probes the daemon stopped waiting for at their rule's timeout "
+                "(or at stop), since start.", []).add_metric([], float(snap.probes_abandoned))
+    out.counter(PREFIX + "state_resets", "Times a start found the state database reset, replaced or corrupt "
+                "(cooldowns and audit history before it were lost); kept across resets in state.id.",
+                []).add_metric([], float(snap.state_resets))
+
+
+def _rule_families(out: _Families, rule: RuleSnapshot) -> None:
+    name = [rule.name]
+    out.gauge(PREFIX + "rule_firing", "1 while at least one subject of the rule is firing.",
+              ["rule", "severity"]).add_metric([rule.name, rule.severity], float(bool(rule.firing)))
+    state = out.gauge(PREFIX + "rule_state", "The rule's state as watchdogctl shows it: 1 for the "
+                      "current state, 0 for the others.", ["rule", "state"])
+    for candidate in RULE_STATES:
+        state.add_metric([rule.name, candidate.value], float(candidate is rule.status))
+    per_rule: tuple[tuple[str, str, float], ...] = (
+        ("rule_interval_seconds", "How often the rule runs.", rule.every),
+        ("rule_timeout_seconds", "The rule's effective probe timeout (its own, or probe_timeout capped at the "
+         "interval).", rule.timeout),
+        ("rule_subjects", "Subjects the probe measured in its last run. " + CACHED, float(len(rule.readings))),
+        ("rule_breaching_subjects", "Subjects past the threshold (pending or firing). " + CACHED,
+         float(len(rule.firing) + len(rule.pending))),
+        ("rule_firing_subjects", "Subjects firing (past the threshold for the rule's 'for'). " + CACHED,
+         float(len(rule.firing))),
+        ("rule_cooldown_until_timestamp_seconds", "When the rule's latest cooldown ends; 0 when none is "
+         "running.", _ts(rule.cooldown_until)),
+        ("rule_paused_until_timestamp_seconds", "When an operator pause ends; 0 when not paused, +Inf when "
+         "paused without expiry.", _ts(rule.paused_until)),
+        ("rule_gave_up_timestamp_seconds", "When the rule gave up acting after too many actions (alerting "
+         "only until resumed or stable); 0 when it has not.", _ts(rule.gave_up_at)),
+    )
+    for metric, documentation, value in per_rule:
+        out.gauge(PREFIX + metric, documentation, ["rule"]).add_metric(name, value)
+    unit = UNIT_METRICS[rule.unit]
+    threshold = out.gauge(PREFIX + "rule_threshold" + unit.suffix,
+                          f"The rule's threshold, {unit.meaning}; bound is above or below.", ["rule", "bound"])
+    for bound, limit in (("above", rule.above), ("below", rule.below)):
+        if limit is not None:
+            threshold.add_metric([rule.name, bound], limit * unit.scale)
+
+
+def _probe_families(out: _Families, rule: RuleSnapshot) -> None:
+    if rule.up is None or rule.last_run is None:
+        return  # not run yet: absent, rather than a misleading 0 for "failed"
+    labels = _probe_labels(rule)
+    names = ["rule", "probe", "target"]
+    out.gauge(PREFIX + "probe_success", "1 if the rule's last probe run succeeded, 0 if it failed or "
+              "timed out. " + CACHED, names).add_metric(labels, float(rule.up))
+    out.gauge(PREFIX + "probe_duration_seconds", "How long the rule's last probe run took. " + CACHED,
+              names).add_metric(labels, rule.duration or 0.0)
+    out.gauge(PREFIX + "probe_last_run_timestamp_seconds", "When the rule's probe last finished.",
+              names).add_metric(labels, rule.last_run)
+
+
+def _reading_families(out: _Families, rule: RuleSnapshot) -> None:
+    if not rule.readings:
+        return
+    unit = UNIT_METRICS[rule.unit]
+    if rule.cardinality is Cardinality.LOW:
+        family = out.gauge(PREFIX + "reading" + unit.suffix,
+                           f"Last value the rule's probe measured per subject, {unit.meaning}. " + CACHED,
+                           ["rule", "subject"])
+        for subject, value in rule.readings.items():
+            family.add_metric([rule.name, subject], value * unit.scale)
+        return
+    # High cardinality (backends, clients): aggregates only; a pid never becomes a label.
+    values = rule.readings.values()
+    for stat, pick in (("max", max), ("min", min)):
+        out.gauge(PREFIX + f"rule_reading_{stat}" + unit.suffix,
+                  f"The {stat}imum over all subjects of the rule's last probe run, {unit.meaning} "
+                  "(probes with many subjects export this instead of one series per subject). " + CACHED,
+                  ["rule"]).add_metric([rule.name], pick(values) * unit.scale)
+
+
+def _last_action_families(out: _Families, rule: RuleSnapshot) -> None:
+    for last in rule.last_actions:
+        labels = [rule.name, last.action]
+        out.gauge(PREFIX + "action_last_timestamp_seconds", "When the rule's action last ran (or would "
+                  "have, in dry-run).", ["rule", "action"]).add_metric(labels, last.ts)
+        if last.result in ("ok", "failed", "dry_run"):
+            out.gauge(PREFIX + "action_last_success", "1 if the action's last run succeeded (or was a "
+                      "dry-run), 0 if it failed.", ["rule", "action"]).add_metric(
+                labels, float(last.result != "failed"))
+
+
+def _action_counters(out: _Families, snap: EngineSnapshot) -> None:
+    counts = dict(snap.actions_total)
+    for rule in snap.rules:
+        results = (*ACTION_RESULTS, "dry_run") if rule.dry_run else ACTION_RESULTS
+        for kind in rule.actions:
+            for result in results:
+                counts.setdefault((rule.name, kind, result), 0)
+    # Counters of rules a reload removed stay: a counter must not vanish and come back at 0 mid-series.
+    total = out.counter(PREFIX + "actions", "Action runs since the daemon started, by result "
+                        "(ok, failed, dry_run).", ["rule", "action", "result"])
+    for (rule_name, action, result), count in sorted(counts.items()):
+        total.add_metric([rule_name, action, result], float(count))
+
+
+class SnapshotCollector(Collector):
+    """Turns ``snapshot()`` into metric families at each collection."""
+
+    def __init__(self, snapshot: Callable[[], EngineSnapshot], version: str) -> None:
+        self._snapshot = snapshot
+        self._version = version
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self._snapshot(), self._version)
+
+    def describe(self) -> Iterable[Metric]:
+        # Empty on purpose: the registry would otherwise call collect() (and take a snapshot) at registration.
+        return ()
+
+
+def build_registry(
+    snapshot: Callable[[], EngineSnapshot], version: str, *, process: bool = True
+) -> CollectorRegistry:
+    """A private registry: nothing another library registers globally leaks into our /metrics.
+
+    ``process=False`` for the textfile: node_exporter exports its own
+    ``process_*`` series, and duplicates would make it reject the file.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, version))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    content_type: str
+    encoding: str | None  # "gzip" or None
+
+
+@dataclass
+class _Body:
+    rendered_at: float
+    plain: bytes
+    zipped: bytes | None = None  # compressed on the first gzip request, once per render
+
+
+@dataclass
+class _Format:
+    """A format some scraper asks for, and how often it asks."""
+
+    encoder: Callable[[CollectorRegistry], bytes]
+    last_request: float
+    gap: float | None = None  # seconds between its last two requests
+
+
+class Exposition:
+    """/metrics bodies rendered off the request path, refreshed after engine changes.
+
+    Formatting a thousand series with prometheus-client costs tens of
+    milliseconds of CPU on a small host, far more than serving bytes. So a
+    scrape serves the latest rendered body, and a background thread renders
+    again when the daemon reports a change (a rule cycle, pause, resume,
+    reload), and at least every ``max_age`` seconds, because time alone moves
+    some values (a pause expiring, the budget window sliding, process CPU).
+
+    When it re-renders follows the scrapers: once per scrape, timed to finish
+    shortly before the quickest scraper's next expected request (its last
+    request plus the gap between its last two). Rendering more often only
+    burns CPU (it was about half the daemon's CPU at four renders per 15 s
+    scrape); rendering at that moment also makes the body fresher when it is
+    read. A tight loop of curl gets at most one render per ``min_spacing``;
+    with no scrape pattern yet, ``max_spacing`` applies; a format nobody asked
+    for in ``forget_after`` seconds is not rendered at all.
+
+    Without the thread (tests) ``render`` renders inline once the body is
+    ``max_age`` old.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        min_spacing: float = 0.5,
+        max_spacing: float = 5.0,
+        max_age: float = 15.0,
+        forget_after: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._min_spacing = min_spacing
+        self._max_spacing = max_spacing
+        self._max_age = max_age
+        self._forget_after = forget_after
+        self._clock = clock
+        self._lock = threading.Lock()  # the two tables
+        self._render_lock = threading.Lock()  # one render at a time: concurrent first scrapes share it
+        self._formats: dict[str, _Format] = {}
+        self._bodies: dict[str, _Body] = {}
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error: str | None = None
+        self._last_render = 0.0
+        self.renders = 0
+        self.render_seconds = 0.0  # CPU-ish cost of the last render, for the benchmark
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="metrics-render", daemon=True)
+        self._thread.start()
+
+    def changed(self) -> None:
+        """The engine's state moved: render again soon. Cheap; never blocks."""
+        self._changed.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def render(self, accept: str, gzip_ok: bool) -> Rendered:
+        encoder, content_type = choose_encoder(accept)
+        now = self._clock()
+        with self._lock:
+            known = self._formats.get(content_type)
+            if known is None:
+                self._formats[content_type] = _Format(encoder, now)
+            else:
+                known.gap, known.last_request = now - known.last_request, now
+            body = self._bodies.get(content_type)
+        background = self._thread is not None and self._thread.is_alive()
+        if body is None or (not background and now - body.rendered_at >= self._max_age):
+            body = self._refresh(content_type, encoder)
+        if not gzip_ok:
+            return Rendered(body.plain, content_type, None)
+        zipped = body.zipped
+        if zipped is None:
+            # Level 1: nearly the ratio of level 6 on this repetitive text, at a fraction of the CPU.
+            zipped = body.zipped = gzip.compress(body.plain, compresslevel=1)
+        return Rendered(zipped, content_type, "gzip")
+
+    def _refresh(self, content_type: str, encoder: Callable[[CollectorRegistry], bytes]) -> _Body:
+        with self._render_lock:
+            started = time.perf_counter()
+            body = _Body(self._clock(), encoder(self._registry))
+            self.render_seconds = time.perf_counter() - started
+            self.renders += 1
+            self._last_render = body.rendered_at
+            with self._lock:
+                self._bodies[content_type] = body
+            return body
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait(timeout=self._max_age)
+            if self._stop.is_set():
+                return
+            wait = self.next_render_in()
+            if wait > 0 and self._stop.wait(wait):
+                return  # changes meanwhile are folded into this one render
+            self._changed.clear()
+            for content_type, encoder in self._wanted().items():
+                try:
+                    self._refresh(content_type, encoder)
+                except Exception as exc:  # keep serving the last good body; say so once
+                    text = f"{type(exc).__name__}: {exc}"
+                    if text != self._last_error:
+                        event(log, logging.ERROR, "rendering /metrics failed", error=text)
+                    self._last_error = text
+                else:
+                    self._last_error = None
+
+    def _wanted(self) -> dict[str, Callable[[CollectorRegistry], bytes]]:
+        now = self._clock()
+        with self._lock:
+            for content_type, known in list(self._formats.items()):
+                if now - known.last_request > self._forget_after:
+                    del self._formats[content_type]
+                    self._bodies.pop(content_type, None)
+            return {content_type: known.encoder for content_type, known in self._formats.items()}
+
+    def next_render_in(self) -> float:
+        """Seconds until the next render: shortly before the quickest scraper's next request."""
+        now = self._clock()
+        with self._lock:
+            expected = [
+                (known.last_request + known.gap, known.gap) for known in self._formats.values() if known.gap
+            ]
+            last = self._last_render
+        if not expected:
+            return max(0.0, last + self._max_spacing - now)
+        next_scrape, gap = min(expected)
+        lead = min(max(2.0 * self.render_seconds, 0.5), gap / 2.0)
+        due = next_scrape - lead
+        if due <= last:  # that scrape already has its render: aim at the one after
+            due += math.ceil((last - due) / gap + 1e-9) * gap
+        return max(0.0, max(due, last + self._min_spacing) - now)
+
+
+def render_text(registry: CollectorRegistry) -> bytes:
+    """The classic text format, for the textfile and for tests."""
+    return generate_latest(registry)

@@ -1,0 +1,465 @@
+"""Docker engine target: one lazily created API client per configured engine.
+
+This is the only module that imports the ``docker`` SDK, and only when a
+Docker target is first used, so hosts without Docker never load it.
+Probes and actions get a ``DockerEngine``: a small facade over the SDK's
+low-level ``APIClient`` (raw dicts: listing 200 containers is one call, not
+200 inspects) that turns every SDK and transport error into a one-line
+``DockerError`` saying what failed and why ("socket ... does not exist (is
+dockerd running?)", "permission denied on ..."). It also owns the event
+follower (``docker_events``) that tells operator stops from crashes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from watchdogd.contracts import Clock, Params, ProbeError, TargetParams, TargetSpec
+from watchdogd.families.docker.events import EVENT_FILTERS, EventFollower, EventHistory
+from watchdogd.units import Duration
+
+T = TypeVar("T")
+
+DEFAULT_URL = "unix:///var/run/docker.sock"
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+POOL_SIZE = 40
+"""HTTP connections kept to the engine: the stats fallback runs 32 calls at once (``docker_resources``)."""
+
+
+class DockerError(ProbeError):
+    """A Docker call failed; the message is complete and fit for status output and the audit log."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EngineUnreachable(DockerError):
+    """The engine did not answer at all (socket missing, refused, permission, timeout, TLS)."""
+
+
+# --------------------------------------------------------------------------- params
+
+
+class TlsParams(Params):
+    """Client TLS for ``tcp://`` engines (``dockerd --tlsverify``): the CA that signed the engine, our cert and key."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not os.path.isabs(value):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsParams:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file (the client certificate and its key), or neither")
+        return self
+
+
+class DockerTargetParams(TargetParams):
+    url: str = DEFAULT_URL
+    tls: TlsParams | None = None
+    timeout: Duration = Field(default=10.0, gt=0, le=86400.0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "unix":
+            if not parts.path.startswith("/"):
+                raise ValueError(f"a unix socket URL needs an absolute path like {DEFAULT_URL}, got {value!r}")
+            return value
+        if parts.scheme == "tcp":
+            if not parts.hostname or parts.port is None:
+                raise ValueError(f"a tcp URL needs a host and port like tcp://10.0.0.5:2376, got {value!r}")
+            return value
+        raise ValueError(f"url must start with unix:// or tcp://, got {value!r}")
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> DockerTargetParams:
+        if self.tls is not None and not self.url.startswith("tcp://"):
+            raise ValueError("tls applies only to a tcp:// url")
+        return self
+
+
+# --------------------------------------------------------------------------- errors
+
+
+_ERRNO_REASONS: Mapping[int, str] = {
+    errno.ENOENT: "socket {path} does not exist (is dockerd running?)",
+    errno.ECONNREFUSED: "connection refused (is dockerd running and listening there?)",
+    errno.EACCES: "permission denied on {path} (watchdogd must run as root or in the docker group)",
+    errno.EPERM: "permission denied on {path} (watchdogd must run as root or in the docker group)",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset by the engine",
+    errno.ENOTSOCK: "{path} is not a socket",
+}
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    """The exception and everything it wraps (requests -> urllib3 -> OSError), without looping."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+
+
+def _transport_reason(exc: BaseException, url: str, timeout: float) -> str | None:
+    """Why the engine could not be reached, in words; None when it did answer (an API error)."""
+    path = urlsplit(url).path
+    for cause in _chain(exc):
+        if isinstance(cause, TimeoutError | socket.timeout) or "timed out" in str(cause).lower():
+            return f"no answer within {timeout:g}s"
+        if type(cause).__name__.startswith("SSL") or "ssl" in type(cause).__module__.lower():
+            return f"TLS failed: {' '.join(str(cause).split())[:200]}"
+        code = cause.errno if isinstance(cause, OSError) else None
+        if code is not None and code in _ERRNO_REASONS:
+            return _ERRNO_REASONS[code].format(path=path)
+    names = {type(c).__name__ for c in _chain(exc)}
+    if names & {"ConnectionError", "ProtocolError", "NewConnectionError", "MaxRetryError", "ReadTimeout",
+                "ConnectTimeout", "RemoteDisconnected", "ConnectionAbortedError"}:
+        return " ".join(str(exc).split())[:200]
+    return None
+
+
+def _api_error(exc: BaseException, what: str) -> DockerError | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    if status is None:
+        return None
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    text = " ".join(str(explanation).split())
+    if status == 403 or "permission denied" in text.lower():
+        text = f"permission denied by the engine: {text}"
+    return DockerError(f"{what}: {text} (HTTP {status})", int(status))
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class DockerEngine:
+    """One engine, shared by every rule that names the target. Safe to use from several threads.
+
+    The SDK client is created on first use (``connect`` must not block) and
+    re-created after a failure; while the engine is unreachable, calls fail
+    fast with the last reason until the backoff (1 s doubling to 30 s, or
+    less: ``retry_within``) expires, so a dead TCP engine does not hold
+    every probe for ``timeout``. The SDK's HTTP session reconnects by itself
+    once it exists.
+    """
+
+    def __init__(
+        self,
+        params: DockerTargetParams,
+        clock: Clock = time.time,
+        name: str = "docker",
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.params = params
+        self.url = params.url
+        self.timeout = params.timeout
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._api: Any = None
+        self._retry_at = 0.0
+        self._delay = 0.0
+        self._max_delay = BACKOFF_MAX
+        self._last_error = ""
+        self._mem_total: float | None = None
+        self.history = EventHistory(clock)
+        self.events = EventFollower(self.history, self._open_events, clock, name)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _new_api(self, timeout: float | None) -> Any:
+        import docker  # noqa: PLC0415  # the only import of the SDK, deferred to first use (see module doc)
+
+        tls: Any = False
+        if self.params.tls is not None:
+            t = self.params.tls
+            cert = (t.cert_file, t.key_file) if t.cert_file and t.key_file else None
+            tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=t.ca_file, verify=t.verify)
+
+        def client(version: str) -> Any:
+            api = docker.APIClient(
+                base_url=self.url, version=version, timeout=timeout, tls=tls, max_pool_size=POOL_SIZE
+            )
+            # requests would let REQUESTS_CA_BUNDLE override the configured CA (and proxy variables
+            # reroute the engine's socket): the config alone decides how we reach the engine.
+            api.trust_env = False
+            return api
+
+        # The SDK's version="auto" asks the engine before trust_env can be switched off, so negotiate
+        # by hand: the engine's API version, capped at what this SDK speaks.
+        first = client(docker.constants.MINIMUM_DOCKER_API_VERSION)
+        try:
+            server = str(first.version(api_version=False)["ApiVersion"])
+        finally:
+            first.close()
+        ours = docker.constants.DEFAULT_DOCKER_API_VERSION
+        return client(min(server, ours, key=lambda v: tuple(int(p) for p in v.split("."))))
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._api is not None:
+                return self._api
+            wait = self._retry_at - self._monotonic()
+            if wait > 0:
+                raise EngineUnreachable(f"{self._last_error}; next attempt in {wait:.1f}s")
+            try:
+                self._api = self._new_api(self.timeout)
+            except Exception as exc:
+                self._failed(exc)
+                raise EngineUnreachable(self._last_error) from exc
+            self._delay = 0.0
+            return self._api
+
+    def _failed(self, exc: BaseException, timeout: float | None = None) -> None:
+        """Record a transport failure and back off; ``timeout`` is the one the failed call ran under."""
+        limit = self.timeout if timeout is None else timeout
+        reason = _transport_reason(exc, self.url, limit) or " ".join(str(exc).split())[:300]
+        self._last_error = f"Docker engine unreachable at {self.url}: {reason}"
+        self._delay = min(max(self._delay * 2, BACKOFF_MIN), self._max_delay)
+        self._retry_at = self._monotonic() + self._delay
+
+    def retry_within(self, seconds: float) -> None:
+        """Never hold back the next connect attempt longer than ``seconds`` (``TargetSpec.retry_within``).
+
+        The daemon passes half the shortest interval of the rules on this
+        engine, so an engine that is back is seen on each rule's next run.
+        The event follower's reconnect is capped alike: it tells operator
+        stops from crashes, and must be back as soon as the engine is.
+        """
+        cap = max(0.0, min(BACKOFF_MAX, seconds))
+        with self._lock:
+            self._max_delay = cap
+            self._delay = min(self._delay, cap)
+            self._retry_at = min(self._retry_at, self._monotonic() + cap)
+        self.events.retry_within(cap)
+
+    def call(self, what: str, fn: Callable[[Any], T], *, timeout: float | None = None) -> T:
+        """Run ``fn(api)``; every failure becomes a DockerError whose message starts with ``what``.
+
+        ``timeout``: the request timeout ``fn`` sets itself, when not the target's, for the message.
+        """
+        api = self._client()
+        try:
+            return fn(api)
+        except DockerError:
+            raise  # ``fn`` read an error answer itself (stats, ping): the engine answered, it is reachable
+        except Exception as exc:
+            api_error = _api_error(exc, what)
+            if api_error is not None:
+                raise api_error from exc
+            with self._lock:
+                if self._api is api:  # the first of possibly many parallel calls to notice: back off once
+                    self._failed(exc, timeout)
+                    self._api = None  # re-created (and version re-negotiated) after the backoff
+                message = self._last_error
+            self.events.kick()
+            raise EngineUnreachable(message) from exc
+
+    def _open_events(self, since: str, until: str | None) -> Iterable[Mapping[str, Any]]:
+        # A separate client: the live stream holds its connection for hours and has no read timeout.
+        api = self._new_api(None if until is None else self.timeout)
+        try:
+            stream = api.events(since=since, until=until, filters=EVENT_FILTERS, decode=True)
+        except BaseException:
+            api.close()
+            raise
+        return _EventStream(stream, api)
+
+    def close(self) -> None:
+        self.events.close()
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    # -- the calls probes and actions make ------------------------------------------------------
+
+    def ping(self, timeout: float | None = None) -> float:
+        """Seconds for the engine to answer ``GET /_ping``; ``EngineUnreachable`` when it does not.
+
+        Only the request itself is timed: (re)creating the SDK client after
+        an outage negotiates the API version first, which is no part of how
+        fast the engine answers. ``timeout`` (default: the target's) bounds
+        the request, so a hung engine is found within it.
+        """
+        limit = self.timeout if timeout is None else timeout
+
+        def get(api: Any) -> float:
+            started = self._monotonic()
+            response = api.get(f"{api.base_url}/_ping", timeout=limit)
+            took = self._monotonic() - started
+            if response.status_code >= 400:
+                raise DockerError(
+                    f"engine ping: {response.text.strip()[:200]} (HTTP {response.status_code})",
+                    response.status_code,
+                )
+            return took
+
+        return self.call("engine ping", get, timeout=limit)
+
+    def containers(self, filters: Mapping[str, Any], *, all_states: bool = True) -> list[dict[str, Any]]:
+        """One listing call (``GET /containers/json``): names, labels, State and Status text."""
+        return self.call("listing containers", lambda api: api.containers(all=all_states, filters=dict(filters)))
+
+    def inspect(self, container: str) -> dict[str, Any] | None:
+        """Full inspect, or None when the container no longer exists."""
+        try:
+            info: dict[str, Any] = self.call(
+                f"inspecting container {container}", lambda api: api.inspect_container(container)
+            )
+            return info
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def stats(self, container: str) -> dict[str, Any] | None:
+        """One stats sample without waiting for a second one; None when the container is gone or stopped.
+
+        Sent as lowercase ``stream=false&one-shot=true``: the SDK sends
+        ``stream=False``, which the engine takes as a request for the slow
+        two-sample answer (one second per container).
+        """
+
+        def get(api: Any) -> dict[str, Any]:
+            url = f"{api.base_url}/v{api.api_version}/containers/{container}/stats"
+            response = api.get(url, params={"stream": "false", "one-shot": "true"}, timeout=self.timeout)
+            if response.status_code >= 400:
+                raise DockerError(
+                    f"stats of container {container}: {response.text.strip()[:200]} (HTTP {response.status_code})",
+                    response.status_code,
+                )
+            return response.json()  # type: ignore[no-any-return]
+
+        try:
+            return self.call(f"stats of container {container}", get)
+        except DockerError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+
+    def mem_total(self) -> float:
+        """The engine host's memory: what the engine reports as the limit of a container without one."""
+        if self._mem_total is None:
+            info = self.call("engine info", lambda api: api.info())
+            self._mem_total = float(info.get("MemTotal") or 0)
+        return self._mem_total
+
+    def df(self) -> dict[str, Any]:
+        return self.call("disk usage (system df)", lambda api: api.df())
+
+    def start(self, container: str) -> None:
+        self.call(f"starting container {container}", lambda api: api.start(container))
+
+    def restart(self, container: str, stop_timeout: float) -> None:
+        # The SDK adds stop_timeout to the HTTP timeout itself.
+        self.call(
+            f"restarting container {container}", lambda api: api.restart(container, timeout=int(stop_timeout))
+        )
+
+    def remove_container(self, container: str) -> None:
+        self.call(f"removing container {container}", lambda api: api.remove_container(container, v=False))
+
+    def images(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return self.call("listing images", lambda api: api.images(all=False, filters=dict(filters)))
+
+    def remove_image(self, image: str) -> None:
+        self.call(f"removing image {image}", lambda api: api.remove_image(image, force=False, noprune=False))
+
+    def volumes(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        result = self.call("listing volumes", lambda api: api.volumes(filters=dict(filters)))
+        return list(result.get("Volumes") or [])
+
+    def remove_volume(self, name: str) -> None:
+        self.call(f"removing volume {name}", lambda api: api.remove_volume(name, force=False))
+
+    def prune_build_cache(self, older_than: float) -> dict[str, Any]:
+        return self.call(
+            "pruning the build cache",
+            lambda api: api.prune_builds(filters={"until": f"{int(older_than)}s"}),
+        )
+
+    # -- the event history ----------------------------------------------------------------------
+
+    def synced_history(self, timeout: float) -> EventHistory | None:
+        """The event history once the replay of buffered events is done; None if not within ``timeout``."""
+        return self.history if self.events.wait_synced(timeout) else None
+
+
+class _EventStream:
+    """The SDK's event stream plus the client that opened it: closing (or exhausting) it releases both."""
+
+    def __init__(self, stream: Any, api: Any) -> None:
+        self._stream = stream
+        self._api = api
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        try:
+            yield from self._stream
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._api.close()
+
+
+def _import_sdk() -> None:
+    import docker  # noqa: PLC0415, F401  # see connect()
+
+
+def connect(params: DockerTargetParams) -> DockerEngine:
+    """Never blocks: the SDK import (~150 ms) starts in the background so the first probe need not pay it."""
+    threading.Thread(target=_import_sdk, name="docker-sdk-import", daemon=True).start()
+    return DockerEngine(params, name=params.url)
+
+
+def close(client: DockerEngine) -> None:
+    client.close()
+
+
+def retry_within(client: DockerEngine, seconds: float) -> None:
+    client.retry_within(seconds)
+
+
+TARGET = TargetSpec(params=DockerTargetParams, connect=connect, close=close, retry_within=retry_within)

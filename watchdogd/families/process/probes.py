@@ -1,0 +1,324 @@
+"""Process probes: how many, and per process CPU, RSS, RSS growth (leaks), open files, age.
+
+One probe name per measure (``process.cpu``, ``process.rss``...) rather than
+one ``process`` probe with a ``measure:`` switch, because a probe name fixes
+the unit its thresholds are parsed with and whether its subjects may become
+metric labels: ``process.rss`` takes ``above: 2GiB``, ``process.age``
+``above: 7d``, and ``process.count`` has one low-cardinality subject while
+the others have one ``pid:<pid>`` subject per process. The selection
+parameters (name, cmdline, user, pidfile) are the same for all of them.
+
+Rates (CPU, RSS growth) are measured over ``time.monotonic()``, which is the
+clock the kernel's accounting follows; the wall clock may step under NTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from watchdogd.contracts import Cardinality, Clock, Probe, ProbeError, ProbeSpec, Reading, Unit
+from watchdogd.families.process import procfs
+from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector
+from watchdogd.units import Duration
+
+Monotonic = Callable[[], float]
+
+
+class ProcessParams(ProcessSelector):
+    pass
+
+
+class RssGrowthParams(ProcessSelector):
+    window: Duration = Field(default=3600.0, gt=0)
+    min_span: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check_span(self) -> RssGrowthParams:
+        if self.min_span is not None and self.min_span > self.window:
+            raise ValueError("min_span must not be longer than window")
+        return self
+
+    @property
+    def span_needed(self) -> float:
+        """Growth over less history than this is noise (a cache warming up), so it is not reported."""
+        return self.min_span if self.min_span is not None else self.window / 2
+
+
+class _ProcessProbe:
+    """Selection plus the boot-time lookup every per-process reading needs."""
+
+    def __init__(self, params: ProcessSelector, monotonic: Monotonic = time.monotonic) -> None:
+        self._selection = ProcessSelection(params)
+        self._monotonic = monotonic
+
+    def _select(self) -> tuple[list[Proc], float]:
+        try:
+            return self._selection.select(), procfs.boot_time()
+        except OSError as exc:
+            raise ProbeError(f"cannot list processes: {exc}") from exc
+
+
+class CountProbe(_ProcessProbe):
+    """How many processes match: ``below: 1`` is "the service is not running"."""
+
+    MAX_PIDS_IN_DETAILS = 20
+
+    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
+        super().__init__(params, monotonic)
+        self._subject = params.describe()
+
+    def measure(self) -> list[Reading]:
+        procs, _ = self._select()
+        pids = sorted(p.pid for p in procs)
+        details = {"pids": pids[: self.MAX_PIDS_IN_DETAILS], "truncated": len(pids) > self.MAX_PIDS_IN_DETAILS}
+        return [Reading(self._subject, float(len(pids)), details)]
+
+
+class RssProbe(_ProcessProbe):
+    """Resident memory per process, in bytes."""
+
+    def measure(self) -> list[Reading]:
+        procs, boot = self._select()
+        return [Reading(f"pid:{p.pid}", float(p.stat.rss), p.details(boot)) for p in procs]
+
+
+class AgeProbe(_ProcessProbe):
+    """Seconds since each process started (on the boot clock, so a wall-clock step cannot skew it)."""
+
+    def measure(self) -> list[Reading]:
+        procs, boot = self._select()
+        now = procfs.uptime()
+        return [
+            Reading(f"pid:{p.pid}", max(0.0, now - p.stat.start_ticks / procfs.CLOCK_TICKS), p.details(boot))
+            for p in procs
+        ]
+
+
+class CpuProbe(_ProcessProbe):
+    """Percent of one CPU core per process since the previous run, as top(1) shows it.
+
+    A process using three cores reads 300. On its first sighting there is no
+    previous sample, so the value is its lifetime average (as ps(1) shows it)
+    rather than nothing: ``--once`` and a freshly started daemon still see a
+    process that has been spinning for an hour.
+    """
+
+    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
+        super().__init__(params, monotonic)
+        self._last: dict[tuple[int, int], tuple[int, float]] = {}
+
+    def measure(self) -> list[Reading]:
+        procs, boot = self._select()
+        now = self._monotonic()
+        up = procfs.uptime()
+        previous, self._last = self._last, {}
+        readings = []
+        for p in procs:
+            ticks = p.stat.cpu_ticks
+            before = previous.get(p.key)
+            if before is not None and now > before[1]:
+                seconds, sample = now - before[1], "interval"
+                used = (ticks - before[0]) / procfs.CLOCK_TICKS
+            else:
+                seconds, sample = up - p.stat.start_ticks / procfs.CLOCK_TICKS, "lifetime"
+                used = ticks / procfs.CLOCK_TICKS
+            percent = max(0.0, used / seconds * 100.0) if seconds > 0 else 0.0
+            self._last[p.key] = (ticks, now)
+            details = p.details(boot)
+            details.update(sample=sample, threads=p.stat.threads)
+            readings.append(Reading(f"pid:{p.pid}", percent, details))
+        return readings
+
+
+@dataclass(slots=True)
+class RssHistory:
+    """RSS samples of one process over a window, with a least-squares slope.
+
+    At most ``max_points`` samples are kept, spaced at least ``window /
+    max_points`` apart (the newest one floats, so the slope always includes
+    the latest value): memory stays bounded on a host with thousands of
+    processes and a long window. The sums are Python integers (milliseconds,
+    bytes), so adding and evicting samples is O(1) and never drifts.
+    """
+
+    window_ms: int
+    step_ms: int
+    base: float = -1.0
+    points: deque[tuple[int, int]] = field(default_factory=deque)
+    n: int = 0
+    st: int = 0
+    sr: int = 0
+    stt: int = 0
+    str_: int = 0
+    last_fixed: bool = True
+
+    @classmethod
+    def create(cls, window: float, max_points: int = 64) -> RssHistory:
+        window_ms = max(1, int(window * 1000))
+        return cls(window_ms=window_ms, step_ms=max(1, window_ms // max_points))
+
+    def _add(self, t: int, r: int) -> None:
+        self.points.append((t, r))
+        self.n += 1
+        self.st += t
+        self.sr += r
+        self.stt += t * t
+        self.str_ += t * r
+
+    def _remove(self, t: int, r: int) -> None:
+        self.n -= 1
+        self.st -= t
+        self.sr -= r
+        self.stt -= t * t
+        self.str_ -= t * r
+
+    def add(self, now: float, rss: int) -> None:
+        if self.base < 0:
+            self.base = now
+        t = int((now - self.base) * 1000)
+        if self.points and not self.last_fixed:
+            self._remove(*self.points.pop())  # the floating newest sample is replaced
+        previous = self.points[-1][0] if self.points else None
+        self._add(t, rss)
+        self.last_fixed = previous is None or t - previous >= self.step_ms
+        while self.points and self.points[0][0] < t - self.window_ms:
+            self._remove(*self.points.popleft())
+
+    def span(self) -> float:
+        return (self.points[-1][0] - self.points[0][0]) / 1000.0 if len(self.points) > 1 else 0.0
+
+    def per_hour(self) -> float:
+        """Slope of RSS over time, bytes per hour (0 with fewer than two distinct times)."""
+        denominator = self.n * self.stt - self.st * self.st
+        if self.n < 2 or denominator == 0:
+            return 0.0
+        per_ms = (self.n * self.str_ - self.st * self.sr) / denominator
+        return per_ms * 3_600_000.0
+
+
+class RssGrowthProbe(_ProcessProbe):
+    """RSS growth in bytes per hour over ``window``: a leak, not a big-but-stable process.
+
+    The slope is a least-squares fit, so a garbage collector's sawtooth does
+    not read as a leak the way "last minus first" would. A process is
+    reported once its samples span ``min_span`` (default half the window);
+    before that there is not enough history to call anything a trend, so
+    ``--once`` reports no subjects.
+    """
+
+    def __init__(self, params: RssGrowthParams, monotonic: Monotonic = time.monotonic) -> None:
+        super().__init__(params, monotonic)
+        self._window = params.window
+        self._span_needed = params.span_needed
+        self._history: dict[tuple[int, int], RssHistory] = {}
+
+    def measure(self) -> list[Reading]:
+        procs, boot = self._select()
+        now = self._monotonic()
+        previous, self._history = self._history, {}
+        readings = []
+        for p in procs:
+            history = previous.get(p.key) or RssHistory.create(self._window)
+            history.add(now, p.stat.rss)
+            self._history[p.key] = history
+            span = history.span()
+            if span < self._span_needed:
+                continue
+            details = p.details(boot)
+            details.update(rss=p.stat.rss, span=round(span, 1), samples=history.n)
+            readings.append(Reading(f"pid:{p.pid}", history.per_hour(), details))
+        return readings
+
+
+class FdsProbe(_ProcessProbe):
+    """Open file descriptors as a percent of the process's soft RLIMIT_NOFILE.
+
+    Counting another user's descriptors needs root (or CAP_SYS_PTRACE);
+    processes we may not look into are skipped, and if that leaves none of
+    the matched ones the probe is down with the reason rather than silently
+    reporting nothing. The limit is re-read every ``LIMIT_TTL`` seconds only:
+    it changes about never (a process raising its own limit does so at
+    start), and reading it every run doubles the cost of a host-wide rule.
+    """
+
+    LIMIT_TTL = 60.0
+
+    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
+        super().__init__(params, monotonic)
+        self._limits: dict[tuple[int, int], tuple[int | None, float]] = {}
+
+    def _limit(self, p: Proc, now: float) -> int | None:
+        cached = self._limits.get(p.key)
+        if cached is not None and now - cached[1] < self.LIMIT_TTL:
+            return cached[0]
+        limit = procfs.nofile_soft_limit(p.pid)
+        self._limits[p.key] = (limit, now)
+        return limit
+
+    def measure(self) -> list[Reading]:
+        procs, boot = self._select()
+        now = self._monotonic()
+        readings = []
+        denied: list[int] = []
+        for p in procs:
+            try:
+                fds = procfs.count_fds(p.pid)
+                limit = self._limit(p, now)
+            except PermissionError:
+                denied.append(p.pid)
+                continue
+            except OSError:
+                continue  # exited meanwhile
+            percent = fds / limit * 100.0 if limit else 0.0
+            details: dict[str, Any] = p.details(boot)
+            details.update(fds=fds, soft_limit=limit if limit is not None else "unlimited")
+            readings.append(Reading(f"pid:{p.pid}", percent, details))
+        live = {p.key for p in procs}
+        self._limits = {key: value for key, value in self._limits.items() if key in live}
+        if denied and not readings:
+            raise ProbeError(
+                f"permission denied reading the open files of {len(denied)} matched process(es)"
+                f" (pid {denied[0]}...): run watchdogd as root or with CAP_SYS_PTRACE"
+            )
+        return readings
+
+
+def _factory(cls: Callable[[Any], Probe]) -> Callable[[Any, Any, Clock], Probe]:
+    def build(params: Any, _target: Any, _clock: Clock) -> Probe:
+        return cls(params)
+
+    return build
+
+
+PROBES: dict[str, ProbeSpec] = {
+    "process.count": ProbeSpec(
+        ProcessParams, _factory(CountProbe), Unit.COUNT, Cardinality.LOW,
+        "number of matching processes (below: 1 = not running)", subjects="process",
+    ),
+    "process.cpu": ProbeSpec(
+        ProcessParams, _factory(CpuProbe), Unit.PERCENT, Cardinality.HIGH,
+        "CPU percent of one core per matching process, since the previous run", subjects="pid",
+    ),
+    "process.rss": ProbeSpec(
+        ProcessParams, _factory(RssProbe), Unit.BYTES, Cardinality.HIGH,
+        "resident memory per matching process", subjects="pid",
+    ),
+    "process.rss_growth": ProbeSpec(
+        RssGrowthParams, _factory(RssGrowthProbe), Unit.BYTES, Cardinality.HIGH,
+        "resident memory growth per hour over a window, per matching process (leaks)", subjects="pid",
+    ),
+    "process.fds": ProbeSpec(
+        ProcessParams, _factory(FdsProbe), Unit.PERCENT, Cardinality.HIGH,
+        "open file descriptors as percent of the soft limit, per matching process", subjects="pid",
+    ),
+    "process.age": ProbeSpec(
+        ProcessParams, _factory(AgeProbe), Unit.SECONDS, Cardinality.HIGH,
+        "seconds since each matching process started", subjects="pid",
+    ),
+}
