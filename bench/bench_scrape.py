@@ -61,7 +61,7 @@ PROBES = [
     ("host.swap", "{}", "above: 90"),
     ("host.disk", '{mountpoints: ["/"]}', "above: 99"),
     ("host.inodes", '{mountpoints: ["/"]}', "above: 99"),
-    ("host.file_age", "{path: /etc/hostname}", "above: 3650d"),
+    ("host.file_age", "{path: /etc/hostname}", "above: 365d"),  # the longest duration a config takes
     ("host.dir_size", "{path: /etc/default}", "above: 1GiB"),
 ]
 
