@@ -12,7 +12,17 @@ from __future__ import annotations
 import random
 import time
 
-from watchdogd.core.guard import BudgetPolicy, GuardPolicy, HostGuard, RuleGuard, decide, observe, record_run
+from watchdogd.core.guard import (
+    BudgetPolicy,
+    GuardPolicy,
+    HostGuard,
+    RuleGuard,
+    budget_open,
+    decide,
+    host_spend,
+    observe,
+    record_run,
+)
 from watchdogd.core.policy import Thresholds, evaluate
 from watchdogd.model import Reading, SubjectState
 
@@ -61,17 +71,17 @@ def main() -> None:
             guards[i] = observe(guards[i], breaching, now, POLICY)
             verdict = decide(
                 guards[i],
-                host,
                 [r.subject for r in ev.firing],
                 now,
                 POLICY,
-                budget=BUDGET,
+                budget_open=budget_open(host, BUDGET, now),
                 in_grace=False,
                 max_per_run=10,
             )
             guards[i] = verdict.guard
             if verdict.allowed:
-                guards[i], host = record_run(guards[i], host, verdict.allowed, now, POLICY, budget=BUDGET)
+                guards[i] = record_run(guards[i], verdict.allowed, now, POLICY)
+                host = host_spend(host, now, BUDGET)
                 runs += 1
         cpu += time.process_time() - start
     per_cycle_ms = cpu / CYCLES * 1000.0

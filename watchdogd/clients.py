@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from watchdogd.config import Config
-from watchdogd.engine.engine import Clients
+from watchdogd.engine.runtime import Clients
 from watchdogd.logs import event
 from watchdogd.registry import Registry
 

@@ -54,6 +54,8 @@ class _Strict(BaseModel):
 
 
 class _Budget(_Strict):
+    kind: Literal["host"] = "host"
+    """Where the count is kept: ``host`` (this host's state). A fleet-wide kind is planned (docs/fleet.md)."""
     actions: int = Field(ge=1, le=MAX_COUNT)
     per: Window
 
@@ -337,7 +339,7 @@ class _Builder:
             control_socket=Path(raw.control_socket),
             control_group=raw.control_group,
             dry_run=dry_run,
-            budget=BudgetPolicy(actions=raw.budget.actions, per=raw.budget.per),
+            budget=BudgetPolicy(actions=raw.budget.actions, per=raw.budget.per, kind=raw.budget.kind),
             grace=raw.grace,
             history_retention=raw.history_retention,
             stuck_probes_restart=raw.stuck_probes_restart,

@@ -1,5 +1,7 @@
 """Engine cycle logic with fake probes and actions (the engine is under test, not them).
 
+The engine gets them from a registry of fake kinds (``tests.support.fake_family``).
+
 A real SQLite store in tmp_path and a hand-driven clock: no sleeping.
 """
 
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_family import fake_registry
 from watchdogd.config import Config, parse_config
-from watchdogd.engine.engine import Engine, RuleRuntime
+from watchdogd.engine.engine import Engine
 from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus
 
@@ -68,30 +71,24 @@ def make_engine(
     grace: bool = False,
     values: dict[str, float] | None = None,
 ) -> tuple[Engine, FakeProbe, FakeAction, StateStore]:
+    """An engine whose one rule ``r`` measures with the returned probe and acts with the returned action."""
     text = f"state_dir: {tmp_path}/state\ngrace: 60s\nbudget: {{actions: 2, per: 1h}}\nrules:\n  r:\n" + rule_yaml
-    config: Config = parse_config(text, tmp_path / "w.yaml")
     store = StateStore(tmp_path / "state.db", clock)
-    engine = Engine(config, store, {}, clock, grace=grace)
     probe = FakeProbe(values if values is not None else {"a": 95.0})
     action = FakeAction(probe, store)
-    rt = engine._runtimes["r"]
-    engine._runtimes["r"] = RuleRuntime(
-        rule=rt.rule,
-        probe=probe,
-        actions=tuple((a, action) for a, _ in rt.actions),
-        subjects=rt.subjects,
-        guard=rt.guard,
-    )
+    config: Config = parse_config(text, tmp_path / "w.yaml", registry=fake_registry({"r": probe}, {"r": action}))
+    engine = Engine(config, store, {}, clock, grace=grace)
     return engine, probe, action, store
 
 
 BASE = """\
-    probe: host.cpu
+    probe: fake.percent
+    params: {key: r}
     above: 90
     timeout: 1s
     cooldown: 10m
     actions:
-      - exec: {argv: [/bin/true], settle: 0.1s}
+      - fake.fix: {key: r, settle: 0.1s}
 """
 
 

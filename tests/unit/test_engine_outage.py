@@ -1,26 +1,29 @@
 """The outage model in the engine: on_down, depends_on, shared cooldowns, verify that waits for the fix.
 
 Fake probes and actions stand in for the families (the engine is under test,
-not them); a real SQLite store in tmp_path. Verify waits on the real clock,
-so the settle times here are a second at most.
+not them), handed to the engine by a registry of fake kinds
+(``tests.support.fake_family``); a real SQLite store in tmp_path. Verify
+waits on the real clock, so the settle times here are a second at most.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.support.fake_family import fake_registry
 from tests.unit.test_engine import Clock, FakeProbe
 from watchdogd.clients import open_clients
 from watchdogd.config import ConfigError, parse_config
-from watchdogd.contracts import ProbeError
+from watchdogd.contracts import Action, ProbeError
 from watchdogd.daemon import dependency_order, run_once
-from watchdogd.engine.engine import Engine, RuleRuntime
+from watchdogd.engine.engine import Engine
 from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, Decision, ItemResult, Reading, RuleStatus, Unit
+from watchdogd.registry import Registry
 from watchdogd.units import format_value
 
 
@@ -71,47 +74,48 @@ class Restart:
 HEADER = "grace: 0s\nbudget: {actions: 20, per: 1h}\nrules:\n"
 
 
-def engine_for(tmp_path: Path, rules_yaml: str, clock: Clock, store: StateStore | None = None) -> Engine:
-    config = parse_config(HEADER + rules_yaml, tmp_path / "w.yaml")
+Fakes = Mapping[str, tuple[FakeProbe] | tuple[FakeProbe, Action]]
+"""Per rule name: the probe it measures with and, if it has an action, the action (the fakes' ``key``)."""
+
+
+def registry_of(fakes: Fakes) -> Registry:
+    probes = {name: probe for name, (probe, *_) in fakes.items()}
+    actions = {name: action for name, (_, *acting) in fakes.items() for action in acting}
+    return fake_registry(probes, actions)
+
+
+def engine_for(
+    tmp_path: Path, rules_yaml: str, clock: Clock, fakes: Fakes, store: StateStore | None = None
+) -> Engine:
+    config = parse_config(HEADER + rules_yaml, tmp_path / "w.yaml", registry=registry_of(fakes))
     store = store or StateStore(tmp_path / "state.db", clock)
     return Engine(config, store, {}, clock, grace=False)
 
 
-def swap(engine: Engine, name: str, probe: FakeProbe, *actions: object) -> None:
-    """Put fakes in place of the rule's probe and actions (same ActionConfigs, so settle and kinds stay)."""
-    rt = engine._runtimes[name]
-    configs = [config for config, _ in rt.actions]
-    engine._runtimes[name] = RuleRuntime(
-        rule=rt.rule,
-        probe=probe,
-        actions=tuple(zip(configs, actions, strict=True)),  # type: ignore[arg-type]
-        target_key=rt.target_key,
-    )
-
-
 def rule(name: str, body: str) -> str:
-    lines = [f"  {name}:"] + [f"    {line}" for line in body.strip().splitlines()]
+    """Rule ``name``; a ``KEY`` in its body (the fake kinds' ``key``) becomes the name, so it gets ``fakes[name]``."""
+    lines = [f"  {name}:"] + [f"    {line}" for line in body.strip().replace("KEY", name).splitlines()]
     return "\n".join(lines) + "\n"
 
 
 UP_RULE = """
-probe: host.load
+probe: fake.count
+params: {key: KEY}
 above: 2
 on_down: fire
 severity: critical
 every: 1s
 actions:
-  - exec: {argv: [/bin/true], settle: 1s}
+  - fake.fix: {key: KEY, settle: 1s}
 cooldown: 1m
 """
 
 
 def test_on_down_fire_turns_an_outage_into_a_firing_subject_and_acts(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE), clock)
     probe = OutageProbe({"db:5432": 0.01})
     restart = Restart("db.service", probe)
-    swap(engine, "up", probe, restart)
+    engine = engine_for(tmp_path, rule("up", UP_RULE), clock, {"up": (probe, restart)})
     assert engine.run_rule("up").status is RuleStatus.OK
 
     probe.error = ProbeError("connection refused")
@@ -127,9 +131,8 @@ def test_on_down_fire_turns_an_outage_into_a_firing_subject_and_acts(tmp_path: P
 def test_outage_without_actions_reports_firing_with_the_error(tmp_path: Path) -> None:
     clock = Clock()
     body = UP_RULE.split("actions:", maxsplit=1)[0]
-    engine = engine_for(tmp_path, rule("up", body), clock)
     probe = OutageProbe({"db:5432": 0.01})
-    swap(engine, "up", probe)
+    engine = engine_for(tmp_path, rule("up", body), clock, {"up": (probe,)})
     probe.error = ProbeError("timed out")
 
     report = engine.run_rule("up")
@@ -143,10 +146,10 @@ def test_outage_without_actions_reports_firing_with_the_error(tmp_path: Path) ->
 
 def test_on_down_hold_keeps_state_and_does_not_act(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE.replace("on_down: fire", "on_down: hold")), clock)
     probe = OutageProbe({"db:5432": 0.01})
     restart = Restart("db.service")
-    swap(engine, "up", probe, restart)
+    hold = rule("up", UP_RULE.replace("on_down: fire", "on_down: hold"))
+    engine = engine_for(tmp_path, hold, clock, {"up": (probe, restart)})
     probe.error = ProbeError("refused")
 
     report = engine.run_rule("up")
@@ -157,9 +160,8 @@ def test_on_down_hold_keeps_state_and_does_not_act(tmp_path: Path) -> None:
 
 def test_a_probe_without_outage_subjects_fires_on_what_it_measured_last(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE.split("actions:", maxsplit=1)[0]), clock)
     probe = FakeProbe({"a": 0.1, "b": 0.2})
-    swap(engine, "up", probe)
+    engine = engine_for(tmp_path, rule("up", UP_RULE.split("actions:", maxsplit=1)[0]), clock, {"up": (probe,)})
     engine.run_rule("up")
     probe.error = ProbeError("refused")
 
@@ -187,19 +189,21 @@ def test_on_down_fire_is_refused_for_per_connection_probes(tmp_path: Path) -> No
 
 
 DEPENDENT = """
-probe: host.cpu
+probe: fake.percent
+params: {key: KEY}
 above: 90
 every: 1s
 depends_on: up
 """
 
 
+UP_AND_BUSY = rule("up", UP_RULE.split("actions:", maxsplit=1)[0]) + rule("busy", DEPENDENT)
+
+
 def test_a_dependent_waits_on_the_outage_without_probing_or_counting(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE.split("actions:", maxsplit=1)[0]) + rule("busy", DEPENDENT), clock)
     up, busy = OutageProbe({"db": 0.01}), OutageProbe({"db": 10.0})
-    swap(engine, "up", up)
-    swap(engine, "busy", busy)
+    engine = engine_for(tmp_path, UP_AND_BUSY, clock, {"up": (up,), "busy": (busy,)})
     up.error = ProbeError("refused")
     engine.run_rule("up")
 
@@ -216,10 +220,8 @@ def test_a_dependent_waits_on_the_outage_without_probing_or_counting(tmp_path: P
 def test_a_dependent_that_notices_first_rechecks_its_dependency(tmp_path: Path) -> None:
     """The dependent's probe fails while the dependency last looked fine: the dependency runs now."""
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE.split("actions:", maxsplit=1)[0]) + rule("busy", DEPENDENT), clock)
     up, busy = OutageProbe({"db": 0.01}), OutageProbe({"db": 10.0})
-    swap(engine, "up", up)
-    swap(engine, "busy", busy)
+    engine = engine_for(tmp_path, UP_AND_BUSY, clock, {"up": (up,), "busy": (busy,)})
     engine.run_rule("up")
     clock.now += 5
     up.error = busy.error = ProbeError("refused")
@@ -234,10 +236,8 @@ def test_a_dependent_that_notices_first_rechecks_its_dependency(tmp_path: Path) 
 
 def test_a_dependent_whose_own_probe_fails_is_down_when_the_dependency_is_fine(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE.split("actions:", maxsplit=1)[0]) + rule("busy", DEPENDENT), clock)
     up, busy = OutageProbe({"db": 0.01}), OutageProbe({"db": 10.0})
-    swap(engine, "up", up)
-    swap(engine, "busy", busy)
+    engine = engine_for(tmp_path, UP_AND_BUSY, clock, {"up": (up,), "busy": (busy,)})
     busy.error = ProbeError("permission denied")
 
     assert engine.run_rule("busy").status is RuleStatus.DOWN
@@ -275,11 +275,9 @@ TWO_RESTARTERS = rule("unit-failed", UP_RULE) + rule("health", UP_RULE.replace("
 
 def test_one_cooldown_per_thing_across_rules(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, TWO_RESTARTERS, clock)
     first, second = OutageProbe({"unit": 5.0}), OutageProbe({"url": 5.0})
     a, b = Restart("app.service"), Restart("app.service")
-    swap(engine, "unit-failed", first, a)
-    swap(engine, "health", second, b)
+    engine = engine_for(tmp_path, TWO_RESTARTERS, clock, {"unit-failed": (first, a), "health": (second, b)})
 
     engine.run_rule("unit-failed")
     report = engine.run_rule("health")
@@ -292,9 +290,10 @@ def test_one_cooldown_per_thing_across_rules(tmp_path: Path) -> None:
     assert skip.detail["held_by"]["until"] == clock.now + 60
 
     # The hold is durable: a restarted daemon still honours it...
-    restarted = engine_for(tmp_path, TWO_RESTARTERS, clock, StateStore(tmp_path / "state.db", clock))
     c = Restart("app.service")
-    swap(restarted, "health", OutageProbe({"url": 5.0}), c)
+    fakes: Fakes = {"unit-failed": (OutageProbe({"unit": 5.0}), Restart("app.service")),  # not run here
+                    "health": (OutageProbe({"url": 5.0}), c)}
+    restarted = engine_for(tmp_path, TWO_RESTARTERS, clock, fakes, StateStore(tmp_path / "state.db", clock))
     restarted.run_rule("health")
     assert c.runs == []
     # ...and ends with the cooldown.
@@ -305,10 +304,9 @@ def test_one_cooldown_per_thing_across_rules(tmp_path: Path) -> None:
 
 def test_different_things_do_not_hold_each_other(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, TWO_RESTARTERS, clock)
     a, b = Restart("app.service"), Restart("db.service")
-    swap(engine, "unit-failed", OutageProbe({"unit": 5.0}), a)
-    swap(engine, "health", OutageProbe({"url": 5.0}), b)
+    fakes: Fakes = {"unit-failed": (OutageProbe({"unit": 5.0}), a), "health": (OutageProbe({"url": 5.0}), b)}
+    engine = engine_for(tmp_path, TWO_RESTARTERS, clock, fakes)
     engine.run_rule("unit-failed")
     engine.run_rule("health")
     assert a.runs and b.runs
@@ -319,10 +317,9 @@ def test_different_things_do_not_hold_each_other(tmp_path: Path) -> None:
 
 def test_verify_waits_for_the_fix_within_settle(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE), clock)
     probe = OutageProbe({"db": 5.0})
     restart = Restart("db.service", probe, heal_after=2)  # still refusing for two re-probes
-    swap(engine, "up", probe, restart)
+    engine = engine_for(tmp_path, rule("up", UP_RULE), clock, {"up": (probe, restart)})
 
     [entry] = engine.run_rule("up").audit
 
@@ -333,10 +330,9 @@ def test_verify_waits_for_the_fix_within_settle(tmp_path: Path) -> None:
 
 def test_a_fix_that_does_not_hold_says_why(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE), clock)
     probe = OutageProbe({"db": 5.0})
     restart = Restart("db.service")  # changes nothing
-    swap(engine, "up", probe, restart)
+    engine = engine_for(tmp_path, rule("up", UP_RULE), clock, {"up": (probe, restart)})
 
     [entry] = engine.run_rule("up").audit
 
@@ -348,10 +344,9 @@ def test_a_fix_that_does_not_hold_says_why(tmp_path: Path) -> None:
 
 def test_a_fix_verified_while_the_target_is_still_down_names_the_outage(tmp_path: Path) -> None:
     clock = Clock()
-    engine = engine_for(tmp_path, rule("up", UP_RULE), clock)
     probe = OutageProbe({"db": 0.01})
     probe.error = ProbeError("connection refused")
-    swap(engine, "up", probe, Restart("db.service"))
+    engine = engine_for(tmp_path, rule("up", UP_RULE), clock, {"up": (probe, Restart("db.service"))})
 
     [entry] = engine.run_rule("up").audit
 
@@ -363,10 +358,8 @@ def test_a_slow_but_answering_dependency_does_not_hold_its_dependents(tmp_path: 
     """pg-up pending on latency must not stop the rule that might fix the slowness."""
     clock = Clock()
     up_rule = UP_RULE.split("actions:", maxsplit=1)[0] + "for: 1m\n"
-    engine = engine_for(tmp_path, rule("up", up_rule) + rule("busy", DEPENDENT), clock)
     up, busy = OutageProbe({"db": 5.0}), OutageProbe({"db": 10.0})
-    swap(engine, "up", up)
-    swap(engine, "busy", busy)
+    engine = engine_for(tmp_path, rule("up", up_rule) + rule("busy", DEPENDENT), clock, {"up": (up,), "busy": (busy,)})
     assert engine.run_rule("up").status is RuleStatus.PENDING
 
     assert engine.run_rule("busy").status is RuleStatus.OK
@@ -401,37 +394,41 @@ def test_once_fails_on_an_unreachable_service_even_before_its_for(
 # --------------------------------------------------------------------------- absent targets
 
 
-PG_TARGET = 'targets:\n  postgres:\n    main: {dsn: "host=127.0.0.1 port=1 dbname=x"%s}\n'
+PG_TARGET = "targets:\n  fake:\n    main: {%s}\n"  # stands for a postgres target
 PG_UP = """
-probe: postgres.up
+probe: fake.up
+params: {key: KEY}
 above: 2s
 severity: critical
 every: 1s
 actions:
-  - exec: {argv: [/bin/true], settle: 0.1s}
+  - fake.fix: {key: KEY, settle: 0.1s}
 """
 PG_IDLE = """
-probe: postgres.connections
+probe: fake.target_percent
+params: {key: KEY}
 above: 90
 every: 1s
 depends_on: pg-up
 """
 
 
-def pg_engine(tmp_path: Path, clock: Clock, optional: bool = True) -> Engine:
-    extra = ", optional: true" if optional else ""
+def pg_engine(
+    tmp_path: Path, clock: Clock, up: FakeProbe, restart: Restart, conn: FakeProbe | None = None, optional: bool = True
+) -> Engine:
+    """pg-up measures with ``up`` and acts with ``restart``; pg-conn measures with ``conn`` (by default one not run)."""
+    extra = "optional: true" if optional else ""
     text = (PG_TARGET % extra) + HEADER + rule("pg-up", PG_UP) + rule("pg-conn", PG_IDLE)
-    config = parse_config(text, tmp_path / "w.yaml")
-    # Real clients (they connect on first use, never here); the probes are swapped for fakes anyway.
+    fakes: Fakes = {"pg-up": (up, restart), "pg-conn": (conn or OutageProbe({"pg": 1.0}),)}
+    config = parse_config(text, tmp_path / "w.yaml", registry=registry_of(fakes))
+    # The clients as the daemon opens them, from the config's registry (the fake target's is inert).
     return Engine(config, StateStore(tmp_path / "state.db", clock), open_clients(config), clock, grace=False)
 
 
 def test_a_target_that_never_answered_is_absent_not_an_outage(tmp_path: Path) -> None:
     clock = Clock()
-    engine = pg_engine(tmp_path, clock)
     up, conn, restart = OutageProbe({"pg": 0.01}), OutageProbe({"pg": 1.0}), Restart("postgresql")
-    swap(engine, "pg-up", up, restart)
-    swap(engine, "pg-conn", conn)
+    engine = pg_engine(tmp_path, clock, up, restart, conn)
     up.error = conn.error = ProbeError("connection refused")
 
     assert engine.run_rule("pg-up").status is RuleStatus.ABSENT
@@ -442,15 +439,13 @@ def test_a_target_that_never_answered_is_absent_not_an_outage(tmp_path: Path) ->
 
 def test_once_a_target_answered_its_failure_is_an_outage_also_after_a_restart(tmp_path: Path) -> None:
     clock = Clock()
-    engine = pg_engine(tmp_path, clock)
     up, restart = OutageProbe({"pg": 0.01}), Restart("postgresql")
-    swap(engine, "pg-up", up, restart)
+    engine = pg_engine(tmp_path, clock, up, restart)
     assert engine.run_rule("pg-up").status is RuleStatus.OK
     engine.close()
 
-    again = pg_engine(tmp_path, clock)  # same state store: the first answer is remembered
     up2, restart2 = OutageProbe({"pg": 0.01}), Restart("postgresql")
-    swap(again, "pg-up", up2, restart2)
+    again = pg_engine(tmp_path, clock, up2, restart2)  # same state store: the first answer is remembered
     up2.error = ProbeError("connection refused")
     report = again.run_rule("pg-up")
     assert report.status is RuleStatus.FIRING
@@ -459,8 +454,7 @@ def test_once_a_target_answered_its_failure_is_an_outage_also_after_a_restart(tm
 
 def test_a_target_not_marked_optional_is_an_outage_from_the_first_start(tmp_path: Path) -> None:
     clock = Clock()
-    engine = pg_engine(tmp_path, clock, optional=False)
     up = OutageProbe({"pg": 0.01})
-    swap(engine, "pg-up", up, Restart("postgresql"))
+    engine = pg_engine(tmp_path, clock, up, Restart("postgresql"), optional=False)
     up.error = ProbeError("connection refused")
     assert engine.run_rule("pg-up").status is RuleStatus.FIRING

@@ -19,11 +19,13 @@ from watchdogd.core.guard import (
     SubjectGuard,
     Verdict,
     backoff,
+    budget_open,
     budget_remaining,
     cooldown_until,
     decide,
     host_guard_from_dict,
     host_guard_to_dict,
+    host_spend,
     is_gave_up,
     is_paused,
     observe,
@@ -61,11 +63,10 @@ def check(
 ) -> Verdict:
     return decide(
         rg,
-        hg or HostGuard(),
         candidates,
         now,
         policy,
-        budget=budget,
+        budget_open=budget is None or budget_open(hg or HostGuard(), budget, now),
         in_grace=in_grace,
         max_per_run=max_per_run,
     )
@@ -82,7 +83,10 @@ def act(
     """One engine cycle for a rule whose `subjects` are firing: observe, decide, record what is allowed."""
     rg = observe(rg, subjects, now, policy)
     verdict = check(rg, subjects, now, policy, hg, budget)
-    new_rg, new_hg = record_run(verdict.guard, hg or HostGuard(), verdict.allowed, now, policy, budget=budget)
+    new_rg = record_run(verdict.guard, verdict.allowed, now, policy)
+    new_hg = hg or HostGuard()
+    if verdict.allowed and budget is not None and not policy.dry_run:
+        new_hg = host_spend(new_hg, now, budget)
     return new_rg, new_hg, verdict
 
 
@@ -262,13 +266,13 @@ def test_window_slides_old_runs_fall_out() -> None:
     assert check(rg, ["z"], 3599.9).gave_up_now is True  # run at 0 is still inside (-0.1, 3599.9]
     v = check(rg, ["z"], 3600.0)  # window is (0, 3600]: the run at 0 is out
     assert (v.allowed, v.gave_up_now) == (("z",), False)
-    rg, _ = record_run(rg, HostGuard(), v.allowed, 3600.0, POLICY, budget=None)
+    rg = record_run(rg, v.allowed, 3600.0, POLICY)
     assert rg.action_times == (600.0, 1200.0, 3600.0)
 
 
 def test_record_run_prunes_rule_window() -> None:
     rg = RuleGuard(action_times=(0.0, 100.0, 5000.0))
-    rg, _ = record_run(rg, HostGuard(), ["a"], 5000.0, UNLIMITED, budget=None)
+    rg = record_run(rg, ["a"], 5000.0, UNLIMITED)
     assert rg.action_times == (5000.0, 5000.0)
 
 
@@ -324,7 +328,7 @@ def test_pause_and_resume_do_not_refill_the_max_actions_window() -> None:
     rg = resume(pause(rg, INF))
     for now, subject in ((1200.0, "c"), (1500.0, "d"), (1800.0, "e")):
         v = check(rg, [subject], now)
-        rg, _ = record_run(v.guard, HostGuard(), v.allowed, now, POLICY, budget=None)
+        rg = record_run(v.guard, v.allowed, now, POLICY)
         runs += len(v.allowed)
     assert runs == 3 and rg.gave_up_at == 1500.0
 
@@ -382,14 +386,8 @@ def test_budget_blocks_dry_run_but_dry_run_never_consumes_it() -> None:
 
 def test_record_run_prunes_host_window() -> None:
     hg = HostGuard(action_times=(0.0, 100.0, 3000.0))
-    _, hg = record_run(RuleGuard(), hg, ["a"], 3700.0, POLICY, budget=BUDGET)
+    hg = host_spend(hg, 3700.0, BUDGET)
     assert hg.action_times == (3000.0, 3700.0)
-
-
-def test_no_budget_keeps_no_host_history() -> None:
-    _, hg = record_run(RuleGuard(), HostGuard(action_times=(1.0,)), ["a"], 5.0, POLICY, budget=None)
-    assert hg == HostGuard()
-    assert budget_remaining(hg, None, 5.0) is None
 
 
 def test_give_up_wins_over_budget() -> None:
@@ -470,17 +468,18 @@ def test_inputs_are_never_mutated() -> None:
     subjects = {"a": SubjectGuard(attempts=1, cooldown_until=10.0)}
     rg = RuleGuard(subjects=subjects, action_times=(5.0,))
     hg = HostGuard(action_times=(5.0,))
-    record_run(rg, hg, ["a", "b"], 20.0, POLICY, budget=BUDGET)
+    record_run(rg, ["a", "b"], 20.0, POLICY)
+    host_spend(hg, 20.0, BUDGET)
     observe(rg, [], 1000.0, POLICY)
-    decide(rg, hg, ["a", "b"], 20.0, POLICY, budget=BUDGET, in_grace=False, max_per_run=1)
+    decide(rg, ["a", "b"], 20.0, POLICY, budget_open=budget_open(hg, BUDGET, 20.0), in_grace=False, max_per_run=1)
     assert subjects == {"a": SubjectGuard(attempts=1, cooldown_until=10.0)}
     assert rg.subjects is subjects
     assert (rg.action_times, hg.action_times) == ((5.0,), (5.0,))
 
 
 def test_record_run_with_nothing_acted_is_not_a_run() -> None:
-    rg, hg = RuleGuard(), HostGuard()
-    assert record_run(rg, hg, [], 0.0, POLICY, budget=BUDGET) == (rg, hg)
+    rg = RuleGuard()
+    assert record_run(rg, [], 0.0, POLICY) == rg
 
 
 def test_write_ahead_survives_a_restart() -> None:
@@ -510,13 +509,18 @@ def test_random_walk_never_exceeds_limits() -> None:
             rg = resume(rg, reset=reset)
             if reset:  # only an explicit reset forgets the window
                 runs.clear()
-        v = decide(rg, hg, firing, now, policy, budget=budget, in_grace=rng.random() < 0.05, max_per_run=3)
+        v = decide(
+            rg, firing, now, policy, budget_open=budget_open(hg, budget, now), in_grace=rng.random() < 0.05,
+            max_per_run=3,
+        )
         assert len(v.allowed) <= 3
         assert sorted(v.allowed + tuple(s for s, _ in v.skipped)) == sorted(firing)
         for s in v.allowed:
             assert now - last_acted.get(s, -1e9) >= policy.cooldown
             last_acted[s] = now
-        rg, hg = record_run(v.guard, hg, v.allowed, now, policy, budget=budget)
+        rg = record_run(v.guard, v.allowed, now, policy)
+        if v.allowed:
+            hg = host_spend(hg, now, budget)
         if v.allowed:
             runs.append(now)
             host_runs.append(now)

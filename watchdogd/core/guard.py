@@ -26,6 +26,7 @@ __all__ = [
     "active_hold",
     "add_holds",
     "backoff",
+    "budget_open",
     "budget_remaining",
     "cooldown_until",
     "decide",
@@ -33,6 +34,7 @@ __all__ = [
     "holds_to_dict",
     "host_guard_from_dict",
     "host_guard_to_dict",
+    "host_spend",
     "is_gave_up",
     "is_paused",
     "observe",
@@ -69,6 +71,8 @@ class BudgetPolicy:
 
     actions: int
     per: float
+    kind: str = "host"
+    """Which ``engine.budget`` implementation keeps it; ``host`` (this host's own count) is the only one yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +184,20 @@ def _observe_rule(
 
 def decide(
     rg: RuleGuard,
-    hg: HostGuard,
     candidates: Sequence[str],
     now: float,
     policy: GuardPolicy,
     *,
-    budget: BudgetPolicy | None,
+    budget_open: bool,
     in_grace: bool,
     max_per_run: int,
     held: Mapping[str, Hold] | None = None,
 ) -> Verdict:
     """Which firing subjects to act on now, and why each other one is skipped.
+
+    ``budget_open`` is the budget's answer (``engine.budget``): whether one
+    more run may start now. The budget is asked, not passed, so a budget
+    kept elsewhere (a fleet's) changes nothing here.
 
     ``held`` names the subjects whose thing is in a shared cooldown (another
     rule, or this one through another subject, acted on it): they are
@@ -218,7 +225,7 @@ def decide(
     gives_up = bool(ready) and _window_full(rg.action_times, policy.max_actions, policy.max_actions_per, now)
     if gives_up:
         reasons.update(dict.fromkeys(ready, Decision.GAVE_UP))
-    elif ready and budget is not None and _window_full(hg.action_times, budget.actions, budget.per, now):
+    elif ready and not budget_open:
         reasons.update(dict.fromkeys(ready, Decision.SKIPPED_BUDGET))
     else:
         allowed = tuple(ready[:max_per_run])
@@ -260,34 +267,30 @@ def _window_full(times: Sequence[float], limit: int | None, per: float, now: flo
 # --------------------------------------------------------------------------- record
 
 
-def record_run(
-    rg: RuleGuard,
-    hg: HostGuard,
-    acted: Sequence[str],
-    now: float,
-    policy: GuardPolicy,
-    *,
-    budget: BudgetPolicy | None,
-) -> tuple[RuleGuard, HostGuard]:
+def record_run(rg: RuleGuard, acted: Sequence[str], now: float, policy: GuardPolicy) -> RuleGuard:
     """Book a run before it executes (write-ahead: a kill -9 mid-action never repeats it in cooldown).
 
     Dry-run goes through the same rule bookkeeping on purpose, so its audit
-    log shows the cadence the real thing would have; only the host budget is
-    spared, because nothing was actually done to the host. Without a budget
-    nothing reads the host history, so none is kept. An empty ``acted`` is
-    not a run and changes nothing.
+    log shows the cadence the real thing would have (the budget, booked
+    apart by ``host_spend``, is spared: nothing was done to the host). An
+    empty ``acted`` is not a run and changes nothing.
     """
     if not acted:
-        return rg, hg
+        return rg
     subjects = dict(rg.subjects)
     for subject in dict.fromkeys(acted):
         subjects[subject] = _acted_on(subjects.get(subject), now, policy)
     action_times = _in_window((*rg.action_times, now), policy.max_actions_per, now)
-    new_rg = replace(rg, subjects=subjects, action_times=action_times)
-    if policy.dry_run:
-        return new_rg, hg
-    host_times = _in_window((*hg.action_times, now), budget.per, now) if budget is not None else ()
-    return new_rg, HostGuard(host_times)
+    return replace(rg, subjects=subjects, action_times=action_times)
+
+
+def host_spend(hg: HostGuard, now: float, budget: BudgetPolicy) -> HostGuard:
+    """One real run booked against the host budget; runs that left the window are forgotten."""
+    return HostGuard(_in_window((*hg.action_times, now), budget.per, now))
+
+
+def budget_open(hg: HostGuard, budget: BudgetPolicy, now: float) -> bool:
+    return not _window_full(hg.action_times, budget.actions, budget.per, now)
 
 
 def _acted_on(sg: SubjectGuard | None, now: float, policy: GuardPolicy) -> SubjectGuard:
@@ -359,10 +362,8 @@ def cooldown_until(rg: RuleGuard, now: float) -> float | None:
     return max(ends, default=None)
 
 
-def budget_remaining(hg: HostGuard, budget: BudgetPolicy | None, now: float) -> int | None:
-    """Real runs the host may still make in the current window; None when there is no budget."""
-    if budget is None:
-        return None
+def budget_remaining(hg: HostGuard, budget: BudgetPolicy, now: float) -> int:
+    """Real runs the host may still make in the current window."""
     return max(budget.actions - len(_in_window(hg.action_times, budget.per, now)), 0)
 
 

@@ -58,6 +58,18 @@ class RuleSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkSummary:
+    """One event sink's delivery counts since start (``watchdogd_event_sink_events_total``)."""
+
+    name: str
+    mode: str  # inline, queued
+    delivered: int
+    failed: int
+    dropped: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     taken_at: float
     started_at: float
@@ -75,3 +87,5 @@ class EngineSnapshot:
     probes_abandoned: int = 0  # probes given up on since start
     stalled_rules: tuple[str, ...] = ()  # rules whose probe has been stuck past a whole interval
     state_resets: int = 0  # times a start found the state database reset, replaced or corrupt (host lifetime)
+    transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, to) -> count since start
+    sinks: tuple[SinkSummary, ...] = ()

@@ -55,7 +55,7 @@ from watchdogd.faces.admission import Admission, run_loop, sweep_until
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
-    from watchdogd.engine.engine import RunReport
+    from watchdogd.engine.runtime import RunReport
     from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
     from watchdogd.model import AuditEntry, Unit
 

@@ -109,6 +109,7 @@ def families(snap: EngineSnapshot, version: str) -> Iterator[Metric]:
         _reading_families(out, rule)
         _last_action_families(out, rule)
     _action_counters(out, snap)
+    _event_families(out, snap)
     return iter(out)
 
 
@@ -231,6 +232,31 @@ def _action_counters(out: _Families, snap: EngineSnapshot) -> None:
                         "(ok, failed, dry_run).", ["rule", "action", "result"])
     for (rule_name, action, result), count in sorted(counts.items()):
         total.add_metric([rule_name, action, result], float(count))
+
+
+TRANSITIONS = ("pending", "firing", "resolved")
+SINK_RESULTS = ("delivered", "failed", "dropped")
+
+
+def _event_families(out: _Families, snap: EngineSnapshot) -> None:
+    counts = dict(snap.transitions_total)
+    for rule in snap.rules:
+        for to in TRANSITIONS:
+            counts.setdefault((rule.name, to), 0)
+    transitions = out.counter(PREFIX + "transitions", "Subject transitions since the daemon started, by the "
+                              "state entered (pending, firing, resolved).", ["rule", "to"])
+    for (rule_name, to), count in sorted(counts.items()):
+        transitions.add_metric([rule_name, to], float(count))
+    if not snap.sinks:
+        return
+    events = out.counter(PREFIX + "event_sink_events", "Events handed to each event sink since start: delivered, "
+                         "failed (the sink raised) or dropped (its queue was full).", ["sink", "result"])
+    queued = out.gauge(PREFIX + "event_sink_queue_length", "Events waiting for a queued sink (always 0 for "
+                       "inline sinks).", ["sink"])
+    for sink in snap.sinks:
+        for result, value in zip(SINK_RESULTS, (sink.delivered, sink.failed, sink.dropped), strict=True):
+            events.add_metric([sink.name, result], float(value))
+        queued.add_metric([sink.name], float(sink.queued))
 
 
 class SnapshotCollector(Collector):

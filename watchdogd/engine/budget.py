@@ -1,0 +1,118 @@
+"""The budget: how many real action runs may start, across rules, in a window.
+
+The gate asks a ``Budget`` and never looks inside, so a budget kept
+elsewhere (a fleet's, on a coordinator) can stand in for the host's own
+without a change to the gate. The protocol splits spending in two so that
+the spend commits in the same transaction as the write-ahead row:
+``prepare`` says what the spend would make durable, the gate writes that
+with the "started" rows, and only then ``commit`` makes it the budget's
+state. A failed write leaves the budget as it was, like the disk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from watchdogd.core import guard as guards
+from watchdogd.core.guard import BudgetPolicy
+
+HOST_KEY = "host_guard"
+"""The kv row of the host budget's action times (the name predates the Budget protocol; kept for old state)."""
+
+LoadKv = Callable[[str], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One run booked but not yet committed: ``kv`` lands with the write-ahead rows, ``detail`` in them."""
+
+    state: object
+    kv: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """What status, /metrics and ``check`` show; read without waiting on the gate."""
+
+    kind: str
+    actions: int
+    per: float
+    remaining: int
+    used_last_hour: int
+
+
+class Budget(Protocol):
+    def is_open(self, now: float) -> bool:
+        """Whether one more run may start now. Asked before a dry run too: it shows what would happen."""
+        ...
+
+    def prepare(self, now: float) -> Spend:
+        """Book one real run; nothing changes until ``commit``. Called under the gate's lock."""
+        ...
+
+    def commit(self, spend: Spend) -> None:
+        """The write-ahead transaction holding ``spend.kv`` committed: make it the budget's state."""
+        ...
+
+    def release(self, spend: Spend) -> None:
+        """The run and its verify are over (a fleet slot is given back; the host budget counts on)."""
+        ...
+
+    def view(self, now: float) -> BudgetView: ...
+
+
+class HostBudget:
+    """This host's own count of real runs in the window, kept in the state store.
+
+    The state is an immutable ``HostGuard`` swapped whole on commit, so
+    ``view`` reads it without a lock and a snapshot never waits on the gate.
+    """
+
+    def __init__(self, policy: BudgetPolicy, load: LoadKv) -> None:
+        self.policy = policy
+        self._host = guards.host_guard_from_dict(load(HOST_KEY) or {})
+        self._commit_lock = threading.Lock()
+
+    def is_open(self, now: float) -> bool:
+        return guards.budget_open(self._host, self.policy, now)
+
+    def prepare(self, now: float) -> Spend:
+        host = guards.host_spend(self._host, now, self.policy)
+        return Spend(state=host, kv={HOST_KEY: guards.host_guard_to_dict(host)})
+
+    def commit(self, spend: Spend) -> None:
+        if isinstance(spend.state, guards.HostGuard):
+            with self._commit_lock:
+                self._host = spend.state
+
+    def release(self, spend: Spend) -> None:
+        """Nothing to give back: a host run counts for the whole window."""
+
+    def view(self, now: float) -> BudgetView:
+        host = self._host
+        return BudgetView(
+            kind="host",
+            actions=self.policy.actions,
+            per=self.policy.per,
+            remaining=guards.budget_remaining(host, self.policy, now),
+            used_last_hour=sum(1 for t in host.action_times if t > now - 3600),
+        )
+
+
+BudgetFactory = Callable[[BudgetPolicy, LoadKv], Budget]
+
+BUDGETS: Mapping[str, BudgetFactory] = {
+    "host": HostBudget,
+}
+"""``budget.kind`` in config -> implementation. A fleet budget (etcd, Redis) is one more line here."""
+
+
+def budget_for(policy: BudgetPolicy, load: LoadKv, previous: Budget | None = None) -> Budget:
+    """The budget the config asks for; a reload with the same policy keeps the running one (and its count)."""
+    if isinstance(previous, HostBudget) and previous.policy == policy:
+        return previous
+    return BUDGETS[policy.kind](policy, load)

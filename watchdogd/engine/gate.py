@@ -1,0 +1,356 @@
+"""The only path that runs actions: guard -> write-ahead -> act -> verify -> record.
+
+Every safety rule (cooldown, shared holds, budget, give-up, pause, dry-run,
+grace, max_per_run) is applied here and nowhere else. The write-ahead step
+is one transaction: the rule's new cooldown, the shared holds, the budget's
+spend and the "started" rows land together or not at all, so a ``kill -9``
+mid-action can never lead to a repeat the cooldown or the budget forbids.
+That write (and its fsync) happens under the gate's own lock, which nothing
+that serves status or /metrics ever takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from watchdogd.config import Rule
+from watchdogd.contracts import Action, NamesThing
+from watchdogd.core import guard as guards
+from watchdogd.engine import events as ev
+from watchdogd.engine.budget import Budget, Spend
+from watchdogd.engine.runtime import RuleRuntime
+from watchdogd.engine.state import StateStore
+from watchdogd.model import ActionResult, AuditEntry, Clock, Decision, ProbeResult, Reading, Status
+
+log = logging.getLogger(__name__)
+
+HOLDS_KEY = "holds"
+MAX_AUDIT_ITEMS = 100
+VERIFY_POLL_MIN, VERIFY_POLL_MAX = 0.25, 5.0
+"""Verify re-probes every half interval within these bounds: soon enough to see a restart land, never a busy loop."""
+
+Remeasure = Callable[[RuleRuntime], ProbeResult]
+"""Probe the rule again and evaluate what it saw (the runner's, for verify)."""
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        budget: Budget,
+        events: ev.EventStream,
+        remeasure: Remeasure,
+        clock: Clock,
+        stop: threading.Event,
+        in_grace: Callable[[float], bool],
+    ) -> None:
+        self.store = store
+        self.budget = budget  # swapped by a reload that changes the budget
+        self._events = events
+        self._remeasure = remeasure
+        self._clock = clock
+        self._stop = stop
+        self._in_grace = in_grace
+        self._lock = threading.Lock()  # holds, budget spend and the write-ahead write, across rules
+        self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
+
+    def act(self, rt: RuleRuntime, firing: Sequence[Reading], now: float) -> list[AuditEntry]:
+        """Decide, book, run, verify and record the rule's actions for its firing subjects."""
+        rule = rt.rule
+        by_subject = {reading.subject: reading for reading in firing}
+        things = {subject: _things(rt, reading) for subject, reading in by_subject.items()}
+        spend: Spend | None = None
+        with self._lock:
+            held = {
+                subject: hold
+                for subject, keys in things.items()
+                if (hold := guards.active_hold(self._holds, keys, now)) is not None
+            }
+            verdict = guards.decide(
+                rt.guard,
+                list(by_subject),
+                now,
+                rule.guard,
+                budget_open=self.budget.is_open(now),
+                in_grace=self._in_grace(now),
+                max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
+                held=held,
+            )
+            rt.guard = verdict.guard
+            if verdict.gave_up_now:
+                self._events.publish(ev.GaveUp(now, rule.name, rule.guard.max_actions, rule.guard.max_actions_per))
+            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held)
+            if not verdict.allowed:
+                if skipped:
+                    ids = self.store.add_audit(skipped)
+                    self._events.publish(ev.Audited(now, rule.name, _with_ids(skipped, ids)))
+                return skipped
+            rt.guard = guards.record_run(rt.guard, verdict.allowed, now, rule.guard)
+            holds, kv = self._holds, {}
+            if not rule.guard.dry_run:  # a dry run changed nothing, so nothing needs the rest
+                spend = self.budget.prepare(now)
+                holds = guards.add_holds(self._holds, self._new_holds(rt, verdict.allowed, things, now), now)
+                kv = {HOLDS_KEY: guards.holds_to_dict(holds), **spend.kv}
+            started = [
+                AuditEntry(
+                    now,
+                    rule.name,
+                    subject,
+                    action.kind,
+                    verdict.decision,
+                    "started",
+                    value_before=by_subject[subject].value,
+                    detail=dict(spend.detail) if spend is not None else {},
+                )
+                for action, _ in rt.actions
+                for subject in verdict.allowed
+            ]
+            data = rt.durable()
+            ids = self.store.save_rule_and_audit(rule.name, data, [*skipped, *started], kv)
+            rt.saved = data
+            self._holds = holds
+            if spend is not None:
+                self.budget.commit(spend)
+        started_ids = ids[len(skipped) :]
+        self._events.publish(ev.Audited(now, rule.name, _with_ids([*skipped, *started], ids)))
+        try:
+            return [*skipped, *self._run_and_verify(rt, by_subject, verdict, started, started_ids)]
+        finally:
+            if spend is not None:
+                self.budget.release(spend)
+
+    def _run_and_verify(
+        self,
+        rt: RuleRuntime,
+        by_subject: Mapping[str, Reading],
+        verdict: guards.Verdict,
+        started: Sequence[AuditEntry],
+        started_ids: Sequence[int],
+    ) -> list[AuditEntry]:
+        dry_run = verdict.decision is Decision.DRY_RUN
+        targets = [by_subject[subject] for subject in verdict.allowed]
+        finished = self._run_actions(rt, targets, dry_run, started, started_ids)
+        # Record the outcome before verifying: verify_after may wait, and a crash then must not
+        # leave a finished action looking "started".
+        self._record(rt, finished)
+        if not dry_run:
+            finished = self._verify(rt, finished)
+            self._record(rt, finished)
+        return finished
+
+    def _record(self, rt: RuleRuntime, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            assert entry.id is not None
+            self.store.finish_audit(
+                entry.id,
+                result=entry.result,
+                error=entry.error,
+                value_after=entry.value_after,
+                duration=entry.duration,
+                detail=entry.detail,
+            )
+        self._events.publish(ev.Audited(self._clock(), rt.rule.name, tuple(entries)))
+
+    def _new_holds(
+        self, rt: RuleRuntime, allowed: Sequence[str], things: Mapping[str, Mapping[str, str]], now: float
+    ) -> dict[str, guards.Hold]:
+        """The things about to be acted on, each held for the cooldown this run earned its subject."""
+        new: dict[str, guards.Hold] = {}
+        for subject in allowed:
+            sg = rt.guard.subjects.get(subject)
+            until = sg.cooldown_until if sg is not None else now + rt.rule.guard.cooldown
+            for key, kind in things[subject].items():
+                new[key] = guards.Hold(rt.rule.name, kind, now, until)
+        return new
+
+    def _skip_entries(
+        self,
+        rt: RuleRuntime,
+        skipped: Sequence[tuple[str, Decision]],
+        by_subject: Mapping[str, Reading],
+        now: float,
+        held: Mapping[str, guards.Hold],
+    ) -> list[AuditEntry]:
+        """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240.
+
+        A skip for a shared cooldown names the rule that acted and when, so
+        "why did nothing restart it?" is answered in the row itself.
+        """
+        entries: list[AuditEntry] = []
+        for subject, decision in skipped:
+            if rt.last_skip.get(subject) is decision:
+                continue
+            rt.last_skip[subject] = decision
+            hold = held.get(subject) if decision is Decision.SKIPPED_COOLDOWN else None
+            detail: dict[str, Any] = {}
+            if hold is not None:
+                detail["held_by"] = {"rule": hold.rule, "action": hold.action, "at": hold.at, "until": hold.until}
+            reason = decision.value.removeprefix("skipped_")
+            self._events.publish(ev.Skipped(now, rt.rule.name, subject, reason, None if hold is None else hold.rule))
+            entries.extend(
+                AuditEntry(
+                    now,
+                    rt.rule.name,
+                    subject,
+                    action.kind,
+                    decision,
+                    "n/a",
+                    value_before=by_subject[subject].value,
+                    detail=detail,
+                )
+                for action, _ in rt.actions
+            )
+        return entries
+
+    def _run_actions(
+        self,
+        rt: RuleRuntime,
+        targets: Sequence[Reading],
+        dry_run: bool,
+        started: Sequence[AuditEntry],
+        ids: Sequence[int],
+    ) -> list[AuditEntry]:
+        finished: list[AuditEntry] = []
+        rows = iter(zip(started, ids, strict=True))
+        for action_config, action in rt.actions:
+            batch = targets[: action_config.params.max_per_run]
+            begun = time.monotonic()
+            result = _run_one(action, batch, dry_run)
+            duration = time.monotonic() - begun
+            label = "dry_run" if dry_run else ("ok" if result.ok else "failed")
+            self._events.publish(
+                ev.ActionRan(
+                    self._clock(), rt.rule.name, action_config.kind, label, result.ok, len(batch), result.detail,
+                    result.error,
+                )
+            )
+            for _ in targets:
+                entry, entry_id = next(rows)
+                finished.append(_finish(entry, entry_id, result, label, duration))
+        return finished
+
+    def _verify(self, rt: RuleRuntime, finished: list[AuditEntry]) -> list[AuditEntry]:
+        """Re-probe until each acted-on subject is clear or the actions' ``settle`` time is spent.
+
+        A restarted unit or container needs a moment to answer, a VACUUM to
+        show in the statistics: one probe straight after the action would
+        record fixes that worked as failed. So the verify polls (every half
+        interval, 0.25 s to 5 s) and records when the fix held, or why it did
+        not (still breaching and with what value, or the probe down).
+        """
+        rule = rt.rule
+        settle = max(action.settle for action, _ in rt.actions)
+        if rule.verify_after > 0 and self._stop.wait(rule.verify_after):
+            return [_verified(e, None, None, "not verified: shutting down") for e in finished]
+        started = time.monotonic()
+        poll = min(max(rule.every / 2.0, VERIFY_POLL_MIN), VERIFY_POLL_MAX)
+        subjects = {entry.subject for entry in finished}
+        held_after: dict[str, float] = {}
+        while True:
+            result = self._remeasure(rt)
+            if result.readings or result.up:
+                elapsed = time.monotonic() - started
+                for subject in subjects - held_after.keys():
+                    state = rt.subjects.get(subject)
+                    if state is None or state.status is Status.OK:
+                        held_after[subject] = elapsed
+            if held_after.keys() >= subjects or time.monotonic() - started >= settle:
+                break
+            if self._stop.wait(min(poll, max(settle - (time.monotonic() - started), 0.0))):
+                break
+        after = {reading.subject: reading.value for reading in result.readings}
+        verified = []
+        for entry in finished:
+            if entry.subject in held_after:
+                verified.append(_verified(entry, after.get(entry.subject), held_after[entry.subject], None))
+                continue
+            reason = _not_held_reason(rule, result, after.get(entry.subject), settle, self._stop.is_set())
+            verified.append(_verified(entry, after.get(entry.subject), None, reason))
+            self._events.publish(
+                ev.FixNotHeld(self._clock(), rule.name, entry.subject, entry.action, after.get(entry.subject), reason)
+            )
+        return verified
+
+
+def _with_ids(entries: Sequence[AuditEntry], ids: Sequence[int]) -> tuple[AuditEntry, ...]:
+    return tuple(replace(entry, id=entry_id) for entry, entry_id in zip(entries, ids, strict=True))
+
+
+def _things(rt: RuleRuntime, reading: Reading) -> dict[str, str]:
+    """The shared-cooldown keys of what this rule's actions would change for ``reading``, each to its action kind.
+
+    "kind thing": a restart and a reload of one unit are different things
+    to hold; a restart of it by any rule is the same one.
+    """
+    keys: dict[str, str] = {}
+    for config, action in rt.actions:
+        if isinstance(action, NamesThing):
+            thing = action.thing(reading)
+        else:
+            thing = f"{config.target}/{reading.subject}" if config.target else reading.subject
+        keys[f"{config.kind} {thing}"] = config.kind
+    return keys
+
+
+def _verified(entry: AuditEntry, value: float | None, held_after: float | None, reason: str | None) -> AuditEntry:
+    detail: dict[str, Any] = {**entry.detail, "held": held_after is not None}
+    if held_after is not None:
+        detail["settled_after"] = round(held_after, 3)
+    if reason is not None:
+        detail["verify"] = reason
+    return replace(entry, value_after=value, detail=detail)
+
+
+def _not_held_reason(rule: Rule, result: ProbeResult, value: float | None, settle: float, stopping: bool) -> str:
+    if stopping:
+        return "not verified: shutting down"
+    if not result.up:
+        return f"probe down after {settle:g}s settle: {result.error}"
+    if value is None:
+        return f"subject not measured after {settle:g}s settle"
+    side, line = ("above", rule.thresholds.above) if rule.thresholds.above is not None else (
+        "below", rule.thresholds.below)
+    return f"still {side} {line:g} after {settle:g}s settle (value {value:g})"
+
+
+def _run_one(action: Action, batch: Sequence[Reading], dry_run: bool) -> ActionResult:
+    try:
+        return action.run(batch, dry_run=dry_run)
+    except Exception as exc:  # an action bug must not kill the rule's job
+        log.exception("action raised", extra={"fields": {"action": type(action).__name__}})
+        return ActionResult(ok=False, error=error_text(exc))
+
+
+def _finish(
+    entry: AuditEntry, entry_id: int, result: ActionResult, label: str, duration: float
+) -> AuditEntry:
+    own = [item for item in result.items if item.subject == entry.subject]
+    items = own or list(result.items)
+    ok = all(item.ok for item in own) if own else result.ok
+    error = result.error or next((item.detail for item in own if not item.ok), None)
+    return replace(
+        entry,
+        id=entry_id,
+        result="dry_run" if label == "dry_run" else ("ok" if ok else "failed"),
+        error=error,
+        duration=duration,
+        detail={
+            "summary": result.detail,
+            "items": [
+                {"subject": i.subject, "ok": i.ok, "detail": i.detail, **dict(i.info)}
+                for i in items[:MAX_AUDIT_ITEMS]
+            ],
+            "items_total": len(items),
+        },
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

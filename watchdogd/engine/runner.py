@@ -1,0 +1,255 @@
+"""One run of one rule: wait on dependencies -> probe under its timeout -> evaluate -> hand firing to the gate.
+
+The runner turns a probe's outcome into readings and subject states; it
+never decides about actions (the gate does) and never logs or counts (it
+publishes events). A probe that overruns its timeout is abandoned, never
+waited for, so one stuck probe costs one thread and not the schedule.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
+
+from watchdogd.contracts import ReportsOutage
+from watchdogd.core import guard as guards
+from watchdogd.core.policy import evaluate
+from watchdogd.engine import events as ev
+from watchdogd.engine.gate import Gate, error_text
+from watchdogd.engine.probepool import ProbePool
+from watchdogd.engine.runtime import RuleRuntime, RunReport
+from watchdogd.engine.state import StateStore
+from watchdogd.model import AuditEntry, Clock, ProbeResult, Reading, RuleStatus
+
+SEEN_KEY = "targets_seen"
+STOP_POLL = 0.5
+"""Seconds between checks for a stop request while a probe is awaited."""
+
+Lookup = Callable[[str], RuleRuntime | None]
+"""A rule's runtime by name (the engine's live table), for ``depends_on``."""
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        events: ev.EventStream,
+        clock: Clock,
+        stop: threading.Event,
+        lookup: Lookup,
+        optional: Callable[[str], bool],
+    ) -> None:
+        self.store = store
+        self.gate: Gate | None = None  # set by the engine, which builds the gate with our remeasure
+        self._events = events
+        self._clock = clock
+        self._stop = stop
+        self._lookup = lookup
+        self._optional = optional  # whether a target ("kind/name") is marked ``optional``
+        self.pool = ProbePool()
+        self._seen_lock = threading.Lock()
+        # Targets that have answered at least once on this host, ever: from then on a failure is an outage.
+        self._seen: dict[str, float] = {
+            str(key): float(ts) for key, ts in (store.load_kv(SEEN_KEY) or {}).get("targets", {}).items()
+        }
+
+    def run(self, rt: RuleRuntime) -> RunReport:
+        """The rule's run; the caller holds ``rt.lock``. Never raises for probe or action failures."""
+        rule = rt.rule
+        if not rule.enabled:
+            return RunReport(rule.name, RuleStatus.DISABLED, True, None, (), (), ())
+        if self._waits(rt):
+            return RunReport.of(rt, self._clock())
+        asked_at = self._clock()
+        result = self._probe(rt)
+        if self._stop.is_set():
+            # Shutting down: a probe cut short is not an outage, and no action may start now.
+            return RunReport.of(rt, self._clock())
+        if self._absent(rt, result):
+            return RunReport.of(rt, self._clock())
+        if not result.up and rule.depends_on and self._recheck_dependencies(rt, asked_at):
+            return RunReport.of(rt, self._clock())
+        now = result.finished_at
+        was_up = rt.last.up if rt.last is not None else True
+        result = self._as_outage(rt, result)
+        rt.last, rt.last_run = result, now
+        if not result.up and was_up:
+            self._events.publish(ev.ProbeDown(now, rule.name, rule.probe, result.error, rule.on_down == "fire"))
+        if not result.up and rule.on_down == "hold":
+            return RunReport.of(rt, self._clock())
+        if result.up and not was_up:
+            self._events.publish(ev.ProbeUp(now, rule.name, rule.probe))
+        firing = self._evaluate(rt, result.readings, now)
+        audit: list[AuditEntry] = []
+        if firing and rt.actions and self.gate is not None:
+            audit = self.gate.act(rt, firing, now)
+        self._persist(rt)
+        return RunReport.of(rt, self._clock(), tuple(audit))
+
+    def remeasure(self, rt: RuleRuntime) -> ProbeResult:
+        """Probe again and evaluate, for the gate's verify; the caller holds ``rt.lock``."""
+        result = self._as_outage(rt, self._probe(rt))
+        rt.last, rt.last_run = result, result.finished_at
+        if result.readings or result.up:
+            self._evaluate(rt, result.readings, result.finished_at)
+        return result
+
+    # -- probing -----------------------------------------------------------------
+
+    def _probe(self, rt: RuleRuntime) -> ProbeResult:
+        started = time.monotonic()
+        if rt.hung is not None and not rt.hung.done():
+            # Never stack threads behind a probe that is still stuck; report it until it returns.
+            return self._down(started, f"previous run still hung (over {rt.rule.timeout:g}s)")
+        rt.hung = rt.hung_since = None
+        future = self.pool.submit(rt.probe.measure)
+        try:
+            readings = self._wait(future, started + rt.rule.timeout)
+        except FutureTimeout:
+            if self.pool.abandon(future):
+                rt.hung, rt.hung_since = future, time.monotonic()
+            if self._stop.is_set():
+                return self._down(started, "daemon stopping")
+            return self._down(started, f"timed out after {rt.rule.timeout:g}s")
+        except Exception as exc:  # a probe failure is a reading, never a crash
+            return self._down(started, error_text(exc))
+        return ProbeResult(
+            up=True,
+            readings=tuple(readings),
+            duration=time.monotonic() - started,
+            finished_at=self._clock(),
+        )
+
+    def _wait(self, future: Future[list[Reading]], deadline: float) -> list[Reading]:
+        """The probe's readings by ``deadline`` (monotonic), or FutureTimeout; a stop request ends the wait.
+
+        Waiting in slices is what bounds SIGTERM: a rule may have a timeout
+        of minutes, and shutdown waits for every run in progress.
+        """
+        while True:
+            try:
+                return future.result(timeout=max(0.0, min(deadline - time.monotonic(), STOP_POLL)))
+            except FutureTimeout:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+
+    def _down(self, started: float, error: str) -> ProbeResult:
+        return ProbeResult(up=False, error=error, duration=time.monotonic() - started, finished_at=self._clock())
+
+    def _absent(self, rt: RuleRuntime, result: ProbeResult) -> bool:
+        """A failure on a target this host has never reached means "not installed here", not an outage.
+
+        The shipped policy covers PostgreSQL, Redis and Docker; on a host
+        without them (or without the daemon's role) their rules would be
+        down or firing for ever and teach the operator to ignore the check.
+        Until the target has answered once they read ``absent`` with the
+        error; the first answer is recorded for good, so a service that was
+        there and then vanished is an outage, also after a restart of the
+        daemon. Only for targets marked ``optional: true`` (the shipped
+        policy's); a target the operator configured is expected to be there.
+        """
+        key = rt.target_key
+        if key is None:
+            return False
+        if result.up:
+            if key not in self._seen:
+                with self._seen_lock:
+                    self._seen[key] = result.finished_at
+                    seen = dict(self._seen)
+                self.store.save_kv(SEEN_KEY, {"version": 1, "targets": seen})
+                self._events.publish(ev.TargetSeen(result.finished_at, rt.rule.name, key))
+            rt.absent = False
+            return False
+        if key in self._seen or not self._optional(key):
+            rt.absent = False
+            return False
+        if not rt.absent:
+            self._events.publish(ev.TargetAbsent(result.finished_at, rt.rule.name, key, result.error))
+        rt.absent = True
+        rt.last, rt.last_run = result, result.finished_at
+        return True
+
+    def _as_outage(self, rt: RuleRuntime, result: ProbeResult) -> ProbeResult:
+        """A failed probe of an ``on_down: fire`` rule, with its outage readings; anything else as it is.
+
+        +inf breaches any ``above`` and -inf any ``below``, so ``for``,
+        actions, cooldown and backoff apply unchanged. The subjects are the
+        ones the probe reports when up (or, for a probe that cannot say, the
+        ones it measured last), so the timers carry across the outage.
+        """
+        rule = rt.rule
+        if result.up or rule.on_down != "fire":
+            return result
+        value = float("inf") if rule.thresholds.above is not None else float("-inf")
+        if isinstance(rt.probe, ReportsOutage):
+            subjects = rt.probe.outage_subjects()
+        else:
+            subjects = list(rt.subjects) or [rule.target or rule.name]
+        details = {"down": True, "error": result.error or "probe failed"}
+        return replace(result, readings=tuple(Reading(subject, value, details) for subject in subjects))
+
+    def _evaluate(self, rt: RuleRuntime, readings: Sequence[Reading], now: float) -> tuple[Reading, ...]:
+        evaluation = evaluate(rt.subjects, readings, rt.rule.thresholds, now)
+        for change in evaluation.transitions:
+            self._events.publish(
+                ev.SubjectChanged(
+                    now, rt.rule.name, change.subject, change.old, change.new, change.value, rt.rule.severity
+                )
+            )
+        rt.subjects = evaluation.states
+        breaching = [r.subject for r in (*evaluation.firing, *evaluation.pending)]
+        rt.guard = guards.observe(rt.guard, breaching, now, rt.rule.guard)
+        for subject in list(rt.last_skip):
+            if subject not in rt.subjects:
+                del rt.last_skip[subject]
+        return evaluation.firing
+
+    def _persist(self, rt: RuleRuntime) -> None:
+        data = rt.durable()
+        if data != rt.saved:  # most runs change nothing durable: skip the fsync
+            self.store.save_rule(rt.rule.name, data)
+            rt.saved = data
+
+    # -- dependencies (one outage, one alert) ------------------------------------
+
+    def _waits(self, rt: RuleRuntime) -> bool:
+        """Whether a rule this one ``depends_on`` is in trouble; records it (and publishes the edges)."""
+        troubled = self._troubled(rt.rule.depends_on)
+        if troubled != rt.waiting_on:
+            self._events.publish(ev.Waiting(self._clock(), rt.rule.name, troubled))
+        rt.waiting_on = troubled
+        return bool(troubled)
+
+    def _troubled(self, names: Sequence[str]) -> tuple[str, ...]:
+        deps = [rt for name in names if (rt := self._lookup(name)) is not None]
+        # Read without the dependency's lock: a view one run old is fine, the next run looks again.
+        return tuple(dep.rule.name for dep in deps if dep.in_trouble())
+
+    def _recheck_dependencies(self, rt: RuleRuntime, asked_at: float) -> bool:
+        """Our probe failed while the dependencies looked fine: look at them again now.
+
+        Rules run on their own schedules, so a dependent often notices an
+        outage before the rule it depends on does. Running that rule now (if
+        it did not run since we asked) turns what would be one "down" per
+        dependent into one outage on the rule made to report it. The wait
+        for a dependency that is running is bounded by its probe timeout;
+        its own dependencies are never waited on from here (no lock cycles:
+        ``depends_on`` is acyclic).
+        """
+        for name in rt.rule.depends_on:
+            dep = self._lookup(name)
+            if dep is None or not dep.rule.enabled:
+                continue
+            if not dep.lock.acquire(timeout=dep.rule.timeout + 1.0):
+                continue
+            try:
+                if dep.last_run is None or dep.last_run < asked_at:
+                    self.run(dep)
+            finally:
+                dep.lock.release()
+        return self._waits(rt)

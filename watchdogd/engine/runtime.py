@@ -1,0 +1,164 @@
+"""A rule's live state between runs, how it is built from config, and what of it is durable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchdogd.config import ActionConfig, Rule
+from watchdogd.contracts import Action, Probe, ProbeError
+from watchdogd.core import guard as guards
+from watchdogd.core.policy import rule_status
+from watchdogd.model import AuditEntry, Clock, Decision, ProbeResult, Reading, RuleStatus, Status, SubjectState
+from watchdogd.registry import Registry
+
+Clients = Mapping[tuple[str, str], Any]
+"""(target kind, target name) -> connected client, shared by the rules that name it."""
+
+
+@dataclass
+class RuleRuntime:
+    """Live state of one rule. Mutated only while holding ``lock``; read by snapshots without it."""
+
+    rule: Rule
+    probe: Probe
+    actions: tuple[tuple[ActionConfig, Action], ...]
+    probe_client: Any = None
+    target_key: str | None = None  # "postgres/main": what "absent until first seen" is tracked on
+    subjects: dict[str, SubjectState] = field(default_factory=dict)
+    guard: guards.RuleGuard = field(default_factory=guards.RuleGuard)
+    last: ProbeResult | None = None
+    last_run: float | None = None
+    hung: Future[list[Reading]] | None = None
+    hung_since: float | None = None  # monotonic time the engine gave up waiting on ``hung``
+    last_skip: dict[str, Decision] = field(default_factory=dict)
+    saved: dict[str, Any] | None = None
+    waiting_on: tuple[str, ...] = ()
+    absent: bool = False  # its ``optional`` target has never answered on this host
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def status(self, now: float) -> RuleStatus:
+        return rule_status(
+            self.subjects,
+            enabled=self.rule.enabled,
+            # A rule that fires on an outage reports it through its subjects, not as "down".
+            up=self.last.up or self.rule.on_down == "fire" if self.last else True,
+            paused=guards.is_paused(self.guard, now),
+            gave_up=guards.is_gave_up(self.guard),
+            waiting=bool(self.waiting_on),
+            absent=self.absent,
+        )
+
+    def in_trouble(self) -> bool:
+        """What makes the rules depending on this one wait: it fails to measure, waits itself, or fires.
+
+        Pending is not trouble by itself: a slow but answering server (latency
+        pending on ``pg-up``) must not stop the rules that may fix it; an
+        outage is trouble from its first failed probe.
+        """
+        last = self.last
+        if not self.rule.enabled or last is None or self.absent:  # not installed here is nobody's outage
+            return False
+        return not last.up or bool(self.waiting_on) or any(st.status is Status.FIRING for st in self.subjects.values())
+
+    def durable(self) -> dict[str, Any]:
+        """What survives a restart: subjects not ok (their ``for`` timers) and the guard."""
+        return {
+            "subjects": {
+                subject: {"status": state.status.value, "since": state.since}
+                for subject, state in self.subjects.items()
+                if state.status is not Status.OK
+            },
+            "guard": guards.rule_guard_to_dict(self.guard),
+            "dry_run": self.rule.guard.dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one ``run_rule`` did; ``--once`` and ``watchdogctl run`` print it."""
+
+    rule: str
+    status: RuleStatus
+    up: bool
+    error: str | None
+    firing: tuple[str, ...]
+    pending: tuple[str, ...]
+    audit: tuple[AuditEntry, ...]
+    waiting_on: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, rt: RuleRuntime, now: float, audit: tuple[AuditEntry, ...] = ()) -> RunReport:
+        return cls(
+            rule=rt.rule.name,
+            status=rt.status(now),
+            up=rt.last.up if rt.last else True,
+            error=rt.last.error if rt.last else None,
+            firing=tuple(s for s, st in rt.subjects.items() if st.status is Status.FIRING),
+            pending=tuple(s for s, st in rt.subjects.items() if st.status is Status.PENDING),
+            audit=audit,
+            waiting_on=rt.waiting_on,
+        )
+
+
+class _Disabled:
+    """Stands in for the probe of a disabled rule, which is never run and opens no target."""
+
+    def measure(self) -> list[Reading]:
+        raise ProbeError("rule is disabled")
+
+
+def build_runtime(
+    rule: Rule, registry: Registry, clients: Clients, clock: Clock, previous: RuleRuntime | None = None
+) -> RuleRuntime:
+    """``previous``: the same rule's runtime before a reload that did not change what it measures."""
+    if not rule.enabled:
+        return RuleRuntime(rule=rule, probe=_Disabled(), actions=())
+    probe_spec = registry.probes[rule.probe]
+    kind, target = probe_spec.target_kind, rule.target
+    probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
+    hung, hung_since = None, None
+    if previous is not None and previous.probe_client is probe_client and previous.rule.enabled:
+        # Same probe on the same connection: keep its memory (rate baselines, log offsets, RSS
+        # history), or rate probes would go blind for an interval after every reload.
+        probe, hung, hung_since = previous.probe, previous.hung, previous.hung_since
+    else:
+        probe = probe_spec.factory(rule.params, probe_client, clock)
+    actions = []
+    for action in rule.actions:
+        spec = registry.actions[action.kind]
+        client = (
+            clients.get((spec.target_kind, action.target)) if spec.target_kind and action.target else None
+        )
+        actions.append((action, spec.factory(action.params, client, clock)))
+    target_key = f"{kind}/{target}" if kind is not None and target is not None else None
+    return RuleRuntime(
+        rule=rule,
+        probe=probe,
+        actions=tuple(actions),
+        probe_client=probe_client,
+        hung=hung,
+        hung_since=hung_since,
+        target_key=target_key,
+    )
+
+
+def same_measurement(old: Rule, new: Rule) -> bool:
+    return (old.probe, old.target, old.params, old.thresholds) == (
+        new.probe,
+        new.target,
+        new.params,
+        new.thresholds,
+    )
+
+
+def restore(data: Mapping[str, Any]) -> tuple[dict[str, SubjectState], guards.RuleGuard]:
+    subjects = {
+        subject: SubjectState(status=Status(body["status"]), since=float(body["since"]))
+        for subject, body in data.get("subjects", {}).items()
+        if body.get("status") in {s.value for s in Status}
+    }
+    return subjects, guards.rule_guard_from_dict(data.get("guard", {}))

@@ -1,0 +1,141 @@
+"""The engine's own sinks: the log, and the counters and "last action" view that status and /metrics read.
+
+Both are inline (in memory, microseconds): the log line of a transition
+appears in the rule's own run, in order, and a snapshot taken right after a
+run already counts it. Neither touches the disk, so a snapshot built from
+them never waits on a sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from watchdogd.engine import events as ev
+from watchdogd.logs import event as log_event
+from watchdogd.model import AuditEntry, Decision, Status
+
+log = logging.getLogger("watchdogd.engine")
+
+_TRANSITIONS = {
+    Status.FIRING: (logging.WARNING, "firing"),
+    Status.PENDING: (logging.INFO, "pending"),
+    Status.OK: (logging.INFO, "resolved"),
+}
+_ACTED = frozenset({Decision.RAN, Decision.DRY_RUN})
+
+
+def _changed(e: ev.SubjectChanged) -> tuple[int, str, dict[str, Any]]:
+    level, message = _TRANSITIONS[e.new]
+    return level, message, {"rule": e.rule, "subject": e.subject, "value": e.value, "severity": e.severity}
+
+
+def _down(e: ev.ProbeDown) -> tuple[int, str, dict[str, Any]]:
+    level, message = (logging.ERROR, "target unreachable") if e.fires else (logging.WARNING, "probe down")
+    return level, message, {"rule": e.rule, "probe": e.probe, "error": e.error}
+
+
+def _waiting(e: ev.Waiting) -> tuple[int, str, dict[str, Any]]:
+    if e.on:
+        return logging.INFO, "waiting on dependency", {"rule": e.rule, "on": ",".join(e.on)}
+    return logging.INFO, "dependency clear, probing again", {"rule": e.rule}
+
+
+def _ran(e: ev.ActionRan) -> tuple[int, str, dict[str, Any]]:
+    message = {"dry_run": "action would run", "ok": "action done"}.get(e.result, "action failed")
+    level = logging.INFO if e.ok else logging.ERROR
+    fields = {"rule": e.rule, "action": e.action, "subjects": e.subjects, "detail": e.detail, "error": e.error}
+    return level, message, fields
+
+
+def _operator(e: ev.Operator) -> tuple[int, str, dict[str, Any]]:
+    by = e.detail.get("by") or {}
+    if e.what == "pause":
+        fields: dict[str, Any] = {"rule": e.rule, "until": e.detail.get("until")}
+    else:
+        still = e.detail.get("gave_up_at") is not None
+        fields = {"rule": e.rule, "reset": e.detail.get("reset"), "still_gave_up": still}
+    fields.update(uid=by.get("uid"), pid=by.get("pid"))
+    return logging.WARNING, f"rule {e.what}d", fields
+
+
+LINES: Mapping[type[Any], Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
+    ev.SubjectChanged: _changed,
+    ev.ProbeDown: _down,
+    ev.ProbeUp: lambda e: (logging.INFO, "probe up again", {"rule": e.rule, "probe": e.probe}),
+    ev.TargetSeen: lambda e: (logging.INFO, "target answered for the first time", {"target": e.target, "rule": e.rule}),
+    ev.TargetAbsent: lambda e: (
+        logging.INFO,
+        "target absent (never answered on this host)",
+        {"target": e.target, "rule": e.rule, "error": e.error},
+    ),
+    ev.Waiting: _waiting,
+    ev.GaveUp: lambda e: (
+        logging.ERROR, "rule gave up: too many actions, alerting only",
+        {"rule": e.rule, "max_actions": e.max_actions, "per": e.per},
+    ),
+    ev.Skipped: lambda e: (
+        logging.INFO, "action skipped", {"rule": e.rule, "subject": e.subject, "reason": e.reason, "held_by": e.held_by}
+    ),
+    ev.ActionRan: _ran,
+    ev.FixNotHeld: lambda e: (
+        logging.WARNING, "fix did not hold",
+        {"rule": e.rule, "subject": e.subject, "action": e.action, "value": e.value, "reason": e.reason},
+    ),
+    ev.Operator: _operator,
+}
+"""Event type -> (level, message, fields) of its log line; events not listed (``Audited``) are not logged."""
+
+
+class LogSink:
+    """One line per event, as the daemon has always logged them (docs/interfaces.md lists the messages)."""
+
+    name = "log"
+
+    def handle(self, event: ev.Event) -> None:
+        line = LINES.get(type(event))
+        if line is not None:
+            level, message, fields = line(event)
+            log_event(log, level, message, **fields)
+
+
+class Tallies:
+    """Counters for /metrics and the newest ran/dry_run audit row per (rule, action) for status.
+
+    Seeded from the store at start (``last``), then kept from events, so a
+    snapshot reads memory only.
+    """
+
+    name = "tallies"
+
+    def __init__(self, last: Mapping[tuple[str, str], AuditEntry] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._actions: Counter[tuple[str, str, str]] = Counter()
+        self._transitions: Counter[tuple[str, str]] = Counter()
+        self._last: dict[tuple[str, str], AuditEntry] = dict(last or {})
+
+    def handle(self, event: ev.Event) -> None:
+        with self._lock:
+            if isinstance(event, ev.ActionRan):
+                self._actions[(event.rule, event.action, event.result)] += 1
+            elif isinstance(event, ev.SubjectChanged):
+                self._transitions[(event.rule, _TRANSITIONS[event.new][1])] += 1
+            elif isinstance(event, ev.Audited):
+                for entry in event.entries:
+                    if entry.decision in _ACTED:
+                        self._last[(entry.rule, entry.action)] = entry
+
+    def actions_total(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._actions)
+
+    def transitions_total(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._transitions)
+
+    def last_actions(self) -> dict[tuple[str, str], AuditEntry]:
+        with self._lock:
+            return dict(self._last)
