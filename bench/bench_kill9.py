@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.integration.faults.kill9_support import run_campaign  # noqa: E402
-from watchdogd.engine.state import StateLock, StateStore  # noqa: E402
+from watchdogd.engine.state import StateStore  # noqa: E402
+from watchdogd.engine.statedir import StateLock  # noqa: E402
 from watchdogd.model import AuditEntry, Decision  # noqa: E402
 
 WRITES = 2000

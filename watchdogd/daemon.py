@@ -26,7 +26,8 @@ from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_confi
 from watchdogd.counting import count_line, tally
 from watchdogd.engine.engine import Engine, RunReport
 from watchdogd.engine.scheduler import JobSpec, Scheduler
-from watchdogd.engine.state import DB_NAME, StateError, StateLock, StateStore
+from watchdogd.engine.state import StateStore
+from watchdogd.engine.statedir import DB_NAME, StateError, StateLock
 from watchdogd.faces import notify
 from watchdogd.faces.control import ControlError, ControlServer, Handlers, resolve_group
 from watchdogd.faces.exporter import Exposition, build_registry, render_text

@@ -160,3 +160,20 @@ class AuditEntry:
     duration: float | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTransition:
+    """A row of the alert history: a rule or one of its subjects changed state (pending, firing, down...).
+
+    Kept apart from the audit log, which records what the guard decided
+    about actions; this records what the rule saw, alert-only rules too.
+    """
+
+    ts: float
+    rule: str
+    kind: str  # pending, firing, resolved, down, up, gave_up, waiting, clear, absent, seen
+    subject: str = "-"
+    value: float | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from watchdogd.engine.state import StateLock, StateStore
+from watchdogd.engine.state import StateStore
+from watchdogd.engine.statedir import StateLock
 from watchdogd.model import Decision
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,8 @@ LOCKED_CHILD = """
 import sys, time
 from pathlib import Path
 from watchdogd.model import AuditEntry, Decision
-from watchdogd.engine.state import StateLock, StateStore
+from watchdogd.engine.state import StateStore
+from watchdogd.engine.statedir import StateLock
 
 path = Path(sys.argv[1])
 lock = StateLock(path.parent)  # as the daemon: the lock first, then the store

@@ -18,7 +18,7 @@ import yaml
 from tests.unit.test_engine import BASE, Clock, make_engine
 from watchdogd.config import _RawConfig, _RawRule, _Sections
 from watchdogd.daemon import parse_args
-from watchdogd.engine.state import LOCK_NAME, StateError, StateLock
+from watchdogd.engine.statedir import LOCK_NAME, StateError, StateLock
 from watchdogd.faces import cli
 from watchdogd.model import Decision, RuleStatus
 from watchdogd.registry import DEFAULT

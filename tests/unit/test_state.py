@@ -17,7 +17,8 @@ from types import MappingProxyType
 
 import pytest
 
-from watchdogd.engine.state import SCHEMA_VERSION, StateError, StateLock, StateStore
+from watchdogd.engine.state import SCHEMA_VERSION, StateStore
+from watchdogd.engine.statedir import StateError, StateLock
 from watchdogd.model import AuditEntry, Decision
 
 NOW = 1_700_000_000.0
@@ -677,7 +678,7 @@ def test_a_lock_held_by_another_process_is_not_ours(db_path: Path) -> None:
     """While a live daemon holds the lock its "started" rows are real: another opener must not close them."""
     with StateStore(db_path, FakeClock()) as s:
         s.add_audit([entry()])
-    code = "import sys; from pathlib import Path; from watchdogd.engine.state import StateLock as L; " \
+    code = "import sys; from pathlib import Path; from watchdogd.engine.statedir import StateLock as L; " \
            "l = L(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()"
     holder = subprocess.Popen([sys.executable, "-c", code, str(db_path.parent)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

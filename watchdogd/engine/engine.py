@@ -27,7 +27,7 @@ from watchdogd.engine.budget import budget_for
 from watchdogd.engine.gate import Gate
 from watchdogd.engine.runner import Runner
 from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runtime, restore, same_measurement
-from watchdogd.engine.sinks import LogSink, Tallies
+from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot, SinkSummary
 from watchdogd.engine.state import StateStore
 from watchdogd.model import AuditEntry, Clock, Decision, Status, SubjectState
@@ -56,6 +56,7 @@ class Engine:
         self._tallies = Tallies(store.last_actions())
         self.events.attach(LogSink())
         self.events.attach(self._tallies)
+        self.events.attach(HistorySink(store), queued=True)
         self.config = config
         self.config_loaded_at = clock()
         self.last_reload_error: str | None = None

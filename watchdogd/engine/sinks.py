@@ -1,9 +1,10 @@
-"""The engine's own sinks: the log, and the counters and "last action" view that status and /metrics read.
+"""The engine's own sinks: the log, the counters status and /metrics read, and the alert history on disk.
 
-Both are inline (in memory, microseconds): the log line of a transition
-appears in the rule's own run, in order, and a snapshot taken right after a
-run already counts it. Neither touches the disk, so a snapshot built from
-them never waits on a sync.
+The log and the tallies are inline (in memory, microseconds): the log line
+of a transition appears in the rule's own run, in order, and a snapshot
+taken right after a run already counts it; neither touches the disk, so a
+snapshot built from them never waits on a sync. The history sink writes to
+the state store and is queued, so a slow disk never holds up a rule.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from watchdogd.engine import events as ev
+from watchdogd.engine.state import StateStore
 from watchdogd.logs import event as log_event
-from watchdogd.model import AuditEntry, Decision, Status
+from watchdogd.model import AuditEntry, Decision, RuleTransition, Status
 
 log = logging.getLogger("watchdogd.engine")
 
@@ -139,3 +141,45 @@ class Tallies:
     def last_actions(self) -> dict[tuple[str, str], AuditEntry]:
         with self._lock:
             return dict(self._last)
+
+
+def _history_row(event: ev.Event) -> RuleTransition | None:
+    """The alert-history row of an event, or None for events the audit log already holds."""
+    match event:
+        case ev.SubjectChanged():
+            kind = _TRANSITIONS[event.new][1]
+            detail = {"from": event.old.value, "severity": event.severity}
+            return RuleTransition(event.ts, event.rule, kind, event.subject, event.value, detail)
+        case ev.ProbeDown():
+            return RuleTransition(event.ts, event.rule, "down", detail={"error": event.error, "fires": event.fires})
+        case ev.ProbeUp():
+            return RuleTransition(event.ts, event.rule, "up")
+        case ev.GaveUp():
+            return RuleTransition(event.ts, event.rule, "gave_up", detail={"max_actions": event.max_actions})
+        case ev.Waiting():
+            return RuleTransition(event.ts, event.rule, "waiting" if event.on else "clear", detail={"on": event.on})
+        case ev.TargetAbsent():
+            return RuleTransition(event.ts, event.rule, "absent", event.target, detail={"error": event.error})
+        case ev.TargetSeen():
+            return RuleTransition(event.ts, event.rule, "seen", event.target)
+    return None
+
+
+class HistorySink:
+    """The alert history in the state store: every change a rule saw, alert-only rules included.
+
+    Queued (``EventStream.attach(..., queued=True)``): each row is a disk
+    write, which must never hold up a rule; if the disk falls a thousand
+    events behind, the oldest are dropped and counted, while the audit rows
+    (written by the gate itself) are never at stake.
+    """
+
+    name = "history"
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def handle(self, event: ev.Event) -> None:
+        row = _history_row(event)
+        if row is not None:
+            self._store.add_transitions([row])

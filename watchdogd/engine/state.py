@@ -62,15 +62,11 @@ purge or an operator's ``rm`` there would take the audit log with it.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import fcntl
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
-import time
 import types
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -79,21 +75,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from watchdogd.model import AuditEntry, Clock, Decision
+from watchdogd.engine.statedir import (
+    FILE_MODE,
+    IDENTITY_SUFFIX,
+    LOCK_NAME,
+    StateError,
+    ensure_state_dir,
+    held_by_this_process,
+)
+from watchdogd.model import AuditEntry, Clock, Decision, RuleTransition
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DB_NAME",
-    "INTERRUPTED",
-    "LOCK_NAME",
-    "SCHEMA_VERSION",
-    "StateError",
-    "StateLock",
-    "StateStore",
-    "check_dedicated",
-    "ensure_state_dir",
-]
+__all__ = ["INTERRUPTED", "SCHEMA_VERSION", "StateStore"]
 
 _MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = types.MappingProxyType(
     {
@@ -136,6 +130,22 @@ _MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = types.MappingProxyType(
             # The WHERE must match _ACTED_SQL textually for the planner to use it.
             "CREATE INDEX audit_acted ON audit (rule, action, ts) WHERE decision IN ('ran', 'dry_run')",
         ),
+        # The alert history (engine.sinks.HistorySink): what each rule saw change, alert-only rules too.
+        2: (
+            """
+            CREATE TABLE transitions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts REAL NOT NULL,
+                rule TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL DEFAULT '-',
+                value REAL,
+                detail TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            "CREATE INDEX transitions_ts ON transitions (ts)",
+            "CREATE INDEX transitions_rule_ts ON transitions (rule, ts)",
+        ),
     }
 )
 SCHEMA_VERSION: Final[int] = max(_MIGRATIONS)
@@ -146,41 +156,17 @@ _AUDIT_COLUMNS: Final[str] = (
 )
 _MAX_HISTORY: Final[int] = 10_000
 _SQLITE_SUFFIXES: Final[tuple[str, ...]] = ("", "-wal", "-shm", "-journal")
-_DIR_MODE: Final[int] = 0o750
-_FILE_MODE: Final[int] = 0o640
-LOCK_NAME: Final[str] = "watchdogd.lock"
-DB_NAME: Final[str] = "state.db"
-"""The database's name inside ``state_dir``; the dedicated-directory check knows its companions by it."""
 INTERRUPTED: Final[str] = "interrupted"
 """Result of a "started" row whose process died before the action returned, set at the next start."""
 _INTERRUPTED_ERROR: Final[str] = "daemon died mid-action; it may or may not have taken effect"
 _INTERRUPTED_DETAIL: Final[str] = "daemon died before the action finished"
-_IDENTITY_SUFFIX: Final[str] = ".id"
 _IDENTITY_SIZE: Final[int] = 128  # bytes; every record is padded to it, so an overwrite leaves no stale tail
 _IDENTITY_KEY: Final[str] = "state_identity"
 _RESETS_KEY: Final[str] = "state_resets"
-_LISTED: Final[int] = 5
-# What may live in state_dir besides the lock: the database, its SQLite companions, the identity
-# file, databases moved aside as corrupt, and a filesystem's lost+found when the directory is a
-# mount point.
-_OWN_NAMES: Final[re.Pattern[str]] = re.compile(
-    "|".join(
-        (
-            re.escape(LOCK_NAME),
-            r"lost\+found",
-            re.escape(DB_NAME) + "(-wal|-shm|-journal)?",
-            re.escape(Path(DB_NAME).stem + _IDENTITY_SUFFIX),
-            re.escape(DB_NAME) + r"\.corrupt-\d{8}T\d{6}Z(\.\d+)?(-wal|-shm|-journal)?",
-        )
-    )
-)
+_LISTED: Final[int] = 5  # ids named in a log line before "..."
 # Result codes that mean "this file is damaged", as opposed to locked, read-only
 # or an I/O error, where moving the file aside would destroy good state.
 _CORRUPT_CODES: Final[frozenset[int]] = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
-
-
-class StateError(Exception):
-    """The state store cannot be used; the message is one line naming the path."""
 
 
 class _Corrupt(Exception):
@@ -189,125 +175,6 @@ class _Corrupt(Exception):
 
 class _NeedsWrite(Exception):
     """Internal: SQLite must write (roll back a hot journal) before the file can be checked."""
-
-
-def ensure_state_dir(directory: Path) -> None:
-    """Missing or unwritable state dir is the operator's to fix: say so, do not work around it."""
-    try:
-        if not directory.exists():
-            directory.mkdir(mode=_DIR_MODE, parents=True)
-            directory.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask
-    except OSError as exc:
-        raise StateError(f"state directory {directory} cannot be created: {exc.strerror or exc}") from exc
-    if not directory.is_dir():
-        raise StateError(f"state directory {directory} is not a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise StateError(f"state directory {directory} is not writable")
-
-
-def check_dedicated(directory: Path) -> None:
-    """Refuse a state_dir that other software or people also use.
-
-    The daemon treats everything in it as its own (moving files aside,
-    replacing the identity file), and whoever cleans that shared directory
-    would take cooldowns and audit history with it. Empty or missing is fine.
-    """
-    try:
-        names = sorted(entry.name for entry in os.scandir(directory))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StateError(f"state directory {directory} cannot be listed: {exc.strerror or exc}") from exc
-    foreign = [name for name in names if not _OWN_NAMES.fullmatch(name)]
-    if foreign:
-        listed = ", ".join(foreign[:_LISTED]) + (f", ... ({len(foreign)} in all)" if len(foreign) > _LISTED else "")
-        raise StateError(
-            f"state_dir {directory} holds files that are not watchdogd's ({listed}):"
-            " state_dir must be a dedicated directory"
-        )
-
-
-class StateLock:
-    """One watchdogd (daemon or ``--once``) per state directory, for as long as the process lives.
-
-    An exclusive ``flock`` on ``<state_dir>/watchdogd.lock``, not a pid file:
-    the kernel drops the lock when the holder exits, however it exits
-    (``kill -9`` included), so a file left behind never blocks a start. The
-    file holds the holder's pid only to name it in the refusal. The fd is
-    close-on-exec, so a child an action spawns never inherits (and outlives
-    the daemon with) the lock. Taking it is the start of a read-write user,
-    so it also refuses a state_dir that is not dedicated to watchdogd.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / LOCK_NAME
-        ensure_state_dir(Path(directory))
-        check_dedicated(Path(directory))
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
-        except OSError as exc:
-            raise StateError(f"state directory {directory}: cannot open the lock file {self.path}: "
-                             f"{exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _lock_holder(fd)
-            if holder is None:  # the holder has just taken the lock and writes its pid right after
-                time.sleep(0.05)
-                holder = _lock_holder(fd)
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StateError(f"state directory {directory}: cannot lock {self.path}: "
-                                 f"{exc.strerror or exc}") from exc
-            who = f"pid {holder}" if holder is not None else "another process (pid not yet written)"
-            raise StateError(f"state directory {directory} is in use by another watchdogd ({who} holds "
-                             f"{self.path}); one daemon or --once per state_dir") from None
-        # Overwrite in place, then cut: a reader never sees an empty file, only a first line with a pid.
-        text = f"{os.getpid()}\n".encode()
-        os.pwrite(fd, text, 0)
-        os.ftruncate(fd, len(text))
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        """Idempotent; the file stays (removing it would race a start that already opened it)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing drops the flock
-
-    def __enter__(self) -> StateLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _held_by_this_process(lock_path: Path) -> bool:
-    """Whether this process holds ``lock_path`` through a ``StateLock``, asked of the kernel.
-
-    A second open file description conflicts with the holder's ``flock``
-    even within one process, so "would block" plus our pid in the file means
-    we hold it; a lock we can take means nobody does (a reader, a test).
-    """
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return _lock_holder(fd) == os.getpid()
-        return False  # closing the fd below drops the shared lock we just took
-    finally:
-        os.close(fd)
-
-
-def _lock_holder(fd: int) -> int | None:
-    try:
-        first = os.pread(fd, 64, 0).split(b"\n", 1)[0]
-        return int(first) if first.strip() else None
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +333,7 @@ class StateStore:
         self._identity_fd: int | None = None
         self._ensure_dir(self._path.parent)
         self._conn: sqlite3.Connection | None = self._open_or_replace()
-        if _held_by_this_process(self._path.parent / LOCK_NAME):
+        if held_by_this_process(self._path.parent / LOCK_NAME):
             self._recover()
         self._resets = self._stored_resets()
 
@@ -519,9 +386,9 @@ class StateStore:
         """
         if not self._path.exists():
             try:
-                fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+                fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
                 try:
-                    os.fchmod(fd, _FILE_MODE)  # independent of the umask
+                    os.fchmod(fd, FILE_MODE)  # independent of the umask
                 finally:
                     os.close(fd)
             except FileExistsError:
@@ -679,7 +546,7 @@ class StateStore:
 
     @property
     def _identity_path(self) -> Path:
-        return self._path.with_name(self._path.stem + _IDENTITY_SUFFIX)
+        return self._path.with_name(self._path.stem + IDENTITY_SUFFIX)
 
     def _check_identity(self) -> None:
         """Compare the database with what the identity file says was committed; log and count a reset."""
@@ -756,7 +623,7 @@ class StateStore:
 
     def _reopen_identity(self) -> int:
         self._close_identity()
-        fd = os.open(self._identity_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+        fd = os.open(self._identity_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
         self._identity_fd = fd
         return fd
 
@@ -966,9 +833,54 @@ class StateStore:
             rows = conn.execute(sql).fetchall()
         return {(r["rule"], r["action"]): _row_to_entry(r) for r in rows}
 
+    def add_transitions(self, rows: Sequence[RuleTransition]) -> None:
+        params = [
+            (r.ts, r.rule, r.kind, r.subject, r.value, _dumps_detail(r.detail)) for r in rows
+        ]
+        if not params:
+            return
+        with self._tx("add_transitions") as conn:
+            conn.executemany(
+                "INSERT INTO transitions (ts, rule, kind, subject, value, detail) VALUES (?, ?, ?, ?, ?, ?)", params
+            )
+
+    def transitions(
+        self, *, rule: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[RuleTransition]:
+        """The alert history, newest first; filters combine with AND."""
+        where: list[str] = []
+        args: list[object] = []
+        if rule is not None:
+            where.append("rule = ?")
+            args.append(rule)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        args.append(max(1, min(int(limit), _MAX_HISTORY)))
+        sql = (
+            "SELECT id, ts, rule, kind, subject, value, detail FROM transitions"  # noqa: S608 (constants, "?")
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY ts DESC, id DESC LIMIT ?"
+        )
+        with self._tx("transitions", write=False) as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [
+            RuleTransition(
+                ts=row["ts"],
+                rule=row["rule"],
+                kind=row["kind"],
+                subject=row["subject"],
+                value=row["value"],
+                detail=_loads_obj(row["detail"], f"transition {row['id']} detail") or {},
+                id=row["id"],
+            )
+            for row in rows
+        ]
+
     def prune(self, older_than: float) -> int:
-        """Retention: drop audit rows with ``ts < older_than``. Rule state is never pruned."""
+        """Retention: drop audit and history rows with ``ts < older_than``. Rule state is never pruned."""
         with self._tx("prune") as conn:
+            conn.execute("DELETE FROM transitions WHERE ts < ?", (older_than,))
             return conn.execute("DELETE FROM audit WHERE ts < ?", (older_than,)).rowcount
 
     # -- lifecycle -----------------------------------------------------------
