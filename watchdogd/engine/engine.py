@@ -28,7 +28,7 @@ from watchdogd.engine.gate import Gate
 from watchdogd.engine.runner import Runner
 from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runtime, restore, same_measurement
 from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
-from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot, SinkSummary
+from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
 from watchdogd.engine.state import StateStore
 from watchdogd.model import AuditEntry, Clock, Decision, Status, SubjectState
 
@@ -263,9 +263,7 @@ class Engine:
             stalled_rules=tuple(self.stalled()),
             state_resets=self.store.resets_total(),
             transitions_total=self._tallies.transitions_total(),
-            sinks=tuple(
-                SinkSummary(s.name, s.mode, s.delivered, s.failed, s.dropped, s.queued) for s in self.events.stats()
-            ),
+            sinks=self.events.stats(),
         )
 
     def prune_history(self) -> int:

@@ -176,8 +176,10 @@ class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SinkStats:
+    """One sink's delivery counts since start (``watchdogd_event_sink_events_total``)."""
+
     name: str
     mode: str  # inline, queued
     delivered: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from watchdogd.engine.events import SinkStats
 from watchdogd.model import Cardinality, RuleStatus, Unit
 
 
@@ -58,18 +59,6 @@ class RuleSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class SinkSummary:
-    """One event sink's delivery counts since start (``watchdogd_event_sink_events_total``)."""
-
-    name: str
-    mode: str  # inline, queued
-    delivered: int
-    failed: int
-    dropped: int
-    queued: int
-
-
-@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     taken_at: float
     started_at: float
@@ -88,4 +77,4 @@ class EngineSnapshot:
     stalled_rules: tuple[str, ...] = ()  # rules whose probe has been stuck past a whole interval
     state_resets: int = 0  # times a start found the state database reset, replaced or corrupt (host lifetime)
     transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, to) -> count since start
-    sinks: tuple[SinkSummary, ...] = ()
+    sinks: tuple[SinkStats, ...] = ()  # event sinks' delivery counts (watchdogd_event_sink_*)

@@ -289,6 +289,19 @@ def _row_to_entry(row: sqlite3.Row) -> AuditEntry:
     )
 
 
+def _rule_since(rule: str | None, since: float | None) -> tuple[list[str], list[object]]:
+    """The WHERE terms (constants with "?") and their bound values of the history readers' common filters."""
+    where: list[str] = []
+    args: list[object] = []
+    if rule is not None:
+        where.append("rule = ?")
+        args.append(rule)
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    return where, args
+
+
 def _audit_params(entry: AuditEntry) -> tuple[object, ...]:
     return (
         entry.ts,
@@ -798,14 +811,7 @@ class StateStore:
         """Newest first. Filters combine with AND; an empty ``decisions`` matches nothing."""
         if decisions is not None and not decisions:
             return []
-        where: list[str] = []
-        args: list[object] = []
-        if rule is not None:
-            where.append("rule = ?")
-            args.append(rule)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
+        where, args = _rule_since(rule, since)
         if decisions is not None:
             values = sorted({d.value for d in decisions})
             where.append(f"decision IN ({', '.join('?' * len(values))})")
@@ -834,9 +840,7 @@ class StateStore:
         return {(r["rule"], r["action"]): _row_to_entry(r) for r in rows}
 
     def add_transitions(self, rows: Sequence[RuleTransition]) -> None:
-        params = [
-            (r.ts, r.rule, r.kind, r.subject, r.value, _dumps_detail(r.detail)) for r in rows
-        ]
+        params = [(r.ts, r.rule, r.kind, r.subject, r.value, _dumps_detail(r.detail)) for r in rows]
         if not params:
             return
         with self._tx("add_transitions") as conn:
@@ -848,14 +852,7 @@ class StateStore:
         self, *, rule: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[RuleTransition]:
         """The alert history, newest first; filters combine with AND."""
-        where: list[str] = []
-        args: list[object] = []
-        if rule is not None:
-            where.append("rule = ?")
-            args.append(rule)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
+        where, args = _rule_since(rule, since)
         args.append(max(1, min(int(limit), _MAX_HISTORY)))
         sql = (
             "SELECT id, ts, rule, kind, subject, value, detail FROM transitions"  # noqa: S608 (constants, "?")
