@@ -55,7 +55,7 @@ class _Strict(BaseModel):
 
 class _Budget(_Strict):
     kind: Literal["host"] = "host"
-    """Where the count is kept: ``host`` (this host's state). A fleet-wide kind is planned (docs/fleet.md)."""
+    """Where the count is kept: ``host`` (this host's state). A fleet-wide kind is planned (engine/budget.py)."""
     actions: int = Field(ge=1, le=MAX_COUNT)
     per: Window
 

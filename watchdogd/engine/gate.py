@@ -91,10 +91,11 @@ class Gate:
                     ids = self.store.add_audit(skipped)
                     self._events.publish(ev.Audited(now, rule.name, _with_ids(skipped, ids)))
                 return skipped
+            if not rule.guard.dry_run:  # a dry run changes nothing, so it spends nothing
+                spend = self.budget.prepare(now)  # first: a budget that cannot book has booked nothing else
             rt.guard = guards.record_run(rt.guard, verdict.allowed, now, rule.guard)
             holds, kv = self._holds, {}
-            if not rule.guard.dry_run:  # a dry run changed nothing, so nothing needs the rest
-                spend = self.budget.prepare(now)
+            if spend is not None:
                 holds = guards.add_holds(self._holds, self._new_holds(rt, verdict.allowed, things, now), now)
                 kv = {HOLDS_KEY: guards.holds_to_dict(holds), **spend.kv}
             started = [
@@ -112,7 +113,12 @@ class Gate:
                 for subject in verdict.allowed
             ]
             data = rt.durable()
-            ids = self.store.save_rule_and_audit(rule.name, data, [*skipped, *started], kv)
+            try:
+                ids = self.store.save_rule_and_audit(rule.name, data, [*skipped, *started], kv)
+            except BaseException:
+                if spend is not None:
+                    self.budget.release(spend)  # nothing will run: give back what was taken (a fleet slot)
+                raise
             rt.saved = data
             self._holds = holds
             if spend is not None:

@@ -93,7 +93,7 @@ LINES: Mapping[type[Any], Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
 
 
 class LogSink:
-    """One line per event, as the daemon has always logged them (docs/interfaces.md lists the messages)."""
+    """One line per event, with the messages and levels the daemon has always logged (``LINES``)."""
 
     name = "log"
 
