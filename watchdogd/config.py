@@ -401,7 +401,7 @@ class _Builder:
             self.problem(
                 (*at, "on_down"),
                 f"{rule.probe} measures one subject per connection or process; an outage has no such "
-                "subject to fire on: use an availability probe (postgres.up, redis.up, net.tcp...) for it",
+                f"subject to fire on: use an availability probe ({self._availability_probes(rule.probe)}) for it",
             )
             return None
         cooldown = rule.cooldown
@@ -558,6 +558,13 @@ class _Builder:
         if problem is not None:
             self.problem(("state_dir",), f"{problem} (it holds the database and the audit history)")
         return own
+
+    def _availability_probes(self, probe: str) -> str:
+        """The availability probes of ``probe``'s target kind (or all): what to use to fire on an outage."""
+        kind = self.registry.probes[probe].target_kind
+        names = sorted(name for name, spec in self.registry.probes.items() if spec.availability)
+        same = [name for name in names if self.registry.probes[name].target_kind == kind]
+        return ", ".join(same or names) or "none is registered"
 
     def _fits(self, kind: str, spec: ActionSpec, params: ActionParams, probe: str, at: KeyPath) -> bool:
         """The action can act on what the rule's probe reports (no postgres.terminate of ``cpu``)."""
