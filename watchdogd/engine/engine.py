@@ -86,26 +86,20 @@ class Engine:
             if old is not None and not same_measurement(old.rule, rule):
                 old = None
             runtime = build_runtime(rule, config.registry, clients, self.clock, previous=old)
-            was_dry_run = False
             if old is not None:
-                # Keep pending timers, cooldowns and give-ups across a reload that did not change what is measured.
-                runtime.subjects, runtime.guard, runtime.last, runtime.last_run = (
-                    old.subjects,
-                    old.guard,
-                    old.last,
-                    old.last_run,
-                )
-                was_dry_run = old.rule.guard.dry_run
+                # Keep pending timers, cooldowns and give-ups across a reload that did not change what is
+                # measured: copied now for status, taken over again (settle) once the old run is done.
+                runtime.inherit(old)
+                runtime.predecessor = old
             elif name in saved:
                 runtime.subjects, runtime.guard = restore(saved[name])
-                was_dry_run = bool(saved[name].get("dry_run", False))
-            if was_dry_run and not rule.guard.dry_run:
-                # Cooldowns counted in dry-run must not hold back the first real action.
-                runtime.guard = guards.RuleGuard(paused_until=runtime.guard.paused_until)
+                if saved[name].get("dry_run", False) and not rule.guard.dry_run:
+                    # Cooldowns counted in dry-run must not hold back the first real action.
+                    runtime.guard = guards.RuleGuard(paused_until=runtime.guard.paused_until)
             runtimes[name] = runtime
         for gone in set(saved) - set(config.rules):
             self.store.delete_rule(gone)
-        self.gate.budget = budget_for(config.budget, self.store.load_kv, previous=self.gate.budget)
+        self.gate.reconfigure(config.budget)
         with self._lock:
             self._runtimes = runtimes
             self.config = config
@@ -144,6 +138,7 @@ class Engine:
         """Probe, evaluate, act and record one rule. Never raises for probe or action failures."""
         runtime = self._runtime(name)
         with runtime.lock:
+            runtime.settle()
             return self.runner.run(runtime)
 
     # -- operator controls ---------------------------------------------------
@@ -156,6 +151,7 @@ class Engine:
         """
         rt = self._runtime(name)
         with rt.lock:
+            rt.settle()
             rt.guard = guards.pause(rt.guard, until)
             detail: dict[str, Any] = {"until": until}
             if by:
@@ -172,6 +168,7 @@ class Engine:
         """
         rt = self._runtime(name)
         with rt.lock:
+            rt.settle()
             now = self.clock()
             before = rt.guard
             rt.guard = guards.resume(before, reset=reset)

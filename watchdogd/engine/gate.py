@@ -21,8 +21,9 @@ from typing import Any
 from watchdogd.config import Rule
 from watchdogd.contracts import Action, NamesThing
 from watchdogd.core import guard as guards
+from watchdogd.core.guard import BudgetPolicy
 from watchdogd.engine import events as ev
-from watchdogd.engine.budget import Budget, Spend
+from watchdogd.engine.budget import Budget, Spend, budget_for
 from watchdogd.engine.runtime import RuleRuntime
 from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, AuditEntry, Clock, Decision, ProbeResult, Reading, Status
@@ -60,6 +61,11 @@ class Gate:
         self._lock = threading.Lock()  # holds, budget spend and the write-ahead write, across rules
         self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
 
+    def reconfigure(self, policy: BudgetPolicy) -> None:
+        """The budget a reload asks for, swapped under the lock: a spend committing meanwhile is kept."""
+        with self._lock:
+            self.budget = budget_for(policy, self.store.load_kv, previous=self.budget)
+
     def act(self, rt: RuleRuntime, firing: Sequence[Reading], now: float) -> list[AuditEntry]:
         """Decide, book, run, verify and record the rule's actions for its firing subjects."""
         rule = rt.rule
@@ -82,13 +88,18 @@ class Gate:
                 max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
                 held=held,
             )
+            unbooked, skips_before = rt.guard, dict(rt.last_skip)  # what a failed write must leave
             rt.guard = verdict.guard
             if verdict.gave_up_now:
                 self._events.publish(ev.GaveUp(now, rule.name, rule.guard.max_actions, rule.guard.max_actions_per))
             skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held)
             if not verdict.allowed:
                 if skipped:
-                    ids = self.store.add_audit(skipped)
+                    try:
+                        ids = self.store.add_audit(skipped)
+                    except BaseException:
+                        rt.last_skip = skips_before  # unwritten skips are written on the next run
+                        raise
                     self._events.publish(ev.Audited(now, rule.name, _with_ids(skipped, ids)))
                 return skipped
             if not rule.guard.dry_run:  # a dry run changes nothing, so it spends nothing
@@ -116,8 +127,11 @@ class Gate:
             try:
                 ids = self.store.save_rule_and_audit(rule.name, data, [*skipped, *started], kv)
             except BaseException:
+                # Nothing will run: the rule, the holds and the budget stay as the disk has them, and a
+                # fleet slot is given back.
+                rt.guard, rt.last_skip = unbooked, skips_before
                 if spend is not None:
-                    self.budget.release(spend)  # nothing will run: give back what was taken (a fleet slot)
+                    self.budget.release(spend)
                 raise
             rt.saved = data
             self._holds = holds

@@ -38,7 +38,32 @@ class RuleRuntime:
     saved: dict[str, Any] | None = None
     waiting_on: tuple[str, ...] = ()
     absent: bool = False  # its ``optional`` target has never answered on this host
+    predecessor: RuleRuntime | None = None  # the runtime a reload replaced, until this one took its state over
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inherit(self, old: RuleRuntime) -> None:
+        """Take over pending timers, cooldowns and give-ups of the same rule before a reload.
+
+        Cooldowns counted in dry-run must not hold back the first real action,
+        so a rule leaving dry-run keeps only its pause.
+        """
+        self.subjects, self.guard, self.last, self.last_run = old.subjects, old.guard, old.last, old.last_run
+        if old.rule.guard.dry_run and not self.rule.guard.dry_run:
+            self.guard = guards.RuleGuard(paused_until=self.guard.paused_until)
+
+    def settle(self) -> None:
+        """Take the state over again from the replaced runtime, once no run of it is in flight.
+
+        A reload copies the old runtime's state without waiting for its run
+        (a run may take minutes); a run that ended meanwhile changed the old
+        one. The first thing done with this runtime (a run, a pause, a
+        resume: the caller holds ``lock``) takes it over again under the old
+        runtime's lock, so no booked action is forgotten.
+        """
+        old, self.predecessor = self.predecessor, None
+        if old is not None:
+            with old.lock:
+                self.inherit(old)
 
     def status(self, now: float) -> RuleStatus:
         return rule_status(
