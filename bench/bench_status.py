@@ -57,7 +57,9 @@ def timed(variants: dict[str, list[str]], runs: int) -> dict[str, tuple[list[flo
             out[name][0].append((time.perf_counter() - started) * 1000)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             out[name][1].append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
-            if done.returncode not in (0, 1, 2):
+            # status exits 1 or 2 for firing or gave-up rules, with its table on stdout; a crash
+            # (a stale console script, say) exits 1 too, but prints nothing there.
+            if done.returncode not in (0, 1, 2) or (done.returncode and not done.stdout.strip()):
                 raise SystemExit(f"{argv}: exit {done.returncode}: {done.stderr.decode()}")
     return out
 
