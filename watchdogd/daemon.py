@@ -289,6 +289,7 @@ class Daemon:
             units=lambda: {name: rule.unit for name, rule in self.config.rules.items()},
             version=__version__,
             clock=self.clock,
+            transitions=lambda rule, since, limit: engine.store.transitions(rule=rule, since=since, limit=limit),
         )
 
     def _health(self) -> tuple[bool, str]:

@@ -40,6 +40,7 @@ def one_of_each() -> list[ev.Event]:
         ev.FixNotHeld(T0 + 9, "r", "a", "fake.fix", 95.0, "still above 90"),
         ev.Operator(T0 + 10, "r", "pause", {"until": T0 + 300}),
         ev.Audited(T0 + 11, "r", (entry,)),
+        ev.Resumed(T0 + 12, "r", "stable"),
     ]
 
 
@@ -264,6 +265,8 @@ LOG_LINES: list[tuple[ev.Event, int, str]] = [
     (ev.Waiting(T0, "r", ("db", "net")), logging.INFO, "waiting on dependency"),
     (ev.Waiting(T0, "r", ()), logging.INFO, "dependency clear, probing again"),
     (ev.GaveUp(T0, "r", 3, 3600.0), logging.ERROR, "rule gave up: too many actions, alerting only"),
+    (ev.Resumed(T0, "r", "stable"), logging.INFO, "rule acting again after giving up"),
+    (ev.Resumed(T0, "r", "operator"), logging.WARNING, "rule acting again after giving up"),
     (ev.Skipped(T0, "r", "a", "cooldown", "other"), logging.INFO, "action skipped"),
     (ev.ActionRan(T0, "r", "fake.fix", "ok", True, 1, "fixed", None), logging.INFO, "action done"),
     (ev.ActionRan(T0, "r", "fake.fix", "failed", False, 1, "", "boom"), logging.ERROR, "action failed"),
@@ -282,6 +285,7 @@ LOG_FIELDS: dict[type[typing.Any], set[str]] = {
     ev.TargetSeen: {"rule", "target"},
     ev.TargetAbsent: {"rule", "target", "error"},
     ev.GaveUp: {"rule", "max_actions", "per"},
+    ev.Resumed: {"rule", "by"},
     ev.Skipped: {"rule", "subject", "reason", "held_by"},
     ev.ActionRan: {"rule", "action", "subjects", "detail", "error"},
     ev.FixNotHeld: {"rule", "subject", "action", "value", "reason"},
@@ -394,9 +398,26 @@ def test_tallies_keep_the_newest_acted_row_per_rule_and_action_and_ignore_skips(
     assert tallies.last_actions()[("r", "fake.fix")] == dry
 
 
+def test_tallies_count_the_rule_s_own_transitions_and_keep_its_latest_change() -> None:
+    tallies = Tallies()
+    tallies.handle(ev.ProbeDown(T0, "r", "fake.up", "refused", True))
+    tallies.handle(ev.ProbeUp(T0 + 1, "r", "fake.up"))
+    tallies.handle(ev.GaveUp(T0 + 2, "r", 3, 3600.0))
+    tallies.handle(ev.Resumed(T0 + 3, "r", "stable"))
+    tallies.handle(ev.SubjectChanged(T0 + 4, "q", "a", Status.OK, Status.FIRING, 95.0, "critical"))
+    assert tallies.transitions_total() == {
+        ("r", "down"): 1, ("r", "back"): 1, ("r", "gave_up"): 1, ("r", "resumed"): 1, ("q", "firing"): 1,
+    }
+    changes = tallies.last_changes()
+    assert (changes["r"].kind, changes["r"].ts, changes["r"].detail) == ("resumed", T0 + 3, {"by": "stable"})
+    assert (changes["q"].kind, changes["q"].subject, changes["q"].value) == ("firing", "a", 95.0)
+
+
 def test_tallies_ignore_events_they_do_not_count() -> None:
     tallies = Tallies()
+    counted = ev.ActionRan | ev.SubjectChanged | ev.Audited | ev.ProbeDown | ev.ProbeUp | ev.GaveUp | ev.Resumed
     for event in one_of_each():
-        if not isinstance(event, ev.ActionRan | ev.SubjectChanged | ev.Audited):
+        if not isinstance(event, counted):
             tallies.handle(event)
     assert (tallies.actions_total(), tallies.transitions_total(), tallies.last_actions()) == ({}, {}, {})
+    assert tallies.last_changes() == {}

@@ -30,7 +30,7 @@ from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runt
 from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
 from watchdogd.engine.state import StateStore
-from watchdogd.model import AuditEntry, Clock, Decision, Status, SubjectState
+from watchdogd.model import AuditEntry, Clock, Decision, RuleTransition, Status, SubjectState
 
 __all__ = ["Clients", "Engine", "RunReport"]
 
@@ -185,6 +185,8 @@ class Engine:
             if by:
                 detail["by"] = dict(by)
             self._operator(rt, "resume", detail)
+            if reset and before.gave_up_at is not None:
+                self.events.publish(ev.Resumed(now, name, "operator"))
         return outcome
 
     def _operator(self, rt: RuleRuntime, what: str, detail: dict[str, Any]) -> None:
@@ -237,7 +239,7 @@ class Engine:
     def snapshot(self) -> EngineSnapshot:
         """Everything status and /metrics show, from memory: never a database read, never a wait on a sync."""
         now = self.clock()
-        last_actions = self._tallies.last_actions()
+        last_actions, changes = self._tallies.last_actions(), self._tallies.last_changes()
         with self._lock:
             runtimes = list(self._runtimes.values())
             config = self.config
@@ -246,7 +248,7 @@ class Engine:
             taken_at=now,
             started_at=self.started_at,
             dry_run=config.dry_run,
-            rules=tuple(_rule_snapshot(rt, last_actions, now) for rt in runtimes),
+            rules=tuple(_rule_snapshot(rt, last_actions, changes.get(rt.rule.name), now) for rt in runtimes),
             actions_total=self._tallies.actions_total(),
             budget_actions=budget.actions,
             budget_per=budget.per,
@@ -272,7 +274,9 @@ class Engine:
         self.events.close()
 
 
-def _rule_snapshot(rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], now: float) -> RuleSnapshot:
+def _rule_snapshot(
+    rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], change: RuleTransition | None, now: float
+) -> RuleSnapshot:
     rule = rt.rule
     last = rt.last
     subjects = dict(rt.subjects)
@@ -312,6 +316,7 @@ def _rule_snapshot(rt: RuleRuntime, last_actions: Mapping[tuple[str, str], Audit
         on_down=rule.on_down,
         depends_on=rule.depends_on,
         waiting_on=rt.waiting_on,
+        last_change=change,
     )
 
 

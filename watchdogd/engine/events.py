@@ -101,6 +101,15 @@ class GaveUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    """A rule that gave up acts again: the condition stayed clear (``by`` stable) or an operator reset it."""
+
+    ts: float
+    rule: str
+    by: str  # stable, operator
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """An action was held back for ``reason`` (logged once per change of reason, like its audit row)."""
 
@@ -162,6 +171,7 @@ Event = (
     | TargetAbsent
     | Waiting
     | GaveUp
+    | Resumed
     | Skipped
     | ActionRan
     | FixNotHeld

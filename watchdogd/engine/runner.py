@@ -203,7 +203,10 @@ class Runner:
             )
         rt.subjects = evaluation.states
         breaching = [r.subject for r in (*evaluation.firing, *evaluation.pending)]
+        gave_up = rt.guard.gave_up_at is not None
         rt.guard = guards.observe(rt.guard, breaching, now, rt.rule.guard)
+        if gave_up and rt.guard.gave_up_at is None:
+            self._events.publish(ev.Resumed(now, rt.rule.name, "stable"))
         for subject in list(rt.last_skip):
             if subject not in rt.subjects:
                 del rt.last_skip[subject]

@@ -79,6 +79,11 @@ LINES: Mapping[type[Any], Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
         logging.ERROR, "rule gave up: too many actions, alerting only",
         {"rule": e.rule, "max_actions": e.max_actions, "per": e.per},
     ),
+    ev.Resumed: lambda e: (
+        logging.WARNING if e.by == "operator" else logging.INFO,
+        "rule acting again after giving up",
+        {"rule": e.rule, "by": e.by},
+    ),
     ev.Skipped: lambda e: (
         logging.INFO, "action skipped", {"rule": e.rule, "subject": e.subject, "reason": e.reason, "held_by": e.held_by}
     ),
@@ -104,8 +109,37 @@ class LogSink:
             log_event(log, level, message, **fields)
 
 
+def _history_row(event: ev.Event) -> RuleTransition | None:
+    """The alert-history row of an event, or None for events the audit log already holds."""
+    match event:
+        case ev.SubjectChanged():
+            kind = _TRANSITIONS[event.new][1]
+            detail = {"from": event.old.value, "severity": event.severity}
+            return RuleTransition(event.ts, event.rule, kind, event.subject, event.value, detail)
+        case ev.ProbeDown():
+            return RuleTransition(event.ts, event.rule, "down", detail={"error": event.error, "fires": event.fires})
+        case ev.ProbeUp():
+            return RuleTransition(event.ts, event.rule, "back")
+        case ev.GaveUp():
+            return RuleTransition(event.ts, event.rule, "gave_up", detail={"max_actions": event.max_actions})
+        case ev.Resumed():
+            return RuleTransition(event.ts, event.rule, "resumed", detail={"by": event.by})
+        case ev.Waiting():
+            return RuleTransition(event.ts, event.rule, "waiting" if event.on else "clear", detail={"on": event.on})
+        case ev.TargetAbsent():
+            return RuleTransition(event.ts, event.rule, "absent", event.target, detail={"error": event.error})
+        case ev.TargetSeen():
+            return RuleTransition(event.ts, event.rule, "seen", event.target)
+    return None
+
+
+TRANSITION_KINDS: tuple[str, ...] = ("pending", "firing", "resolved", "down", "back", "gave_up", "resumed")
+"""What ``watchdogd_transitions_total`` counts, by ``kind``: a subject's and the rule's own changes of state."""
+
+
 class Tallies:
-    """Counters for /metrics and the newest ran/dry_run audit row per (rule, action) for status.
+    """Counters for /metrics, the newest ran/dry_run audit row per (rule, action) and each rule's latest
+    transition, for status.
 
     Seeded from the store at start (``last``), then kept from events, so a
     snapshot reads memory only.
@@ -118,17 +152,19 @@ class Tallies:
         self._actions: Counter[tuple[str, str, str]] = Counter()
         self._transitions: Counter[tuple[str, str]] = Counter()
         self._last: dict[tuple[str, str], AuditEntry] = dict(last or {})
+        self._changes: dict[str, RuleTransition] = {}
 
     def handle(self, event: ev.Event) -> None:
         with self._lock:
             if isinstance(event, ev.ActionRan):
                 self._actions[(event.rule, event.action, event.result)] += 1
-            elif isinstance(event, ev.SubjectChanged):
-                self._transitions[(event.rule, _TRANSITIONS[event.new][1])] += 1
             elif isinstance(event, ev.Audited):
                 for entry in event.entries:
                     if entry.decision in _ACTED:
                         self._last[(entry.rule, entry.action)] = entry
+            elif (row := _history_row(event)) is not None and row.kind in TRANSITION_KINDS:
+                self._transitions[(row.rule, row.kind)] += 1
+                self._changes[row.rule] = row
 
     def actions_total(self) -> dict[tuple[str, str, str], int]:
         with self._lock:
@@ -142,27 +178,10 @@ class Tallies:
         with self._lock:
             return dict(self._last)
 
-
-def _history_row(event: ev.Event) -> RuleTransition | None:
-    """The alert-history row of an event, or None for events the audit log already holds."""
-    match event:
-        case ev.SubjectChanged():
-            kind = _TRANSITIONS[event.new][1]
-            detail = {"from": event.old.value, "severity": event.severity}
-            return RuleTransition(event.ts, event.rule, kind, event.subject, event.value, detail)
-        case ev.ProbeDown():
-            return RuleTransition(event.ts, event.rule, "down", detail={"error": event.error, "fires": event.fires})
-        case ev.ProbeUp():
-            return RuleTransition(event.ts, event.rule, "up")
-        case ev.GaveUp():
-            return RuleTransition(event.ts, event.rule, "gave_up", detail={"max_actions": event.max_actions})
-        case ev.Waiting():
-            return RuleTransition(event.ts, event.rule, "waiting" if event.on else "clear", detail={"on": event.on})
-        case ev.TargetAbsent():
-            return RuleTransition(event.ts, event.rule, "absent", event.target, detail={"error": event.error})
-        case ev.TargetSeen():
-            return RuleTransition(event.ts, event.rule, "seen", event.target)
-    return None
+    def last_changes(self) -> dict[str, RuleTransition]:
+        """Per rule, its latest transition since start (what ``status --json`` shows as ``last_change``)."""
+        with self._lock:
+            return dict(self._changes)
 
 
 class HistorySink:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from watchdogd.engine.events import SinkStats
-from watchdogd.model import Cardinality, RuleStatus, Unit
+from watchdogd.model import Cardinality, RuleStatus, RuleTransition, Unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class RuleSnapshot:
     on_down: str = "hold"
     depends_on: tuple[str, ...] = ()
     waiting_on: tuple[str, ...] = ()  # the dependencies in trouble right now
+    last_change: RuleTransition | None = None  # the rule's latest transition since the daemon started
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +77,5 @@ class EngineSnapshot:
     probes_abandoned: int = 0  # probes given up on since start
     stalled_rules: tuple[str, ...] = ()  # rules whose probe has been stuck past a whole interval
     state_resets: int = 0  # times a start found the state database reset, replaced or corrupt (host lifetime)
-    transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, to) -> count since start
+    transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, kind) -> count since start
     sinks: tuple[SinkStats, ...] = ()  # event sinks' delivery counts (watchdogd_event_sink_*)

@@ -438,26 +438,54 @@ def _stalled_text(names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- history, run
 
 
-def render_history(entries: Sequence[Mapping[str, Any]], paint: Palette) -> str:
-    if not entries:
+def render_history(
+    entries: Sequence[Mapping[str, Any]],
+    paint: Palette,
+    transitions: Sequence[Mapping[str, Any]] = (),
+    limit: int | None = None,
+) -> str:
+    """The audit log's rows and the alert history's, one timeline, newest first (at most ``limit`` rows)."""
+    rows = [(float(entry["ts"]), _audit_row(entry)) for entry in entries]
+    rows += [(float(change["ts"]), _transition_row(change)) for change in transitions]
+    rows.sort(key=lambda row: row[0], reverse=True)
+    if not rows:
         return "no matching history"
-    rows = []
-    for entry in entries:
-        before = entry.get("value_before_text") or _number_text(entry.get("value_before"))
-        after = entry.get("value_after_text") or _number_text(entry.get("value_after"))
-        values = before if after == "-" else f"{before} -> {after}"
-        outcome = _outcome(entry)
-        key = "failed" if entry["result"] == "failed" else ("ok" if entry["result"] == "ok" else "")
-        rows.append([
-            (clock_text(float(entry["ts"])), ""),
-            (_cut(entry["rule"], 30), ""),
-            (entry["action"], ""),
-            (_cut(entry["subject"], 40), ""),
-            (outcome, key),
-            (values, ""),
-            (_cut(" ".join(str(entry.get("error") or "").split()), 80), ""),
-        ])
-    return table(["TIME", "RULE", "ACTION", "SUBJECT", "OUTCOME", "VALUE", "ERROR"], rows, paint)
+    headers = ["TIME", "RULE", "ACTION", "SUBJECT", "OUTCOME", "VALUE", "ERROR"]
+    return table(headers, [row for _, row in rows[:limit]], paint)
+
+
+def _audit_row(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    before = entry.get("value_before_text") or _number_text(entry.get("value_before"))
+    after = entry.get("value_after_text") or _number_text(entry.get("value_after"))
+    values = before if after == "-" else f"{before} -> {after}"
+    key = "failed" if entry["result"] == "failed" else ("ok" if entry["result"] == "ok" else "")
+    return [
+        (clock_text(float(entry["ts"])), ""),
+        (_cut(entry["rule"], 30), ""),
+        (entry["action"], ""),
+        (_cut(entry["subject"], 40), ""),
+        (_outcome(entry), key),
+        (values, ""),
+        (_cut(" ".join(str(entry.get("error") or "").split()), 80), ""),
+    ]
+
+
+_TRANSITION_PAINT = {"firing": "failed", "down": "failed", "gave_up": "failed", "resolved": "ok", "back": "ok"}
+
+
+def _transition_row(change: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A row of the alert history: ``ACTION`` reads ``(state)``, ``OUTCOME`` what the rule or subject became."""
+    detail = change.get("detail") or {}
+    kind = str(change["kind"])
+    return [
+        (clock_text(float(change["ts"])), ""),
+        (_cut(change["rule"], 30), ""),
+        ("(state)", ""),
+        (_cut(change["subject"], 40), ""),
+        (kind, _TRANSITION_PAINT.get(kind, "")),
+        (change.get("value_text") or _number_text(change.get("value")), ""),
+        (_cut(" ".join(str(detail.get("error") or "").split()), 80), ""),
+    ]
 
 
 def _outcome(entry: Mapping[str, Any]) -> str:
@@ -575,10 +603,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.since is not None:
         payload["since"] = time.time() - args.since
     result = _request(args, "history", payload)
+    entries = [] if args.alerts else result["entries"]
+    transitions = [] if args.actions else result.get("transitions", [])  # a daemon before the alert history
     if args.json:
-        _print_json(result)
+        _print_json({"entries": entries, "transitions": transitions})
     else:
-        print(render_history(result["entries"], Palette(use_colour(args.color, sys.stdout, os.environ))))
+        paint = Palette(use_colour(args.color, sys.stdout, os.environ))
+        print(render_history(entries, paint, transitions, limit=args.limit))
     return EXIT_OK
 
 
@@ -758,11 +789,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the status document (schema in docs)")
     command("check", "one Nagios-style line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN")
 
-    history = command("history", "the audit log, newest first")
+    history = command("history", "the audit log (every guard decision) and the alert history (every "
+                      "transition), newest first")
     history.add_argument("--rule", help="only this rule")
     history.add_argument("--since", type=duration, metavar="DURATION",
                          help="only entries newer than this duration ago, e.g. 1h, 7d")
     history.add_argument("--limit", type=int, default=50, help="at most this many entries (default: 50)")
+    only = history.add_mutually_exclusive_group()
+    only.add_argument("--actions", action="store_true", help="only the audit log (actions, skips, operators)")
+    only.add_argument("--alerts", action="store_true", help="only the alert history (pending, firing, "
+                      "resolved, down, back, gave_up, resumed...)")
     history.add_argument("--json", action="store_true")
 
     pause = command("pause", "stop a rule's actions (it keeps measuring and alerting)")

@@ -57,7 +57,7 @@ from watchdogd.logs import event
 if TYPE_CHECKING:
     from watchdogd.engine.runtime import RunReport
     from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
-    from watchdogd.model import AuditEntry, Unit
+    from watchdogd.model import AuditEntry, RuleTransition, Unit
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,12 @@ def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
         "on_down": rule.on_down,
         "depends_on": list(rule.depends_on),
         "waiting_on": list(rule.waiting_on),
+        "last_change": None if rule.last_change is None else {
+            "kind": rule.last_change.kind,
+            "ts": rule.last_change.ts,
+            "subject": rule.last_change.subject,
+            "value": number(rule.last_change.value),
+        },
         "threshold": {
             "above": number(rule.above),
             "below": number(rule.below),
@@ -288,6 +294,22 @@ def audit_document(entry: AuditEntry, unit: Unit | None = None) -> dict[str, Any
     }
 
 
+def transition_document(row: RuleTransition, unit: Unit | None = None) -> dict[str, Any]:
+    """One row of the alert history (pending, firing, resolved, down, back, gave_up, resumed...)."""
+    from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only)
+
+    return {
+        "id": row.id,
+        "ts": row.ts,
+        "rule": row.rule,
+        "kind": row.kind,
+        "subject": row.subject,
+        "value": number(row.value),
+        "value_text": None if row.value is None or unit is None else format_value(row.value, unit),
+        "detail": jsonable(row.detail),
+    }
+
+
 def report_document(report: RunReport, unit: Unit | None = None) -> dict[str, Any]:
     return {
         "rule": report.rule,
@@ -320,6 +342,8 @@ class Handlers:
     units: Callable[[], Mapping[str, Unit]]
     version: str
     clock: Callable[[], float] = time.time
+    transitions: Callable[[str | None, float | None, int], Sequence[RuleTransition]] = lambda *_: ()
+    """The alert history, same filters as ``history`` (``StateStore.transitions``)."""
 
 
 @dataclass(frozen=True)
@@ -440,8 +464,12 @@ class Dispatcher:
             raise RequestError("bad_request", f"history: limit must be from 1 to {HISTORY_LIMIT}")
         rule = args.get("rule")
         entries = self.handlers.history(rule, args.get("since"), limit)
+        changes = self.handlers.transitions(rule, args.get("since"), limit)
         units = self.handlers.units()
-        return {"entries": [audit_document(entry, units.get(entry.rule)) for entry in entries]}
+        return {
+            "entries": [audit_document(entry, units.get(entry.rule)) for entry in entries],
+            "transitions": [transition_document(row, units.get(row.rule)) for row in changes],
+        }
 
     def _pause(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])

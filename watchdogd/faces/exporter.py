@@ -234,19 +234,22 @@ def _action_counters(out: _Families, snap: EngineSnapshot) -> None:
         total.add_metric([rule_name, action, result], float(count))
 
 
-TRANSITIONS = ("pending", "firing", "resolved")
+RULE_TRANSITIONS = ("pending", "firing", "resolved", "down", "back")
+ACTION_TRANSITIONS = ("gave_up", "resumed")
+"""Kinds pre-set to 0 for every rule (give-up and resume only where the rule has actions)."""
 SINK_RESULTS = ("delivered", "failed", "dropped")
 
 
 def _event_families(out: _Families, snap: EngineSnapshot) -> None:
     counts = dict(snap.transitions_total)
     for rule in snap.rules:
-        for to in TRANSITIONS:
-            counts.setdefault((rule.name, to), 0)
-    transitions = out.counter(PREFIX + "transitions", "Subject transitions since the daemon started, by the "
-                              "state entered (pending, firing, resolved).", ["rule", "to"])
-    for (rule_name, to), count in sorted(counts.items()):
-        transitions.add_metric([rule_name, to], float(count))
+        for kind in (*RULE_TRANSITIONS, *ACTION_TRANSITIONS) if rule.actions else RULE_TRANSITIONS:
+            counts.setdefault((rule.name, kind), 0)
+    transitions = out.counter(PREFIX + "transitions", "Transitions since the daemon started, by kind: a subject "
+                              "went pending, firing or resolved; the probe went down or came back; the rule "
+                              "gave up or resumed acting.", ["rule", "kind"])
+    for (rule_name, kind), count in sorted(counts.items()):
+        transitions.add_metric([rule_name, kind], float(count))
     if not snap.sinks:
         return
     events = out.counter(PREFIX + "event_sink_events", "Events handed to each event sink since start: delivered, "
