@@ -172,7 +172,7 @@ class RuleTransition:
 
     ts: float
     rule: str
-    kind: str  # pending, firing, resolved, down, up, gave_up, waiting, clear, absent, seen
+    kind: str  # pending, firing, resolved, down, back, gave_up, resumed, waiting, clear, absent, seen
     subject: str = "-"
     value: float | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)

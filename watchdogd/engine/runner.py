@@ -75,15 +75,9 @@ class Runner:
         if not result.up and rule.depends_on and self._recheck_dependencies(rt, asked_at):
             return RunReport.of(rt, self._clock())
         now = result.finished_at
-        was_up = rt.last.up if rt.last is not None else True
-        result = self._as_outage(rt, result)
-        rt.last, rt.last_run = result, now
-        if not result.up and was_up:
-            self._events.publish(ev.ProbeDown(now, rule.name, rule.probe, result.error, rule.on_down == "fire"))
+        result = self._record(rt, self._as_outage(rt, result))
         if not result.up and rule.on_down == "hold":
             return RunReport.of(rt, self._clock())
-        if result.up and not was_up:
-            self._events.publish(ev.ProbeUp(now, rule.name, rule.probe))
         firing = self._evaluate(rt, result.readings, now)
         audit: list[AuditEntry] = []
         if firing and rt.actions and self.gate is not None:
@@ -93,10 +87,26 @@ class Runner:
 
     def remeasure(self, rt: RuleRuntime) -> ProbeResult:
         """Probe again and evaluate, for the gate's verify; the caller holds ``rt.lock``."""
-        result = self._as_outage(rt, self._probe(rt))
-        rt.last, rt.last_run = result, result.finished_at
+        result = self._record(rt, self._as_outage(rt, self._probe(rt)))
         if result.readings or result.up:
             self._evaluate(rt, result.readings, result.finished_at)
+        return result
+
+    def _record(self, rt: RuleRuntime, result: ProbeResult) -> ProbeResult:
+        """Keep ``result`` as the rule's last, publishing the probe going down or coming back.
+
+        The verify's re-probes go through here too: a restart that brings
+        the service back is seen there first, and its "back" must not be lost.
+        """
+        was_up = rt.last.up if rt.last is not None else True
+        rt.last, rt.last_run = result, result.finished_at
+        rule = rt.rule
+        if not result.up and was_up:
+            self._events.publish(
+                ev.ProbeDown(result.finished_at, rule.name, rule.probe, result.error, rule.on_down == "fire")
+            )
+        elif result.up and not was_up:
+            self._events.publish(ev.ProbeUp(result.finished_at, rule.name, rule.probe))
         return result
 
     # -- probing -----------------------------------------------------------------
