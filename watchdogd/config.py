@@ -22,6 +22,7 @@ from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
 from watchdogd.core.guard import BudgetPolicy, GuardPolicy
 from watchdogd.core.policy import Thresholds
 from watchdogd.model import Cardinality, Unit
+from watchdogd.notifyspec import NotifyPolicy, NotifySection
 from watchdogd.registry import DEFAULT, Registry
 from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
@@ -82,6 +83,7 @@ class _RawConfig(_Strict):
     stuck_probes_restart: int = Field(default=16, ge=0, le=1000)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    notify: NotifySection = Field(default_factory=NotifySection)
 
 
 class _Sections(_Strict):
@@ -114,6 +116,7 @@ class _RawRule(_Strict):
     verify_after: ShortDuration = 0.0
     on_down: Literal["fire", "hold"] | None = None
     depends_on: str | list[str] = []
+    notify: dict[str, Any] | None = None  # merged over notify.default, then checked as a NotifyPolicy
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +153,7 @@ class Rule:
     on_down: str = "hold"  # effective: "fire" turns a failed measurement into a breach
     depends_on: tuple[str, ...] = ()
     timeout_source: str = "probe_timeout"  # how ``timeout`` was derived, for check-config and status
+    notify: NotifyPolicy = field(default_factory=NotifyPolicy)  # effective: the rule's own over notify.default
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class Config:
     pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    notify: NotifySection = field(default_factory=NotifySection)
     registry: Registry = field(default=DEFAULT, compare=False, repr=False)
     """The kinds this config was checked against; the engine and the target clients build from the same."""
 
@@ -347,6 +352,7 @@ class _Builder:
             log_level=raw.log_level,
             targets=targets,
             rules=rules,
+            notify=raw.notify,
             registry=self.registry,
         )
 
@@ -410,6 +416,9 @@ class _Builder:
             self.problem((*at, "max_cooldown"), "must be at least the cooldown")
             return None
         timeout, timeout_source = _effective_timeout(rule.timeout, raw.probe_timeout, every)
+        notify = self._notify_policy(rule.notify, raw.notify, (*at, "notify"))
+        if notify is None:
+            return None
         return Rule(
             name=name,
             probe=rule.probe,
@@ -439,7 +448,21 @@ class _Builder:
             description=rule.description,
             on_down=on_down,
             depends_on=_names(rule.depends_on),
+            notify=notify,
         )
+
+    def _notify_policy(self, own: Mapping[str, Any] | None, section: NotifySection, at: KeyPath) -> NotifyPolicy | None:
+        """The rule's ``notify:`` over ``notify.default``; every sink it names must exist."""
+        merged = {**section.default.model_dump(exclude_defaults=True), **(own or {})}
+        policy = self.validate(NotifyPolicy, merged, at)
+        if policy is None:
+            return None
+        unknown = [name for name in policy.sinks or () if name not in section.sinks]
+        if unknown:
+            known = ", ".join(sorted(section.sinks)) or "none: add notify.sinks"
+            self.problem((*at, "sinks"), f"unknown sink {unknown[0]!r} (known: {known})")
+            return None
+        return policy
 
     def _target_ref(
         self,

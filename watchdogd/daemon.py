@@ -36,6 +36,7 @@ from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_direct
 from watchdogd.logs import event, setup_logging
 from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
+from watchdogd.notifications.service import Notifications, NotifyConfigError, build_transports
 
 log = logging.getLogger("watchdogd")
 
@@ -80,13 +81,18 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self._wake = threading.Event()  # SIGHUP and stop requests end the main loop's wait at once
+        transports = build_transports(config)  # first: an unusable sink stops the start before anything opens
         self.store = StateStore(config.state_dir / DB_NAME, clock)
         self.clients = open_clients(config)
         self.engine = Engine(config, self.store, self.clients, clock, stop=self.stop_event)
+        self.notifications = Notifications(self.engine, lambda: self.engine.config, clock, transports)
         self.scheduler = Scheduler(self._run_rule, clock)
         self.notifier = notify.Notifier.from_env()
-        self.exposition = Exposition(build_registry(self.engine.snapshot, __version__))
-        self._textfile_registry = build_registry(self.engine.snapshot, __version__, process=False)
+        deliveries = self.notifications.stats
+        self.exposition = Exposition(build_registry(self.engine.snapshot, __version__, deliveries=deliveries))
+        self._textfile_registry = build_registry(
+            self.engine.snapshot, __version__, process=False, deliveries=deliveries
+        )
         self.http: MetricsServer | None = None
         self.control: ControlServer | None = None
         self.textfile: TextfileWriter | None = None
@@ -113,6 +119,7 @@ class Daemon:
             close_clients(self.clients, self.config.registry)
             self.store.close()
             return EXIT_CONFIG
+        self.notifications.start()  # settles what changed while down, before any rule runs
         self.scheduler.start(jobs_for(self.config))
         self._serve_interfaces()
         event(
@@ -177,13 +184,15 @@ class Daemon:
             return False, problem
         try:
             swap = self._prepare_interfaces(config)
-        except INTERFACE_ERRORS as exc:
+            transports = build_transports(config)
+        except (*INTERFACE_ERRORS, NotifyConfigError) as exc:
             self.engine.last_reload_error = str(exc)
             event(log, logging.ERROR, "reload failed, keeping the running config", problem=str(exc))
             return False, str(exc)
         old_clients = self.clients
         self.clients = open_clients(config, reuse=old_clients, previous=self.config)
         self.engine.reconfigure(config, self.clients)
+        self.notifications.reconfigure(transports)
         self.scheduler.replace(jobs_for(config))
         self._commit_interfaces(config, swap)
         self._changed()
@@ -234,7 +243,8 @@ class Daemon:
         # wait=True lets an action in flight finish (each action is bounded by its own timeout).
         self.scheduler.shutdown(wait=True)
         self._close_interfaces()  # after the last cycle, so the textfile holds the final state
-        self.engine.close()
+        self.engine.close()  # drains the event sinks: the pager's last pages reach the outbox
+        self.notifications.close()
         close_clients(self.clients, self.config.registry)
         self.store.close()
         event(log, logging.INFO, "stopped")
@@ -290,6 +300,7 @@ class Daemon:
             version=__version__,
             clock=self.clock,
             transitions=lambda rule, since, limit: engine.store.transitions(rule=rule, since=since, limit=limit),
+            test_notify=self.notifications.test,
         )
 
     def _health(self) -> tuple[bool, str]:
@@ -464,13 +475,16 @@ class _Swap:
 
 def run_once(config: Config, clock: Clock = time.time) -> int:
     """``--once``: every enabled rule once, no grace (an explicit request), same state as the daemon."""
+    transports = build_transports(config)
     store = StateStore(config.state_dir / DB_NAME, clock)
     clients = open_clients(config)
     engine = Engine(config, store, clients, clock, grace=False)
+    notifications = Notifications(engine, lambda: engine.config, clock, transports)
     try:
         reports = [engine.run_rule(name) for name in dependency_order(config)]
     finally:
         engine.close()
+        notifications.flush()  # one attempt each; what fails waits in the outbox for the next run
         close_clients(clients, config.registry)
         store.close()
     for report in reports:
@@ -548,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.once:
                 return run_once(config)
             return Daemon(config, args).run()
-    except StateError as exc:
+    except (StateError, NotifyConfigError) as exc:
         print(f"watchdogd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

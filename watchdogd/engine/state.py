@@ -70,7 +70,7 @@ import threading
 import types
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -145,6 +145,36 @@ _MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = types.MappingProxyType(
             """,
             "CREATE INDEX transitions_ts ON transitions (ts)",
             "CREATE INDEX transitions_rule_ts ON transitions (rule, ts)",
+        ),
+        # Notifications (engine/outbox.py): written before any attempt, so a restart or kill -9 loses none;
+        # the open alerts are what a restart resolves or Alertmanager is reminded of.
+        3: (
+            """
+            CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                sink TEXT NOT NULL,
+                key TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_at REAL NOT NULL,
+                delivered_at REAL,
+                failed_at REAL,
+                last_error TEXT,
+                UNIQUE (sink, key)
+            )
+            """,
+            "CREATE INDEX outbox_due ON outbox (next_at) WHERE delivered_at IS NULL AND failed_at IS NULL",
+            """
+            CREATE TABLE open_alerts (
+                sink TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                body TEXT NOT NULL,
+                since REAL NOT NULL,
+                PRIMARY KEY (sink, rule, subject)
+            )
+            """,
         ),
     }
 )
@@ -658,6 +688,10 @@ class StateStore:
         return self._resets
 
     # -- plumbing ------------------------------------------------------------
+
+    def transaction(self, what: str, *, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """One transaction for a table this store holds but another module owns (``engine/outbox.py``)."""
+        return self._tx(what, write=write)
 
     @contextmanager
     def _tx(self, what: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:

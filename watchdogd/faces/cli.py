@@ -676,6 +676,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    result = _request(args, "test_notify", {"sink": args.sink})
+    print(f"delivered a test notification to {result['sink']}")
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
@@ -731,6 +737,12 @@ def interface_problems(config: Any) -> list[str]:
             check()
         except (WebConfigError, ControlError, ListenError, TextfileError) as exc:
             problems.append(str(exc))
+    from watchdogd.notifications.service import NotifyConfigError, build_transports  # noqa: PLC0415
+
+    try:
+        build_transports(config)
+    except NotifyConfigError as exc:
+        problems.append(str(exc).removeprefix(f"{config.path}: "))  # the caller names the file
     return problems
 
 
@@ -742,6 +754,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resume": cmd_resume,
     "run": cmd_run,
     "reload": cmd_reload,
+    "test-notify": cmd_test_notify,
     "check-config": cmd_check_config,
 }
 
@@ -813,6 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("rule")
     run.add_argument("--json", action="store_true")
     command("reload", "re-read the config (like SIGHUP); a bad config keeps the old one")
+    test_notify = command("test-notify", "send a test notification to one sink of notify.sinks, now")
+    test_notify.add_argument("sink")
     check_config = command("check-config", "validate a config file without a daemon")
     check_config.add_argument("path")
     return parser

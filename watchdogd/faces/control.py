@@ -344,6 +344,8 @@ class Handlers:
     clock: Callable[[], float] = time.time
     transitions: Callable[[str | None, float | None, int], Sequence[RuleTransition]] = lambda *_: ()
     """The alert history, same filters as ``history`` (``StateStore.transitions``)."""
+    test_notify: Callable[[str], str | None] = lambda sink: f"no sink named {sink!r}"
+    """Send a test notification to a sink now: the error text, or None when it was delivered."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,7 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "since": (int, float),
     "limit": (int,),
     "reset": (bool,),
+    "sink": (str,),
 }
 _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # command: (required, optional)
@@ -369,8 +372,9 @@ _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "resume": (frozenset({"rule"}), frozenset({"reset"})),
     "run": (frozenset({"rule"}), frozenset()),
     "reload": (frozenset(), frozenset()),
+    "test_notify": (frozenset({"sink"}), frozenset()),
 }
-MUTATING = frozenset({"pause", "resume", "run", "reload"})
+MUTATING = frozenset({"pause", "resume", "run", "reload", "test_notify"})
 
 
 def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
@@ -429,6 +433,7 @@ class Dispatcher:
             "resume": self._resume,
             "run": self._run,
             "reload": self._reload,
+            "test_notify": self._test_notify,
         }
 
     def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
@@ -494,6 +499,13 @@ class Dispatcher:
         except KeyError as exc:  # removed by a reload between the check and the run
             raise RequestError("unknown_rule", f"unknown rule {rule!r}") from exc
         return report_document(report, self.handlers.units().get(rule))
+
+    def _test_notify(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        sink = args["sink"]
+        error = self.handlers.test_notify(sink)
+        if error is not None:
+            raise RequestError("notify_failed", f"test-notify {sink}: {error}")
+        return {"sink": sink, "delivered": True}
 
     def _reload(self, args: dict[str, Any], peer: Peer | None) -> Any:
         ok, message = self.handlers.reload()

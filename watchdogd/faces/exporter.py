@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
 from watchdogd.logs import event
 from watchdogd.model import Cardinality, RuleStatus, Unit
+from watchdogd.notifications.deliver import SinkStats
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,43 @@ def _event_families(out: _Families, snap: EngineSnapshot) -> None:
         queued.add_metric([sink.name], float(sink.queued))
 
 
+def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
+    """The notification outbox, per sink: what was delivered, retried and given up, and what waits."""
+    out = _Families()
+    counters = (
+        ("notifications_delivered", "Notifications the sink accepted (2xx), since start.", "delivered"),
+        ("notifications_retried", "Delivery attempts that failed and will be tried again, since start.", "retried"),
+        ("notifications_failed", "Notifications given up on (refused, or failing past notify.give_up_after), "
+         "since start.", "failed"),
+        ("notification_reminders", "Open alerts sent again so the receiver does not time them out (Alertmanager), "
+         "since start.", "reminders"),
+    )
+    gauges = (
+        ("notification_outbox_pending", "Notifications queued in the outbox and not yet delivered.", "pending"),
+        ("notification_outbox_oldest_seconds", "How long the oldest undelivered notification has waited; 0 when "
+         "none waits.", "oldest_age"),
+    )
+    for sink in stats:
+        for name, documentation, field_name in counters:
+            value = float(getattr(sink, field_name))
+            out.counter(PREFIX + name, documentation, ["sink"]).add_metric([sink.sink], value)
+        for name, documentation, field_name in gauges:
+            value = float(getattr(sink, field_name))
+            out.gauge(PREFIX + name, documentation, ["sink"]).add_metric([sink.sink], value)
+    return iter(out)
+
+
+class DeliveryCollector(Collector):
+    def __init__(self, stats: Callable[[], Sequence[SinkStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        return delivery_families(self._stats())
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
 class SnapshotCollector(Collector):
     """Turns ``snapshot()`` into metric families at each collection."""
 
@@ -278,15 +316,22 @@ class SnapshotCollector(Collector):
 
 
 def build_registry(
-    snapshot: Callable[[], EngineSnapshot], version: str, *, process: bool = True
+    snapshot: Callable[[], EngineSnapshot],
+    version: str,
+    *,
+    process: bool = True,
+    deliveries: Callable[[], Sequence[SinkStats]] | None = None,
 ) -> CollectorRegistry:
     """A private registry: nothing another library registers globally leaks into our /metrics.
 
     ``process=False`` for the textfile: node_exporter exports its own
     ``process_*`` series, and duplicates would make it reject the file.
+    ``deliveries``: the notification sinks' figures (the outbox).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot, version))
+    if deliveries is not None:
+        registry.register(DeliveryCollector(deliveries))
     if process:
         ProcessCollector(registry=registry)
     return registry

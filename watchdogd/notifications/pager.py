@@ -1,0 +1,235 @@
+"""Which transitions page whom: the rule's ``notify`` policy applied to the event stream.
+
+A queued sink (a disk write per page must never hold up a rule): it turns
+events into notifications, one per sink, and puts them in the durable
+outbox together with the alert they open or close, then wakes the
+deliverer. What is open is kept in the store too, so a resolve is sent
+only for what was paged, and a restart can settle what changed while the
+daemon was down (``reconcile``).
+
+``when: firing`` pages when a subject starts firing; ``act_first`` (the
+default) lets the rule's actions try first and pages only when the fix did
+not hold, when the subject fired ``repeat.count`` times within
+``repeat.per``, or when the rule gave up (a rule without actions pages on
+firing); a give-up pages under either. Every page is followed by its
+resolve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from watchdogd.config import Config, Rule
+from watchdogd.engine import events as ev
+from watchdogd.engine.outbox import OpenAlert, Outbox, Queued
+from watchdogd.engine.snapshot import EngineSnapshot
+from watchdogd.model import Clock, Status
+from watchdogd.notifications.message import Notification
+from watchdogd.units import format_duration, format_value
+
+log = logging.getLogger(__name__)
+
+RULE_ITSELF = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A decision before it is addressed: the notification, and whether it opens or closes its alert."""
+
+    notification: Notification
+    opens: bool
+
+
+class Pager:
+    name = "notify"
+
+    def __init__(
+        self, outbox: Outbox, config: Callable[[], Config], clock: Clock, host: str, wake: Callable[[], None]
+    ) -> None:
+        self._outbox = outbox
+        self._config = config
+        self._clock = clock
+        self._host = host
+        self._wake = wake
+        self._open = {(a.sink, a.rule, a.subject) for a in outbox.open_alerts()}
+        self._fired: dict[tuple[str, str], deque[float]] = {}
+
+    # -- the event stream --------------------------------------------------------
+
+    def handle(self, event: ev.Event) -> None:
+        rule = self._config().rules.get(getattr(event, "rule", ""))
+        if rule is None or rule.notify.when == "never":
+            return
+        page = self._decide(event, rule)
+        if page is not None:
+            self._put([page], rule)
+
+    def _decide(self, event: ev.Event, rule: Rule) -> _Page | None:
+        acts_first = rule.notify.when == "act_first" and bool(rule.actions)
+        match event:
+            case ev.SubjectChanged(new=Status.FIRING):
+                if not acts_first:
+                    return self._page("firing", rule, event.subject, event.ts, event.value, opens=True)
+                return self._repeated(rule, event)
+            case ev.SubjectChanged(old=Status.FIRING, new=Status.OK):
+                return self._page("resolved", rule, event.subject, event.ts, event.value, opens=False)
+            case ev.FixNotHeld() if acts_first:
+                held: dict[str, object] = {"action": event.action, "reason": event.reason}
+                return self._page("not_held", rule, event.subject, event.ts, event.value, opens=True, detail=held)
+            case ev.GaveUp():
+                detail: dict[str, object] = {"max_actions": event.max_actions, "per": event.per}
+                return self._page("gave_up", rule, RULE_ITSELF, event.ts, None, opens=True, detail=detail)
+            case ev.Resumed():
+                return self._page("resumed", rule, RULE_ITSELF, event.ts, None, opens=False, detail={"by": event.by})
+        return None
+
+    def _repeated(self, rule: Rule, event: ev.SubjectChanged) -> _Page | None:
+        """act_first: the fix keeps coming undone; page once the subject fired ``repeat.count`` times."""
+        repeat = rule.notify.repeat
+        if repeat is None:
+            return None
+        times = self._fired.setdefault((rule.name, event.subject), deque())
+        times.append(event.ts)
+        while times and times[0] <= event.ts - repeat.per:
+            times.popleft()
+        if len(times) < repeat.count:
+            return None
+        detail: dict[str, object] = {"count": len(times), "per": repeat.per}
+        return self._page("repeated", rule, event.subject, event.ts, event.value, opens=True, detail=detail)
+
+    # -- building and queueing -----------------------------------------------------
+
+    def _page(
+        self,
+        kind: str,
+        rule: Rule,
+        subject: str,
+        ts: float,
+        value: float | None,
+        *,
+        opens: bool,
+        detail: Mapping[str, object] | None = None,
+    ) -> _Page:
+        text = None if value is None else format_value(value, rule.unit)
+        notification = Notification(
+            key=_key(rule.name, subject, kind, ts),
+            kind=kind,
+            rule=rule.name,
+            subject=subject,
+            severity=rule.severity,
+            host=self._host,
+            summary=_summary(kind, rule, subject, text, detail or {}),
+            created=self._clock(),
+            starts_at=ts,
+            ends_at=None if opens else ts,
+            value=value,
+            value_text=text,
+            dry_run=rule.dry_run,
+            labels=dict(rule.notify.labels),
+            annotations=dict(rule.notify.annotations),
+            detail=dict(detail or {}),
+        )
+        return _Page(notification, opens)
+
+    def _put(self, pages: Iterable[_Page], rule: Rule) -> None:
+        config = self._config()
+        if rule.dry_run and config.notify.dry_run == "silent":
+            return
+        sinks = rule.notify.sinks if rule.notify.sinks is not None else tuple(config.notify.sinks)
+        queued: list[Queued] = []
+        opened: list[OpenAlert] = []
+        closed: list[tuple[str, str, str]] = []
+        for page in pages:
+            n = page.notification
+            for sink in sinks:
+                alert = (sink, n.rule, n.subject)
+                if page.opens == (alert in self._open):
+                    continue  # paged already, or a resolve of what was never paged
+                body = _body(n)
+                queued.append(Queued(sink, n.key, body))
+                if page.opens:
+                    opened.append(OpenAlert(sink, n.rule, n.subject, body, n.starts_at))
+                else:
+                    closed.append(alert)
+        if not queued:
+            return
+        self._outbox.put(queued, self._clock(), opened=opened, closed=closed)
+        self._open.update((a.sink, a.rule, a.subject) for a in opened)
+        self._open.difference_update(closed)
+        self._wake()
+
+    # -- after a restart or a reload ---------------------------------------------------
+
+    def reconcile(self, snap: EngineSnapshot) -> None:
+        """Settle what changed while no one was listening: resolve what cleared, page what fires unpaged.
+
+        Open alerts of rules that are gone or no longer fire (or no longer
+        gave up) are resolved. Rules that page on firing and fire with no
+        open alert (the daemon died between the transition and the outbox
+        write) are paged now.
+        """
+        config, now = self._config(), self._clock()
+        rules = {r.name: r for r in snap.rules}
+        for sink, name, subject in sorted(self._open):
+            state = rules.get(name)
+            rule = config.rules.get(name)
+            cleared = (
+                state is None
+                or rule is None
+                or (subject == RULE_ITSELF and state.gave_up_at is None)
+                or (subject != RULE_ITSELF and subject not in state.firing)
+            )
+            if cleared and rule is not None:
+                kind = "resumed" if subject == RULE_ITSELF else "resolved"
+                self._put([self._page(kind, rule, subject, now, None, opens=False)], rule)
+            elif cleared:  # the rule itself is gone: close it quietly, nothing can be addressed
+                self._outbox.put([], now, closed=[(sink, name, subject)])
+                self._open.discard((sink, name, subject))
+        for state in snap.rules:
+            rule = config.rules.get(state.name)
+            if rule is None or (rule.notify.when != "firing" and rule.actions):
+                continue
+            if rule.notify.when == "never":
+                continue
+            pages = [
+                self._page("firing", rule, subject, now, value, opens=True) for subject, value in state.firing.items()
+            ]
+            if pages:
+                self._put(pages, rule)
+
+
+def _key(rule: str, subject: str, kind: str, ts: float) -> str:
+    """Stable for one decision (same rule, subject, kind and moment), so a resend dedupes."""
+    return hashlib.sha256(f"{rule}\0{subject}\0{kind}\0{ts:.6f}".encode()).hexdigest()[:32]
+
+
+def _body(notification: Notification) -> str:
+    # allow_nan: an outage's value is inf; the outbox is read back by Python only, and each transport
+    # writes strict JSON of its own.
+    return json.dumps(notification.to_json(), separators=(",", ":"), allow_nan=True, default=str)
+
+
+def _summary(kind: str, rule: Rule, subject: str, value: str | None, detail: Mapping[str, object]) -> str:
+    mark = "[dry-run] " if rule.dry_run else ""
+    side = "above" if rule.thresholds.above is not None else "below"
+    line = rule.thresholds.above if rule.thresholds.above is not None else rule.thresholds.below
+    limit = "" if line is None else f" {side} {format_value(line, rule.unit)}"
+    texts = {
+        "firing": f"{subject} firing: {value}{limit}",
+        "resolved": f"{subject} resolved",
+        "not_held": f"{subject}: {detail.get('action')} ran but the fix did not hold ({detail.get('reason')})",
+        "repeated": f"{subject} fired {detail.get('count')} times in {_duration(detail.get('per'))}",
+        "gave_up": f"gave up after {detail.get('max_actions')} actions in {_duration(detail.get('per'))}; "
+        "alerting only until it stays clear or is resumed",
+        "resumed": f"acting again ({detail.get('by') or 'resumed'})",
+    }
+    return f"{mark}{rule.name}: {texts.get(kind, kind)}"
+
+
+def _duration(value: object) -> str:
+    return format_duration(float(value)) if isinstance(value, int | float) else "?"
