@@ -9,9 +9,11 @@ import pytest
 
 from tests.support.fake_family import fake_registry
 from tests.unit.test_engine import Clock, FakeProbe
+from tests.unit.test_exporter import rule, snapshot
 from watchdogd.config import Config, parse_config
 from watchdogd.engine import events as ev
 from watchdogd.engine.outbox import Outbox
+from watchdogd.engine.snapshot import RuleSnapshot
 from watchdogd.engine.state import StateStore
 from watchdogd.model import Status
 from watchdogd.notifications.pager import Pager
@@ -205,3 +207,55 @@ def test_the_same_decision_is_queued_once_per_sink(tmp_path: Path) -> None:
 
     rig.outbox.put([Queued(rows[0].sink, rows[0].key, rows[0].body)], T0)
     assert len(rig.outbox.due(float("inf"))) == 2
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def state(name: str, **changes: object) -> RuleSnapshot:
+    return rule(name, **{"firing": {}, "up": True, "last_run": T0, "gave_up_at": None, **changes})
+
+
+def test_a_restart_does_not_resolve_what_it_has_not_measured_yet(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.changed("alerting", Status.PENDING, Status.FIRING)
+    # Restored after a restart: firing state without a value, the rule not run yet.
+    rig.pager.reconcile(snapshot(state("alerting", last_run=None)))
+    rig.pager.reconcile(snapshot(state("alerting", up=False)))  # ran, but its probe is down: holds
+    assert [q[1] for q in rig.queued()] == ["firing", "firing"]
+    rig.pager.reconcile(snapshot(state("alerting")))  # measured, and the subject no longer fires
+    assert [q[1] for q in rig.queued()] == ["firing", "firing", "resolved", "resolved"]
+    assert rig.outbox.open_alerts() == []
+
+
+def test_reconcile_resolves_the_alerts_of_a_removed_rule_and_drops_those_of_a_removed_sink(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.changed("alerting", Status.PENDING, Status.FIRING)
+    sinks = SINKS.replace('    hook: {webhook: {url: "http://127.0.0.1:9/hook"}}\n', "") % "act_first"
+    rules = RULES.replace("  alerting:\n", "  renamed:\n").replace("notify: {sinks: [hook], ", "notify: {")
+    text = f"state_dir: {tmp_path}/state\n" + sinks + rules
+    rig.config = parse_config(text, tmp_path / "w.yaml", registry=rig.config.registry)
+    rig.pager.reconcile(snapshot(state("renamed")))
+    bodies = [json.loads(row.body) for row in rig.outbox.due(float("inf"))]
+    resolves = [body for body in bodies if body["kind"] != "firing"]
+    assert [(r["kind"], r["rule"], r["subject"]) for r in resolves] == [("resolved", "alerting", "a")]
+    assert resolves[0]["summary"] == "alerting: a resolved (the rule was removed or disabled)"
+    assert rig.outbox.open_alerts() == []  # the hook's alert closed quietly: its sink is gone
+
+
+def test_reconcile_pages_a_firing_subject_that_was_never_paged(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.pager.reconcile(snapshot(state("alerting", firing={"a": 97.0}), state("acting", firing={"a": 97.0})))
+    # alerting pages on firing; acting (act_first with actions) waits for its fix to fail
+    assert rig.queued() == [("am", "firing", "alerting", "a"), ("hook", "firing", "alerting", "a")]
+    rig.pager.reconcile(snapshot(state("alerting", firing={"a": 97.0})))
+    assert len(rig.queued()) == 2  # open now: not paged again
+
+
+def test_reconcile_resumes_a_give_up_that_lifted_while_down(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.pager.handle(ev.GaveUp(T0, "acting", 5, 3600.0))
+    rig.pager.reconcile(snapshot(state("acting", gave_up_at=T0)))
+    assert [q[1] for q in rig.queued()] == ["gave_up", "gave_up"]
+    rig.pager.reconcile(snapshot(state("acting")))
+    assert [q[1] for q in rig.queued()] == ["gave_up", "gave_up", "resumed", "resumed"]

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX = 300.0
 IDLE_WAIT = 5.0
 """Seconds between looks at the outbox when nothing is due (and reminders of open alerts are checked)."""
+TICK_EVERY = 30.0
+"""Seconds between calls of ``tick`` (the pager's reconcile) from the delivery thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,11 @@ class Deliverer:
         transports: Callable[[], Mapping[str, Transport]],
         clock: Clock,
         give_up_after: Callable[[], float],
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self._outbox = outbox
+        self._tick = tick
+        self._ticked = clock()
         self._transports = transports  # the current config's, so a reload's new sinks take effect
         self._clock = clock
         self._give_up_after = give_up_after
@@ -118,6 +123,9 @@ class Deliverer:
             try:
                 self._drain()
                 self._remind()
+                if self._tick is not None and self._clock() - self._ticked >= TICK_EVERY:
+                    self._ticked = self._clock()
+                    self._tick()
                 wait = self._until_next()
             except Exception as exc:  # the state store failing: say so, try again later, never die
                 event(log, logging.ERROR, "notification delivery failed", error=str(exc))

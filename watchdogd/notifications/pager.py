@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from watchdogd.config import Config, Rule
 from watchdogd.engine import events as ev
 from watchdogd.engine.outbox import OpenAlert, Outbox, Queued
-from watchdogd.engine.snapshot import EngineSnapshot
+from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
 from watchdogd.model import Clock, Status
 from watchdogd.notifications.message import Notification
 from watchdogd.units import format_duration, format_value
@@ -58,6 +59,7 @@ class Pager:
         self._wake = wake
         self._open = {(a.sink, a.rule, a.subject) for a in outbox.open_alerts()}
         self._fired: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()  # the sink's thread pages; reconcile runs from the deliverer's
 
     # -- the event stream --------------------------------------------------------
 
@@ -65,9 +67,10 @@ class Pager:
         rule = self._config().rules.get(getattr(event, "rule", ""))
         if rule is None or rule.notify.when == "never":
             return
-        page = self._decide(event, rule)
-        if page is not None:
-            self._put([page], rule)
+        with self._lock:
+            page = self._decide(event, rule)
+            if page is not None:
+                self._put([page], rule)
 
     def _decide(self, event: ev.Event, rule: Rule) -> _Page | None:
         acts_first = rule.notify.when == "act_first" and bool(rule.actions)
@@ -137,70 +140,104 @@ class Pager:
         return _Page(notification, opens)
 
     def _put(self, pages: Iterable[_Page], rule: Rule) -> None:
+        """Queue each page for its sinks: a page opens an alert on the rule's sinks that do not have it open;
+        a resolve goes to every sink where the alert is open (also one the rule no longer names)."""
         config = self._config()
         if rule.dry_run and config.notify.dry_run == "silent":
             return
-        sinks = rule.notify.sinks if rule.notify.sinks is not None else tuple(config.notify.sinks)
+        wanted = rule.notify.sinks if rule.notify.sinks is not None else tuple(config.notify.sinks)
         queued: list[Queued] = []
         opened: list[OpenAlert] = []
         closed: list[tuple[str, str, str]] = []
         for page in pages:
             n = page.notification
+            if page.opens:
+                sinks = [sink for sink in wanted if (sink, n.rule, n.subject) not in self._open]
+            else:
+                sinks = sorted(s for s, r, subject in self._open if (r, subject) == (n.rule, n.subject))
+            body = _body(n)
             for sink in sinks:
-                alert = (sink, n.rule, n.subject)
-                if page.opens == (alert in self._open):
-                    continue  # paged already, or a resolve of what was never paged
-                body = _body(n)
-                queued.append(Queued(sink, n.key, body))
+                if sink in config.notify.sinks:
+                    queued.append(Queued(sink, n.key, body))
                 if page.opens:
                     opened.append(OpenAlert(sink, n.rule, n.subject, body, n.starts_at))
                 else:
-                    closed.append(alert)
-        if not queued:
+                    closed.append((sink, n.rule, n.subject))
+        self._commit(queued, opened, closed)
+
+    def _commit(self, queued: list[Queued], opened: list[OpenAlert], closed: list[tuple[str, str, str]]) -> None:
+        if not (queued or opened or closed):
             return
         self._outbox.put(queued, self._clock(), opened=opened, closed=closed)
         self._open.update((a.sink, a.rule, a.subject) for a in opened)
         self._open.difference_update(closed)
-        self._wake()
+        if queued:
+            self._wake()
 
     # -- after a restart or a reload ---------------------------------------------------
 
     def reconcile(self, snap: EngineSnapshot) -> None:
-        """Settle what changed while no one was listening: resolve what cleared, page what fires unpaged.
+        """Settle what the event stream did not say: at start, after a reload, and every half minute.
 
-        Open alerts of rules that are gone or no longer fire (or no longer
-        gave up) are resolved. Rules that page on firing and fire with no
-        open alert (the daemon died between the transition and the outbox
-        write) are paged now.
+        An open alert is resolved when its rule is gone or disabled, when
+        its rule measured since the start and the subject no longer fires
+        (a restart restores firing states without values, so a rule that has
+        not run yet proves nothing), or when a give-up has lifted; an alert
+        of a sink that is gone is closed without a word. A rule that pages
+        on firing and has a firing subject without an open alert is paged:
+        the daemon died between the transition and the outbox write, or a
+        sink was added.
         """
-        config, now = self._config(), self._clock()
-        rules = {r.name: r for r in snap.rules}
-        for sink, name, subject in sorted(self._open):
-            state = rules.get(name)
-            rule = config.rules.get(name)
-            cleared = (
-                state is None
-                or rule is None
-                or (subject == RULE_ITSELF and state.gave_up_at is None)
-                or (subject != RULE_ITSELF and subject not in state.firing)
-            )
-            if cleared and rule is not None:
-                kind = "resumed" if subject == RULE_ITSELF else "resolved"
-                self._put([self._page(kind, rule, subject, now, None, opens=False)], rule)
-            elif cleared:  # the rule itself is gone: close it quietly, nothing can be addressed
-                self._outbox.put([], now, closed=[(sink, name, subject)])
-                self._open.discard((sink, name, subject))
-        for state in snap.rules:
-            rule = config.rules.get(state.name)
-            if rule is None or (rule.notify.when != "firing" and rule.actions):
-                continue
-            if rule.notify.when == "never":
-                continue
-            pages = [
-                self._page("firing", rule, subject, now, value, opens=True) for subject, value in state.firing.items()
-            ]
-            if pages:
+        with self._lock:
+            config, now = self._config(), self._clock()
+            states = {r.name: r for r in snap.rules}
+            queued: list[Queued] = []
+            closed: list[tuple[str, str, str]] = []
+            for alert in self._outbox.open_alerts():
+                rule, state = config.rules.get(alert.rule), states.get(alert.rule)
+                key = (alert.sink, alert.rule, alert.subject)
+                if alert.sink not in config.notify.sinks:
+                    closed.append(key)
+                elif rule is None or state is None or not rule.enabled or _cleared(alert.subject, state):
+                    queued.append(_closing(alert, now, gone=rule is None or not rule.enabled))
+                    closed.append(key)
+            self._commit(queued, [], closed)
+            for state in snap.rules:
+                rule = config.rules.get(state.name)
+                if rule is None or not _pages_on_firing(rule):
+                    continue
+                pages = [
+                    self._page("firing", rule, subject, now, value, opens=True)
+                    for subject, value in state.firing.items()
+                ]
                 self._put(pages, rule)
+
+
+def _pages_on_firing(rule: Rule) -> bool:
+    return rule.notify.when == "firing" or (rule.notify.when == "act_first" and not rule.actions)
+
+
+def _cleared(subject: str, state: RuleSnapshot) -> bool:
+    if subject == RULE_ITSELF:
+        return state.gave_up_at is None
+    return state.last_run is not None and state.up is True and subject not in state.firing
+
+
+def _closing(alert: OpenAlert, now: float, *, gone: bool) -> Queued:
+    """The resolve of an open alert, built from the page that opened it (its rule may be gone)."""
+    opened = Notification.from_json(json.loads(alert.body))
+    kind = "resumed" if alert.subject == RULE_ITSELF else "resolved"
+    what = "acting again" if kind == "resumed" else f"{alert.subject} resolved"
+    closing = replace(
+        opened,
+        key=_key(alert.rule, alert.subject, kind, now),
+        kind=kind,
+        summary=f"{alert.rule}: {what}" + (" (the rule was removed or disabled)" if gone else ""),
+        created=now,
+        ends_at=now,
+        detail={},
+    )
+    return Queued(alert.sink, closing.key, _body(closing))
 
 
 def _key(rule: str, subject: str, kind: str, ts: float) -> str:

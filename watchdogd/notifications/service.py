@@ -44,7 +44,11 @@ class Notifications:
         self._transports = transports
         self.outbox = Outbox(engine.store)
         self.deliverer = Deliverer(
-            self.outbox, lambda: self._transports, clock, lambda: self._config().notify.give_up_after
+            self.outbox,
+            lambda: self._transports,
+            clock,
+            lambda: self._config().notify.give_up_after,
+            tick=lambda: self.pager.reconcile(self._engine.snapshot()),
         )
         self.pager = Pager(self.outbox, config, clock, self.host, self.deliverer.wake)
         engine.events.attach(self.pager, queued=True)
