@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from watchdogd import __version__
+from watchdogd.netio import connect
 from watchdogd.notifications.message import Notification
 from watchdogd.notifyspec import AlertmanagerSink, SinkConfig, TlsSettings, WebhookSink
 from watchdogd.secrets import resolve_secret
@@ -347,7 +348,7 @@ class _Endpoint:
         connect to each address and the handshake each the whole timeout.
         """
         context = self._tls() if self.https else None
-        sock = _connect(self.host, self.port, deadline)
+        sock = connect(self.host, self.port, deadline)
         try:
             if context is not None:
                 _settimeout(sock, deadline)
@@ -362,30 +363,6 @@ class _Endpoint:
             conn = http.client.HTTPConnection(self.host, self.port_given)
         conn.sock = sock
         return conn
-
-
-def _connect(host: str, port: int, deadline: float) -> socket.socket:
-    """A connected TCP socket, each address of ``host`` tried in turn within the one deadline.
-
-    ``socket.create_connection`` gives each address the whole timeout, so
-    ``localhost`` (``::1``, then ``127.0.0.1``) could take twice as long.
-    Name resolution itself cannot be bounded here.
-    """
-    error: OSError | None = None
-    for family, kind, proto, _name, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(remaining)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        return sock
-    raise error if error is not None else TimeoutError("timed out")
 
 
 def _settimeout(sock: socket.socket, deadline: float) -> None:

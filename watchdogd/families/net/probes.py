@@ -36,6 +36,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from watchdogd import __version__
 from watchdogd.contracts import Cardinality, Clock, Params, ProbeError, ProbeSpec, Reading, Unit, local_probe
 from watchdogd.families.net.x509dates import CertificateError, validity
+from watchdogd.netio import connect
 from watchdogd.units import Duration, Size
 
 DOWN = float("inf")
@@ -66,31 +67,6 @@ def _no_answer(what: str, exc: BaseException, timeout: float) -> str:
     if text == "timed out":
         text = f"timed out after {timeout:g}s"
     return f"no answer from {what}: {text}"
-
-
-def connect(host: str, port: int, deadline: float) -> socket.socket:
-    """A connected TCP socket, every address of ``host`` tried in turn within one ``deadline`` (monotonic).
-
-    ``socket.create_connection`` gives *each* address the full timeout, so
-    ``localhost`` (``::1`` then ``127.0.0.1``) could take twice the probe's
-    timeout to fail. (Name resolution itself cannot be bounded here; the
-    engine's per-rule timeout covers a resolver that hangs.)
-    """
-    error: OSError | None = None
-    for family, kind, proto, _name, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(remaining)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        return sock
-    raise error if error is not None else TimeoutError("timed out")
 
 
 def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
