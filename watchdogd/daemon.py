@@ -206,8 +206,9 @@ class Daemon:
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             removed = self.engine.prune_history()
-            if removed:
-                event(log, logging.INFO, "pruned history", rows=removed)
+            settled = self.notifications.outbox.prune(now - self.config.history_retention)
+            if removed or settled:
+                event(log, logging.INFO, "pruned history", rows=removed, notifications=settled)
 
     def request_stop(self) -> None:
         self.stop_event.set()

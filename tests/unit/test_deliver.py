@@ -144,3 +144,15 @@ def test_open_alerts_are_reminded_after_a_restart_and_then_every_resend(tmp_path
     deliverer._remind()
     assert len(am.sent) == 2
     assert {s.sink: s.reminders for s in deliverer.stats()} == {"am": 2}
+
+
+def test_retention_prunes_settled_deliveries_only(tmp_path: Path) -> None:
+    hook = Scripted("hook", [None, DeliveryError("400", retry=False)])
+    deliverer, outbox, clock = rig(tmp_path, hook)
+    put(outbox, "hook", note("delivered"), T0)
+    put(outbox, "hook", note("refused"), T0)
+    deliverer.flush()
+    put(outbox, "hook", note("waiting"), T0)  # not yet attempted: never pruned, however old
+    clock.now = T0 + 10
+    assert outbox.prune(T0 + 5) == 2
+    assert [row.key for row in outbox.due(float("inf"))] == ["waiting"]
