@@ -213,14 +213,17 @@ def test_the_same_decision_is_queued_once_per_sink(tmp_path: Path) -> None:
 
 
 def state(name: str, **changes: object) -> RuleSnapshot:
-    return rule(name, **{"firing": {}, "up": True, "last_run": T0, "gave_up_at": None, **changes})
+    fields: dict[str, object] = {"firing": {}, "up": True, "last_run": T0, "gave_up_at": None, **changes}
+    fields.setdefault("firing_subjects", tuple(fields["firing"]))  # type: ignore[arg-type]
+    return rule(name, **fields)
 
 
 def test_a_restart_does_not_resolve_what_it_has_not_measured_yet(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.changed("alerting", Status.PENDING, Status.FIRING)
     # Restored after a restart: firing state without a value, the rule not run yet.
-    rig.pager.reconcile(snapshot(state("alerting", last_run=None)))
+    rig.pager.reconcile(snapshot(state("alerting", last_run=None, firing_subjects=("a",))))
+    rig.pager.reconcile(snapshot(state("alerting", last_run=None)))  # not measured: proves nothing
     rig.pager.reconcile(snapshot(state("alerting", up=False)))  # ran, but its probe is down: holds
     assert [q[1] for q in rig.queued()] == ["firing", "firing"]
     rig.pager.reconcile(snapshot(state("alerting")))  # measured, and the subject no longer fires
@@ -259,3 +262,26 @@ def test_reconcile_resumes_a_give_up_that_lifted_while_down(tmp_path: Path) -> N
     assert [q[1] for q in rig.queued()] == ["gave_up", "gave_up"]
     rig.pager.reconcile(snapshot(state("acting")))
     assert [q[1] for q in rig.queued()] == ["gave_up", "gave_up", "resumed", "resumed"]
+
+
+def test_a_restart_pages_a_restored_firing_subject_whose_page_was_lost(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.pager.reconcile(snapshot(state("alerting", last_run=None, firing_subjects=("a",))))
+    assert rig.queued() == [("am", "firing", "alerting", "a"), ("hook", "firing", "alerting", "a")]
+    body = json.loads(rig.outbox.due(float("inf"))[0].body)
+    assert body["summary"] == "alerting: a firing above 90.0% (restored at start, not measured yet)"
+
+
+def test_a_resolve_says_when_its_condition_began(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.changed("alerting", Status.PENDING, Status.FIRING)
+    rig.clock.now = T0 + 300
+    rig.changed("alerting", Status.FIRING, Status.OK, 10.0)
+    resolved = json.loads(rig.outbox.due(float("inf"))[-1].body)
+    assert (resolved["kind"], resolved["starts_at"], resolved["ends_at"]) == ("resolved", T0, T0 + 300)
+
+
+def test_a_fix_that_did_not_hold_began_when_the_subject_started_firing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.pager.handle(ev.FixNotHeld(T0 + 40, "acting", "a", "fake.fix", 95.0, "still above", since=T0))
+    assert json.loads(rig.outbox.due(float("inf"))[0].body)["starts_at"] == T0

@@ -299,6 +299,7 @@ def _rule_snapshot(
         duration=None if last is None else last.duration,
         readings={r.subject: r.value for r in last.readings} if last is not None else {},
         firing=_values(subjects, Status.FIRING),
+        firing_subjects=tuple(s for s, st in subjects.items() if st.status is Status.FIRING),
         pending=_values(subjects, Status.PENDING),
         cooldown_until=guards.cooldown_until(rt.guard, now),
         gave_up_at=rt.guard.gave_up_at,

@@ -142,6 +142,7 @@ class FixNotHeld:
     action: str
     value: float | None
     reason: str
+    since: float | None = None  # when the subject started firing, if it still does
 
 
 @dataclass(frozen=True, slots=True)

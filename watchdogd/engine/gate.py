@@ -292,8 +292,12 @@ class Gate:
                 continue
             reason = _not_held_reason(rule, result, after.get(entry.subject), settle, self._stop.is_set())
             verified.append(_verified(entry, after.get(entry.subject), None, reason))
+            state = rt.subjects.get(entry.subject)
+            since = state.since if state is not None and state.status is Status.FIRING else None
             self._events.publish(
-                ev.FixNotHeld(self._clock(), rule.name, entry.subject, entry.action, after.get(entry.subject), reason)
+                ev.FixNotHeld(
+                    self._clock(), rule.name, entry.subject, entry.action, after.get(entry.subject), reason, since
+                )
             )
         return verified
 

@@ -43,6 +43,7 @@ class RuleSnapshot:
     duration: float | None
     readings: Mapping[str, float] = field(default_factory=dict)
     firing: Mapping[str, float] = field(default_factory=dict)
+    firing_subjects: tuple[str, ...] = ()  # every firing subject, also one restored at start without a value
     pending: Mapping[str, float] = field(default_factory=dict)
     cooldown_until: float | None = None
     gave_up_at: float | None = None

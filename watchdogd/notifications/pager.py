@@ -57,7 +57,8 @@ class Pager:
         self._clock = clock
         self._host = host
         self._wake = wake
-        self._open = {(a.sink, a.rule, a.subject) for a in outbox.open_alerts()}
+        self._open = {(a.sink, a.rule, a.subject): a.since for a in outbox.open_alerts()}
+        """Open alerts (sink, rule, subject) -> when their condition began."""
         self._fired: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()  # the sink's thread pages; reconcile runs from the deliverer's
 
@@ -83,7 +84,8 @@ class Pager:
                 return self._page("resolved", rule, event.subject, event.ts, event.value, opens=False)
             case ev.FixNotHeld() if acts_first:
                 held: dict[str, object] = {"action": event.action, "reason": event.reason}
-                return self._page("not_held", rule, event.subject, event.ts, event.value, opens=True, detail=held)
+                began = event.since if event.since is not None else event.ts
+                return self._page("not_held", rule, event.subject, began, event.value, opens=True, detail=held)
             case ev.GaveUp():
                 detail: dict[str, object] = {"max_actions": event.max_actions, "per": event.per}
                 return self._page("gave_up", rule, RULE_ITSELF, event.ts, None, opens=True, detail=detail)
@@ -155,8 +157,10 @@ class Pager:
                 sinks = [sink for sink in wanted if (sink, n.rule, n.subject) not in self._open]
             else:
                 sinks = sorted(s for s, r, subject in self._open if (r, subject) == (n.rule, n.subject))
-            body = _body(n)
             for sink in sinks:
+                if not page.opens:  # a resolve says when what it resolves began: the open alert knows
+                    n = replace(page.notification, starts_at=self._open[(sink, n.rule, n.subject)])
+                body = _body(n)
                 if sink in config.notify.sinks:
                     queued.append(Queued(sink, n.key, body))
                 if page.opens:
@@ -169,8 +173,9 @@ class Pager:
         if not (queued or opened or closed):
             return
         self._outbox.put(queued, self._clock(), opened=opened, closed=closed)
-        self._open.update((a.sink, a.rule, a.subject) for a in opened)
-        self._open.difference_update(closed)
+        self._open.update({(a.sink, a.rule, a.subject): a.since for a in opened})
+        for key in closed:
+            self._open.pop(key, None)
         if queued:
             self._wake()
 
@@ -207,8 +212,8 @@ class Pager:
                 if rule is None or not _pages_on_firing(rule):
                     continue
                 pages = [
-                    self._page("firing", rule, subject, now, value, opens=True)
-                    for subject, value in state.firing.items()
+                    self._page("firing", rule, subject, now, state.firing.get(subject), opens=True)
+                    for subject in state.firing_subjects
                 ]
                 self._put(pages, rule)
 
@@ -220,7 +225,7 @@ def _pages_on_firing(rule: Rule) -> bool:
 def _cleared(subject: str, state: RuleSnapshot) -> bool:
     if subject == RULE_ITSELF:
         return state.gave_up_at is None
-    return state.last_run is not None and state.up is True and subject not in state.firing
+    return state.last_run is not None and state.up is True and subject not in state.firing_subjects
 
 
 def _closing(alert: OpenAlert, now: float, *, gone: bool) -> Queued:
@@ -257,7 +262,8 @@ def _summary(kind: str, rule: Rule, subject: str, value: str | None, detail: Map
     line = rule.thresholds.above if rule.thresholds.above is not None else rule.thresholds.below
     limit = "" if line is None else f" {side} {format_value(line, rule.unit)}"
     texts = {
-        "firing": f"{subject} firing: {value}{limit}",
+        "firing": f"{subject} firing: {value}{limit}" if value is not None else f"{subject} firing{limit} "
+        "(restored at start, not measured yet)",
         "resolved": f"{subject} resolved",
         "not_held": f"{subject}: {detail.get('action')} ran but the fix did not hold ({detail.get('reason')})",
         "repeated": f"{subject} fired {detail.get('count')} times in {_duration(detail.get('per'))}",
