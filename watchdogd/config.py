@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from watchdogd import hazards
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
@@ -24,7 +24,7 @@ from watchdogd.core.policy import Thresholds
 from watchdogd.model import Cardinality, Unit
 from watchdogd.notifyspec import NotifyPolicy, NotifySection
 from watchdogd.registry import DEFAULT, Registry
-from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Timeout, Window
+from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Size, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
 DEFAULT_CONFIG_PATH = Path("/etc/watchdogd/watchdogd.yaml")
@@ -61,6 +61,20 @@ class _Budget(_Strict):
     per: Window
 
 
+class _Evidence(_Strict):
+    timeout: Timeout = 2.0
+    """How long a probe may take to describe (then it is abandoned and the error is the evidence)."""
+    max_bytes: Size = 64 * 1024
+    show_queries: bool = False
+    """PostgreSQL query texts and Redis command arguments in evidence; redacted unless true."""
+
+    @model_validator(mode="after")
+    def _sane(self) -> _Evidence:
+        if not 1024 <= self.max_bytes <= 16 * 2**20:
+            raise ValueError("max_bytes must be from 1KiB to 16MiB")
+        return self
+
+
 class _MaxActions(_Strict):
     count: int = Field(ge=1, le=MAX_COUNT)
     per: Window
@@ -84,6 +98,7 @@ class _RawConfig(_Strict):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     notify: NotifySection = Field(default_factory=NotifySection)
+    evidence: _Evidence = _Evidence()
 
 
 class _Sections(_Strict):
@@ -157,6 +172,15 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """``evidence:``: how long a probe may take to describe, how much is kept, whether query texts are."""
+
+    timeout: float = 2.0
+    max_bytes: int = 64 * 1024
+    show_queries: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     interval: float
@@ -178,6 +202,7 @@ class Config:
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
     notify: NotifySection = field(default_factory=NotifySection)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     registry: Registry = field(default=DEFAULT, compare=False, repr=False)
     """The kinds this config was checked against; the engine and the target clients build from the same."""
 
@@ -353,6 +378,7 @@ class _Builder:
             targets=targets,
             rules=rules,
             notify=raw.notify,
+            evidence=EvidenceSettings(raw.evidence.timeout, int(raw.evidence.max_bytes), raw.evidence.show_queries),
             registry=self.registry,
         )
 

@@ -36,6 +36,8 @@ __all__ = [
     "ActionSpec",
     "Cardinality",
     "Clock",
+    "Describes",
+    "EvidenceLimits",
     "Family",
     "ItemResult",
     "NamesThing",
@@ -105,6 +107,33 @@ class ReportsOutage(Protocol):
     def outage_subjects(self) -> list[str]:
         """The subjects to mark as down when ``measure`` fails; never raises, never does I/O."""
         ...
+
+
+@dataclass(frozen=True)
+class EvidenceLimits:
+    """The bounds of one ``describe``: the engine also enforces them (it stops waiting at ``deadline`` and
+    cuts what is returned to ``max_bytes``), but a family that keeps to them returns something whole."""
+
+    deadline: float  # monotonic time by which describe must have returned
+    max_bytes: int  # of the JSON of all sections together
+    max_items: int = 20  # rows per list (processes, sessions, keys, lines)
+    show_queries: bool = False  # PostgreSQL query texts, Redis command arguments: redacted unless True
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """A probe that can show what its runbook would look at first, when its rule starts firing.
+
+    Called by the engine in a worker thread, rarely (a subject starting to
+    fire, an action about to run), so it may do more I/O than ``measure``,
+    within ``limits``. Returns named sections of plain JSON data (str,
+    numbers, bools, None, lists, dicts), e.g. ``{"top processes by CPU":
+    [...]}``; never secrets (passwords, DSNs, tokens); query texts and
+    command arguments only with ``limits.show_queries``. May raise: the
+    engine records the error in place of the sections.
+    """
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]: ...
 
 
 class ActionParams(Params):

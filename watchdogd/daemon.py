@@ -302,6 +302,7 @@ class Daemon:
             clock=self.clock,
             transitions=lambda rule, since, limit: engine.store.transitions(rule=rule, since=since, limit=limit),
             test_notify=self.notifications.test,
+            evidence=engine.evidence.store.get,
         )
 
     def _health(self) -> tuple[bool, str]:

@@ -24,6 +24,7 @@ from watchdogd.core import guard as guards
 from watchdogd.counting import tally
 from watchdogd.engine import events as ev
 from watchdogd.engine.budget import budget_for
+from watchdogd.engine.evidence import EvidenceStore, EvidenceTaker
 from watchdogd.engine.gate import Gate
 from watchdogd.engine.runner import Runner
 from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runtime, restore, same_measurement
@@ -73,7 +74,8 @@ class Engine:
             stop=self.stop,
             in_grace=self._in_grace,
         )
-        self.runner.gate = self.gate
+        self.evidence = EvidenceTaker(EvidenceStore(store), self.runner.pool, clock, config.evidence)
+        self.runner.gate, self.runner.evidence, self.gate.evidence = self.gate, self.evidence, self.evidence
         self._install(config, clients)
 
     # -- configuration ---------------------------------------------------------
@@ -100,6 +102,7 @@ class Engine:
         for gone in set(saved) - set(config.rules):
             self.store.delete_rule(gone)
         self.gate.reconfigure(config.budget)
+        self.evidence.settings = config.evidence
         with self._lock:
             self._runtimes = runtimes
             self.config = config
@@ -266,7 +269,8 @@ class Engine:
         )
 
     def prune_history(self) -> int:
-        return self.store.prune(self.clock() - self.config.history_retention)
+        cutoff = self.clock() - self.config.history_retention
+        return self.store.prune(cutoff) + self.evidence.store.prune(cutoff)
 
     def close(self) -> None:
         self.stop.set()

@@ -44,6 +44,7 @@ class SubjectChanged:
     new: Status
     value: float | None
     severity: str
+    evidence: int | None = None  # taken as it started firing (engine/evidence.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ class FixNotHeld:
     value: float | None
     reason: str
     since: float | None = None  # when the subject started firing, if it still does
+    evidence: int | None = None  # taken before the action ran
 
 
 @dataclass(frozen=True, slots=True)

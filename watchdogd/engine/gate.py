@@ -24,6 +24,7 @@ from watchdogd.core import guard as guards
 from watchdogd.core.guard import BudgetPolicy
 from watchdogd.engine import events as ev
 from watchdogd.engine.budget import Budget, Spend, budget_for
+from watchdogd.engine.evidence import EvidenceTaker
 from watchdogd.engine.runtime import RuleRuntime
 from watchdogd.engine.state import StateStore
 from watchdogd.model import ActionResult, AuditEntry, Clock, Decision, ProbeResult, Reading, Status
@@ -50,7 +51,9 @@ class Gate:
         clock: Clock,
         stop: threading.Event,
         in_grace: Callable[[float], bool],
+        evidence: EvidenceTaker | None = None,
     ) -> None:
+        self.evidence = evidence
         self.store = store
         self.budget = budget  # swapped by a reload that changes the budget
         self._events = events
@@ -155,14 +158,26 @@ class Gate:
     ) -> list[AuditEntry]:
         dry_run = verdict.decision is Decision.DRY_RUN
         targets = [by_subject[subject] for subject in verdict.allowed]
+        evidence = self._evidence_before(rt, targets)
         finished = self._run_actions(rt, targets, dry_run, started, started_ids)
+        if evidence is not None:  # each row names what the runbook saw before it ran
+            finished = [replace(entry, detail={**entry.detail, "evidence": evidence}) for entry in finished]
         # Record the outcome before verifying: verify_after may wait, and a crash then must not
         # leave a finished action looking "started".
         self._record(rt, finished)
         if not dry_run:
-            finished = self._verify(rt, finished)
+            finished = self._verify(rt, finished, evidence)
             self._record(rt, finished)
         return finished
+
+    def _evidence_before(self, rt: RuleRuntime, targets: Sequence[Reading]) -> int | None:
+        """Evidence before the actions run: the one this run took as the subjects started firing, else new."""
+        if self.evidence is None:
+            return None
+        taken = rt.evidence
+        if taken is not None and rt.last_run is not None and taken[0] == rt.last_run:
+            return taken[1]
+        return self.evidence.take(rt, targets, "before action")
 
     def _record(self, rt: RuleRuntime, entries: Sequence[AuditEntry]) -> None:
         for entry in entries:
@@ -255,7 +270,7 @@ class Gate:
                 finished.append(_finish(entry, entry_id, result, label, duration))
         return finished
 
-    def _verify(self, rt: RuleRuntime, finished: list[AuditEntry]) -> list[AuditEntry]:
+    def _verify(self, rt: RuleRuntime, finished: list[AuditEntry], evidence: int | None) -> list[AuditEntry]:
         """Re-probe until each acted-on subject is clear or the actions' ``settle`` time is spent.
 
         A restarted unit or container needs a moment to answer, a VACUUM to
@@ -296,7 +311,8 @@ class Gate:
             since = state.since if state is not None and state.status is Status.FIRING else None
             self._events.publish(
                 ev.FixNotHeld(
-                    self._clock(), rule.name, entry.subject, entry.action, after.get(entry.subject), reason, since
+                    self._clock(), rule.name, entry.subject, entry.action, after.get(entry.subject), reason, since,
+                    evidence,
                 )
             )
         return verified

@@ -19,11 +19,12 @@ from watchdogd.contracts import ReportsOutage
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import evaluate
 from watchdogd.engine import events as ev
+from watchdogd.engine.evidence import EvidenceTaker
 from watchdogd.engine.gate import Gate, error_text
 from watchdogd.engine.probepool import ProbePool
 from watchdogd.engine.runtime import RuleRuntime, RunReport
 from watchdogd.engine.state import StateStore
-from watchdogd.model import AuditEntry, Clock, ProbeResult, Reading, RuleStatus
+from watchdogd.model import AuditEntry, Clock, ProbeResult, Reading, RuleStatus, Status, Transition
 
 SEEN_KEY = "targets_seen"
 STOP_POLL = 0.5
@@ -46,6 +47,7 @@ class Runner:
     ) -> None:
         self.store = store
         self.gate: Gate | None = None  # set by the engine, which builds the gate with our remeasure
+        self.evidence: EvidenceTaker | None = None  # set by the engine
         self._events = events
         self._clock = clock
         self._stop = stop
@@ -205,10 +207,12 @@ class Runner:
 
     def _evaluate(self, rt: RuleRuntime, readings: Sequence[Reading], now: float) -> tuple[Reading, ...]:
         evaluation = evaluate(rt.subjects, readings, rt.rule.thresholds, now)
+        evidence = self._evidence(rt, readings, evaluation.transitions, now)
         for change in evaluation.transitions:
             self._events.publish(
                 ev.SubjectChanged(
-                    now, rt.rule.name, change.subject, change.old, change.new, change.value, rt.rule.severity
+                    now, rt.rule.name, change.subject, change.old, change.new, change.value, rt.rule.severity,
+                    evidence if change.new is Status.FIRING else None,
                 )
             )
         rt.subjects = evaluation.states
@@ -221,6 +225,19 @@ class Runner:
             if subject not in rt.subjects:
                 del rt.last_skip[subject]
         return evaluation.firing
+
+    def _evidence(
+        self, rt: RuleRuntime, readings: Sequence[Reading], transitions: Sequence[Transition], now: float
+    ) -> int | None:
+        """What the runbook would look at, for the subjects that start firing now (before their events go out,
+        so the page can name it)."""
+        started = {change.subject for change in transitions if change.new is Status.FIRING}
+        if not started or self.evidence is None:
+            return None
+        evidence = self.evidence.take(rt, [r for r in readings if r.subject in started], "firing")
+        if evidence is not None:
+            rt.evidence = (now, evidence)
+        return evidence
 
     def _persist(self, rt: RuleRuntime) -> None:
         data = rt.durable()

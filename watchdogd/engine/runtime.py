@@ -39,6 +39,7 @@ class RuleRuntime:
     waiting_on: tuple[str, ...] = ()
     absent: bool = False  # its ``optional`` target has never answered on this host
     predecessor: RuleRuntime | None = None  # the runtime a reload replaced, until this one took its state over
+    evidence: tuple[float, int] | None = None  # (run time, id) of the evidence its last transition to firing took
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inherit(self, old: RuleRuntime) -> None:

@@ -114,7 +114,9 @@ def _history_row(event: ev.Event) -> RuleTransition | None:
     match event:
         case ev.SubjectChanged():
             kind = _TRANSITIONS[event.new][1]
-            detail = {"from": event.old.value, "severity": event.severity}
+            detail: dict[str, object] = {"from": event.old.value, "severity": event.severity}
+            if event.evidence is not None:
+                detail["evidence"] = event.evidence
             return RuleTransition(event.ts, event.rule, kind, event.subject, event.value, detail)
         case ev.ProbeDown():
             return RuleTransition(event.ts, event.rule, "down", detail={"error": event.error, "fires": event.fires})

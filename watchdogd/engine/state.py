@@ -176,6 +176,23 @@ _MIGRATIONS: Final[Mapping[int, tuple[str, ...]]] = types.MappingProxyType(
             )
             """,
         ),
+        # Evidence (engine/evidence.py): what the runbook would look at first, taken at firing and before acting.
+        4: (
+            """
+            CREATE TABLE evidence (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts REAL NOT NULL,
+                rule TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                subjects TEXT NOT NULL,
+                body TEXT NOT NULL,
+                bytes INTEGER NOT NULL,
+                duration REAL NOT NULL,
+                error TEXT
+            )
+            """,
+            "CREATE INDEX evidence_ts ON evidence (ts)",
+        ),
     }
 )
 SCHEMA_VERSION: Final[int] = max(_MIGRATIONS)

@@ -676,6 +676,31 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    result = _request(args, "show", {"id": args.id})
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(render_evidence(result))
+    return EXIT_OK
+
+
+def render_evidence(doc: Mapping[str, Any]) -> str:
+    """A header line, then each section as indented JSON: what the runbook would have looked at."""
+    size = f"{doc['bytes'] / 1024:.1f} KiB"
+    head = (f"evidence {doc['id']}: {doc['rule']}, {doc['reason']}, {clock_text(float(doc['ts']))}, "
+            f"subjects {', '.join(doc['subjects']) or '-'} ({doc['duration_seconds']:.2f}s, {size})")
+    lines = [head]
+    if doc.get("error"):
+        lines.append(f"error: {doc['error']}")
+    for name, section in (doc.get("sections") or {}).items():
+        lines.append(f"\n== {name}")
+        lines.append(json.dumps(section, indent=2, ensure_ascii=False, default=str))
+    if doc.get("cut"):
+        lines.append(f"\n(cut to stay within evidence.max_bytes: {', '.join(doc['cut'])})")
+    return "\n".join(lines)
+
+
 def cmd_test_notify(args: argparse.Namespace) -> int:
     result = _request(args, "test_notify", {"sink": args.sink})
     print(f"delivered a test notification to {result['sink']}")
@@ -755,6 +780,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "reload": cmd_reload,
     "test-notify": cmd_test_notify,
+    "show": cmd_show,
     "check-config": cmd_check_config,
 }
 
@@ -826,6 +852,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("rule")
     run.add_argument("--json", action="store_true")
     command("reload", "re-read the config (like SIGHUP); a bad config keeps the old one")
+    show = command("show", "evidence taken when a rule started firing or before it acted (its id is in "
+                   "history, status and pages)")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
     test_notify = command("test-notify", "send a test notification to one sink of notify.sinks, now")
     test_notify.add_argument("sink")
     check_config = command("check-config", "validate a config file without a daemon")

@@ -55,6 +55,7 @@ from watchdogd.faces.admission import Admission, run_loop, sweep_until
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
+    from watchdogd.engine.evidence import Evidence
     from watchdogd.engine.runtime import RunReport
     from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
     from watchdogd.model import AuditEntry, RuleTransition, Unit
@@ -345,6 +346,8 @@ class Handlers:
     transitions: Callable[[str | None, float | None, int], Sequence[RuleTransition]] = lambda *_: ()
     """The alert history, same filters as ``history`` (``StateStore.transitions``)."""
     test_notify: Callable[[str], str | None] = lambda sink: f"no sink named {sink!r}"
+    evidence: Callable[[int], Evidence | None] = lambda _id: None
+    """Stored evidence by id (``watchdogctl show``)."""
     """Send a test notification to a sink now: the error text, or None when it was delivered."""
 
 
@@ -362,6 +365,7 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "limit": (int,),
     "reset": (bool,),
     "sink": (str,),
+    "id": (int,),
 }
 _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # command: (required, optional)
@@ -373,6 +377,7 @@ _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "run": (frozenset({"rule"}), frozenset()),
     "reload": (frozenset(), frozenset()),
     "test_notify": (frozenset({"sink"}), frozenset()),
+    "show": (frozenset({"id"}), frozenset()),
 }
 MUTATING = frozenset({"pause", "resume", "run", "reload", "test_notify"})
 
@@ -434,6 +439,7 @@ class Dispatcher:
             "run": self._run,
             "reload": self._reload,
             "test_notify": self._test_notify,
+            "show": self._show,
         }
 
     def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
@@ -499,6 +505,23 @@ class Dispatcher:
         except KeyError as exc:  # removed by a reload between the check and the run
             raise RequestError("unknown_rule", f"unknown rule {rule!r}") from exc
         return report_document(report, self.handlers.units().get(rule))
+
+    def _show(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        found = self.handlers.evidence(args["id"])
+        if found is None:
+            raise RequestError("unknown_evidence", f"no evidence {args['id']} (pruned after history_retention?)")
+        return {
+            "id": found.id,
+            "ts": found.ts,
+            "rule": found.rule,
+            "reason": found.reason,
+            "subjects": list(found.subjects),
+            "sections": jsonable(found.sections),
+            "bytes": found.bytes,
+            "duration_seconds": found.duration,
+            "error": found.error,
+            "cut": list(found.cut),
+        }
 
     def _test_notify(self, args: dict[str, Any], peer: Peer | None) -> Any:
         sink = args["sink"]

@@ -78,12 +78,13 @@ class Pager:
         match event:
             case ev.SubjectChanged(new=Status.FIRING):
                 if not acts_first:
-                    return self._page("firing", rule, event.subject, event.ts, event.value, opens=True)
+                    seen = _evidence(event.evidence)
+                    return self._page("firing", rule, event.subject, event.ts, event.value, opens=True, detail=seen)
                 return self._repeated(rule, event)
             case ev.SubjectChanged(old=Status.FIRING, new=Status.OK):
                 return self._page("resolved", rule, event.subject, event.ts, event.value, opens=False)
             case ev.FixNotHeld() if acts_first:
-                held: dict[str, object] = {"action": event.action, "reason": event.reason}
+                held: dict[str, object] = {"action": event.action, "reason": event.reason, **_evidence(event.evidence)}
                 began = event.since if event.since is not None else event.ts
                 return self._page("not_held", rule, event.subject, began, event.value, opens=True, detail=held)
             case ev.GaveUp():
@@ -104,7 +105,7 @@ class Pager:
             times.popleft()
         if len(times) < repeat.count:
             return None
-        detail: dict[str, object] = {"count": len(times), "per": repeat.per}
+        detail: dict[str, object] = {"count": len(times), "per": repeat.per, **_evidence(event.evidence)}
         return self._page("repeated", rule, event.subject, event.ts, event.value, opens=True, detail=detail)
 
     # -- building and queueing -----------------------------------------------------
@@ -216,6 +217,11 @@ class Pager:
                     for subject in state.firing_subjects
                 ]
                 self._put(pages, rule)
+
+
+def _evidence(evidence: int | None) -> dict[str, object]:
+    """The page's pointer to what the runbook would have looked at (``watchdogctl show ID``)."""
+    return {} if evidence is None else {"evidence": evidence, "evidence_command": f"watchdogctl show {evidence}"}
 
 
 def _pages_on_firing(rule: Rule) -> bool:
