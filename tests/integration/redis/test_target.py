@@ -148,7 +148,7 @@ def test_the_password_file_must_not_be_world_readable(tmp_path: Path) -> None:
 
 LEAST_PRIVILEGE = (
     "on >s3cret resetkeys %R~* %W~search:* resetchannels -@all +ping +info +client|setname +client|list"
-    " +client|kill +slowlog|get +scan +type +llen +xlen +zcard +scard +unlink"
+    " +client|kill +slowlog|get +scan +type +llen +xlen +zcard +scard +unlink +memory|usage +ttl +hlen +strlen"
 )
 """The ACL documented in docs/redis.md: every probe and both actions, deletes limited to search:*."""
 

@@ -15,19 +15,44 @@ cannot say is fetched only for the few containers that need it:
 
 See ``docs/docker.md`` for how an operator's ``docker stop`` is told apart
 from a crash (``events.py``).
+
+Evidence (``describe``, when a rule starts firing or before it acts) shows
+what ``docker inspect`` and ``docker logs --tail 20`` would: per subject
+container its state, exit code, OOM flag, restarts, times, health checks
+and last log lines; for the engine and disk probes the engine's version
+and the ``docker system df`` summary. Each read is bounded by the evidence
+deadline (``DockerEngine.read``) and never counts as an engine outage.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from watchdogd.contracts import Cardinality, Clock, Params, ProbeSpec, Reading, Unit
-from watchdogd.families.docker.common import Selection, base_details, engine_of, parse_time, selected
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    Params,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+)
+from watchdogd.families.docker.common import (
+    Selection,
+    base_details,
+    container_name,
+    engine_of,
+    parse_time,
+    selected,
+)
 from watchdogd.families.docker.events import CAUSE_OPERATOR, CAUSE_WATCHDOGD
 from watchdogd.families.docker.resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe
 from watchdogd.units import Duration
@@ -254,6 +279,10 @@ class ContainersProbe:
         self._cache = cache  # containers no longer listed drop out
         return readings
 
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Inspect and log tail of each container concerned: why it exited, whether it was OOM-killed, what it said."""
+        return describe_containers(engine_of(self._engine), readings, limits)
+
     def _inspect(
         self,
         engine: DockerEngine,
@@ -331,13 +360,26 @@ class DiskProbe:
     def __init__(self, params: DiskParams, target: Any, clock: Clock) -> None:
         self._kinds = list(dict.fromkeys(params.kinds))
         self._engine = target
+        self._digest: tuple[float, dict[str, Any]] | None = None
 
     def measure(self) -> list[Reading]:
-        by_kind = reclaimable(engine_of(self._engine).df())
+        df = engine_of(self._engine).df()
+        by_kind = reclaimable(df)
         readings = [Reading(kind, by_kind[kind][0], {"objects": by_kind[kind][1]}) for kind in self._kinds]
         total = sum(r.value for r in readings)
         readings.append(Reading("total", total, {"kinds": self._kinds}))
+        # What describe shows, kept small (not the whole answer): the evidence is taken right after the run
+        # that fired, and a second ``system df`` would cost as much again, and fail while this one runs.
+        self._digest = (time.monotonic(), {"disk use (system df)": disk_summary(df), **largest(df, LARGEST)})
         return readings
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The engine, the ``system df`` summary and the largest images, container layers and volumes.
+
+        The ``system df`` part is the rule's own last run's when there is
+        one (see ``measure``); only without it is the engine asked again.
+        """
+        return describe_engine(engine_of(self._engine), limits, largest_rows=True, measured=self._digest)
 
 
 # --------------------------------------------------------------------------- docker.engine
@@ -371,6 +413,358 @@ class EngineProbe:
         seconds = engine_of(self._engine).ping(self._timeout)
         return [Reading(self._subject, seconds, {"url": self._subject})]
 
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The engine's version and counts and the ``system df`` summary; the errors say it when it does not answer."""
+        return describe_engine(engine_of(self._engine), limits, largest_rows=False)
+
+
+# --------------------------------------------------------------------------- evidence
+
+LOG_LINES = 20
+"""``docker logs --tail``: what the runbook looks at first, capped further by ``max_items``."""
+LINE_CHARS = 200
+HEALTH_CHECKS = 5
+"""Docker keeps the last five health check results; all of them are shown (within ``max_items``)."""
+LARGEST = 10
+"""Rows of each "largest ..." list of the disk evidence (within ``max_items``)."""
+MARGIN = 0.05
+"""Seconds kept back from the deadline, so describe returns before it rather than at it."""
+FIT_SLACK = 128
+"""Bytes kept free under ``max_bytes`` for the "cut" note's own line about the fitting."""
+REDACTED = "<redacted>"
+
+
+def _short(text: Any, limit: int = LINE_CHARS) -> str:
+    return " ".join(str(text or "").split())[:limit]
+
+
+def _when(text: Any) -> str | None:
+    """Docker's RFC 3339 time to the second ("2024-05-01T10:00:00Z"); None for its "never" (year 1)."""
+    raw = str(text or "")
+    if not raw or raw.startswith("0001-"):
+        return None
+    return re.sub(r"\.\d+", "", raw)
+
+
+def _left(limits: EvidenceLimits) -> float:
+    return limits.deadline - time.monotonic() - MARGIN
+
+
+def container_state(name: str, info: Mapping[str, Any], limits: EvidenceLimits) -> dict[str, Any]:
+    """What ``docker inspect`` says first about a container in trouble; no environment, no secrets.
+
+    The command is shown only with ``show_queries`` (it may carry
+    passwords); health check outputs are cut to one short line each.
+    """
+    state = info.get("State") or {}
+    config = info.get("Config") or {}
+    host = info.get("HostConfig") or {}
+    row: dict[str, Any] = {
+        "container": name,
+        "image": config.get("Image"),
+        "status": state.get("Status"),
+        "exit_code": state.get("ExitCode"),
+        "oom_killed": bool(state.get("OOMKilled")),
+        "error": _short(state.get("Error")) or None,
+        "restart_count": info.get("RestartCount", 0),
+        "restart_policy": str((host.get("RestartPolicy") or {}).get("Name") or "no"),
+        "started_at": _when(state.get("StartedAt")),
+        "finished_at": _when(state.get("FinishedAt")),
+        "memory_limit_bytes": host.get("Memory") or None,
+    }
+    if limits.show_queries:
+        row["command"] = _short(" ".join(str(a) for a in [info.get("Path") or "", *(info.get("Args") or [])]))
+    else:
+        row["command"] = REDACTED
+    health = state.get("Health")
+    if health:
+        checks = list(health.get("Log") or [])[-max(1, min(HEALTH_CHECKS, limits.max_items)):]
+        row["health"] = {
+            "status": health.get("Status"),
+            "failing_streak": health.get("FailingStreak"),
+            "last checks": [
+                {"ended": _when(c.get("End")), "exit_code": c.get("ExitCode"), "output": _short(c.get("Output"))}
+                for c in checks
+            ],
+        }
+    return row
+
+
+def log_rows(lines: Sequence[tuple[str, str]], count: int) -> list[str]:
+    """The last ``count`` lines, each cut to ``LINE_CHARS``; stderr lines marked, as an operator reads them."""
+    rows = []
+    for stream, text in lines[-count:] if count > 0 else []:
+        prefix = "" if stream == "stdout" else f"[{stream}] "
+        rows.append((prefix + text)[:LINE_CHARS])
+    return rows
+
+
+def json_size(sections: Mapping[str, Any]) -> int:
+    """The size the engine counts against ``max_bytes`` (its own estimate, a little above the stored JSON)."""
+    return sum(len(json.dumps(value, default=str)) + len(name) + 6 for name, value in sections.items())
+
+
+def fit(sections: dict[str, Any], lines_section: str, max_bytes: int) -> dict[str, int]:
+    """Cut ``sections`` in place until they fit ``max_bytes``; return what was dropped.
+
+    The oldest log lines go first, taken from the container with the most
+    lines each time (so every container keeps its newest lines longest),
+    then rows from the end of every other list, so the sections stay
+    whole instead of the engine dropping the largest one outright.
+    """
+    budget = max(max_bytes - FIT_SLACK, 0)
+    dropped = {"log lines": 0, "rows": 0}
+    size = json_size(sections)
+    while size > budget:
+        excess = size - budget
+        lines: dict[str, list[str]] = {
+            k: v for k, v in (sections.get(lines_section) or {}).items() if isinstance(v, list) and v
+        }
+        if lines:
+            while excess > 0 and lines:
+                longest = max(lines, key=lambda k: len(lines[k]))
+                excess -= len(json.dumps(lines[longest].pop(0))) + 2
+                dropped["log lines"] += 1
+                if not lines[longest]:
+                    del lines[longest]
+        else:
+            lists = [v for k, v in sections.items() if k != lines_section and isinstance(v, list) and v]
+            if not lists:
+                break
+            longest_list = max(lists, key=len)
+            longest_list.pop()
+            dropped["rows"] += 1
+        size = json_size(sections)
+    return {k: v for k, v in dropped.items() if v}
+
+
+def describe_containers(engine: DockerEngine, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+    """``docker inspect`` and ``docker logs --tail 20`` of each container concerned, within the limits.
+
+    A container is found by the id its reading carries (a rename between
+    the reading and now does not lose it), else by its name (the engine's
+    outage readings carry no details). One failing container does not stop
+    the others: its error is shown in its place.
+    """
+    refs: dict[str, str] = {}
+    for reading in readings:
+        refs.setdefault(reading.subject, str(reading.details.get("id") or reading.subject))
+    names = list(refs)
+    shown = names[: limits.max_items]
+    states: list[dict[str, Any]] = []
+    logs: dict[str, Any] = {}
+    cut: dict[str, Any] = {}
+    if len(names) > len(shown):
+        cut["max_items"] = f"{len(names) - len(shown)} more container(s) not described"
+    tail = min(LOG_LINES, limits.max_items)
+    for index, name in enumerate(shown):
+        if _left(limits) <= 0:
+            cut["deadline"] = f"{len(shown) - index} container(s) not described: {', '.join(shown[index:])}"[:300]
+            break
+        try:
+            info = engine.inspect_within(refs[name], _left(limits))
+        except ProbeError as exc:
+            states.append({"container": name, "error": _short(exc, 300)})
+            continue
+        if info is None:
+            states.append({"container": name, "error": "no longer exists"})
+            continue
+        states.append(container_state(name, info, limits))
+        if _left(limits) <= 0:
+            rest = f"; not described: {', '.join(shown[index + 1:])}" if shown[index + 1:] else ""
+            cut["deadline"] = f"log lines of {name} not read{rest}"[:300]
+            break
+        try:
+            lines, truncated = engine.logs(str(info.get("Id") or refs[name]), tail=tail, timeout=_left(limits))
+        except ProbeError as exc:
+            logs[name] = {"error": _short(exc, 300)}
+            continue
+        logs[name] = log_rows(lines, tail)
+        if truncated:
+            cut.setdefault("log read", f"the log read of {name} stopped early (size or deadline)")
+    sections: dict[str, Any] = {"containers": states, "last log lines": logs, "cut": cut}
+    dropped = fit(sections, "last log lines", limits.max_bytes)  # counts the notes so far; FIT_SLACK the next
+    if dropped:
+        cut["max_bytes"] = ", ".join(f"{count} {what}" for what, count in dropped.items()) + " dropped to fit"
+    if not cut:
+        del sections["cut"]
+    return sections
+
+
+def disk_summary(df: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``docker system df`` per kind: how many, how big, how many in use, and what ``docker.prune`` could free.
+
+    ``prunable_bytes`` is ``docker.prune``'s measure (dangling images,
+    stopped containers, unused and unshared build cache, unreferenced
+    volumes), not the engine's wider "reclaimable" column.
+    """
+    images = list(df.get("Images") or [])
+    containers = list(df.get("Containers") or [])
+    volumes = list(df.get("Volumes") or [])
+    cache = list(df.get("BuildCache") or [])
+    prunable = reclaimable(df)
+    layers = df.get("LayersSize")
+    return {
+        "images": {
+            "count": len(images),
+            "in use": sum(1 for i in images if int(i.get("Containers") or 0) > 0),
+            "bytes": int(layers) if isinstance(layers, int | float) else int(_total(i.get("Size") for i in images)),
+            "prunable_bytes": int(prunable["images"][0]),
+        },
+        "containers": {
+            "count": len(containers),
+            "running": sum(1 for c in containers if str(c.get("State", "")).lower() == "running"),
+            "bytes": int(_total(c.get("SizeRw") for c in containers)),
+            "prunable_bytes": int(prunable["containers"][0]),
+        },
+        "volumes": {
+            "count": len(volumes),
+            "in use": sum(1 for v in volumes if int((v.get("UsageData") or {}).get("RefCount") or 0) > 0),
+            "bytes": int(_total((v.get("UsageData") or {}).get("Size") for v in volumes)),
+            "prunable_bytes": int(prunable["volumes"][0]),
+        },
+        "build cache": {
+            "count": len(cache),
+            "in use": sum(1 for b in cache if b.get("InUse")),
+            "bytes": int(_total(b.get("Size") for b in cache)),
+            "prunable_bytes": int(prunable["build_cache"][0]),
+        },
+    }
+
+
+def largest(df: Mapping[str, Any], rows: int) -> dict[str, list[dict[str, Any]]]:
+    """The biggest images, container writable layers and volumes: where the disk went, as ``system df -v``."""
+
+    def top(items: list[Mapping[str, Any]], size: Any) -> list[Mapping[str, Any]]:
+        return sorted(items, key=lambda item: float(size(item) or 0), reverse=True)[:rows]
+
+    images = top(list(df.get("Images") or []), lambda i: i.get("Size"))
+    containers = top(list(df.get("Containers") or []), lambda c: c.get("SizeRw"))
+    volumes = top(list(df.get("Volumes") or []), lambda v: (v.get("UsageData") or {}).get("Size"))
+    return {
+        "largest images": [
+            {
+                "image": next((t for t in i.get("RepoTags") or [] if t != "<none>:<none>"), None)
+                or str(i.get("Id") or "")[:19],
+                "bytes": i.get("Size"),
+                "containers": i.get("Containers"),
+                "dangling": _is_dangling(i),
+            }
+            for i in images
+        ],
+        "largest container layers": [
+            {"container": container_name(c), "bytes": c.get("SizeRw") or 0, "state": c.get("State")}
+            for c in containers
+        ],
+        "largest volumes": [
+            {
+                "volume": _short(v.get("Name"), 80),
+                "bytes": (v.get("UsageData") or {}).get("Size"),
+                "containers": (v.get("UsageData") or {}).get("RefCount"),
+            }
+            for v in volumes
+        ],
+    }
+
+
+def engine_summary(version: Mapping[str, Any], info: Mapping[str, Any] | None, max_items: int) -> dict[str, Any]:
+    """The engine's version and what it runs; only named fields (``/info`` also holds proxies with passwords)."""
+    row: dict[str, Any] = {
+        "version": version.get("Version"),
+        "api_version": version.get("ApiVersion"),
+        "os": version.get("Os"),
+        "arch": version.get("Arch"),
+        "kernel": version.get("KernelVersion"),
+    }
+    if info is not None:
+        row.update({
+            "containers running": info.get("ContainersRunning"),
+            "containers stopped": info.get("ContainersStopped"),
+            "containers paused": info.get("ContainersPaused"),
+            "images": info.get("Images"),
+            "storage_driver": info.get("Driver"),
+            "logging_driver": info.get("LoggingDriver"),
+            "cgroup_version": info.get("CgroupVersion"),
+            "root_dir": info.get("DockerRootDir"),
+            "cpus": info.get("NCPU"),
+            "memory_bytes": info.get("MemTotal"),
+            "warnings": [_short(w) for w in list(info.get("Warnings") or [])[:max_items]],
+        })
+    return row
+
+
+def describe_engine(
+    engine: DockerEngine,
+    limits: EvidenceLimits,
+    *,
+    largest_rows: bool,
+    measured: tuple[float, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The engine (``docker version``/``info``) and ``docker system df``, each step within the deadline.
+
+    A step that fails (the engine down, ``system df`` slower than the
+    deadline on a big host) leaves its error in its section and the
+    steps before it stand. ``measured``: (monotonic time, sections) of a
+    ``system df`` the probe made itself, shown instead of asking again.
+    """
+    sections: dict[str, Any] = {}
+    cut: dict[str, str] = {}
+    engine_row: dict[str, Any] = {"url": engine.url}
+    sections["engine"] = engine_row
+    if _left(limits) > 0:
+        try:
+            version = engine.version(_left(limits))
+            info = engine.info(_left(limits)) if _left(limits) > 0 else None
+            engine_row.update(engine_summary(version, info, limits.max_items))
+        except ProbeError as exc:
+            engine_row["error"] = _short(exc, 300)
+    else:
+        cut["deadline"] = "the engine was not asked"
+    rows = min(LARGEST, limits.max_items)
+    if measured is not None:
+        taken, digest = measured
+        sections.update({name: list(value[:rows]) if isinstance(value, list) else value
+                         for name, value in digest.items()})
+        sections["system df taken"] = f"{time.monotonic() - taken:.0f}s before, by the rule's own run"
+    elif "error" in engine_row:
+        pass  # the engine did not answer: system df would only repeat why
+    elif _left(limits) <= 0:
+        cut["deadline"] = "the engine was not asked" if "version" not in engine_row else "system df not read"
+    else:
+        try:
+            df = engine.df(_left(limits))
+        except ProbeError as exc:
+            sections["disk use (system df)"] = {"error": _short(exc, 300)}
+        else:
+            sections["disk use (system df)"] = disk_summary(df)
+            if largest_rows:
+                sections.update(largest(df, rows))
+    sections["cut"] = cut
+    dropped = fit(sections, "", limits.max_bytes)
+    if dropped:
+        cut["max_bytes"] = f"{dropped.get('rows', 0)} rows dropped to fit"
+    if not cut:
+        del sections["cut"]
+    return sections
+
+
+class _DescribesContainers:
+    """``describe`` for the resource probes (``resources.py``), whose subjects are containers too."""
+
+    _engine: Any
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The container's state and last log lines: a container near its memory limit says so in its logs."""
+        return describe_containers(engine_of(self._engine), readings, limits)
+
+
+class ContainerMemoryProbe(_DescribesContainers, MemoryProbe):
+    """``docker.container_memory``: ``resources.MemoryProbe`` measures, the container evidence describes."""
+
+
+class ContainerCpuProbe(_DescribesContainers, CpuProbe):
+    """``docker.container_cpu``: ``resources.CpuProbe`` measures, the container evidence describes."""
+
 
 # --------------------------------------------------------------------------- table
 
@@ -382,12 +776,12 @@ PROBES: dict[str, ProbeSpec] = {
         target_kind="docker", subjects="container",
     ),
     "docker.container_memory": ProbeSpec(
-        MemoryParams, MemoryProbe, Unit.PERCENT, Cardinality.LOW,
+        MemoryParams, ContainerMemoryProbe, Unit.PERCENT, Cardinality.LOW,
         "memory used percent of each running container's limit",
         target_kind="docker", subjects="container",
     ),
     "docker.container_cpu": ProbeSpec(
-        CpuParams, CpuProbe, Unit.PERCENT, Cardinality.LOW,
+        CpuParams, ContainerCpuProbe, Unit.PERCENT, Cardinality.LOW,
         "CPU used percent of each running container's allowance, between two runs",
         target_kind="docker", subjects="container",
     ),

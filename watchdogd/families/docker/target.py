@@ -33,6 +33,8 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 POOL_SIZE = 40
 """HTTP connections kept to the engine: the stats fallback runs 32 calls at once (``docker_resources``)."""
+LOG_READ_MAX = 1 << 20
+"""Bytes of a container's log tail read at most: Docker splits a log line at 16 KiB, so 20 lines fit."""
 
 
 class DockerError(ProbeError):
@@ -383,8 +385,89 @@ class DockerEngine:
             self._mem_total = float(info.get("MemTotal") or 0)
         return self._mem_total
 
-    def df(self) -> dict[str, Any]:
+    def df(self, timeout: float | None = None) -> dict[str, Any]:
+        """``GET /system/df``; with ``timeout``, a bounded evidence read (see ``read``)."""
+        if timeout is not None:
+            answer: dict[str, Any] = self.read("disk usage (system df)", "/system/df", timeout=timeout)
+            return answer
         return self.call("disk usage (system df)", lambda api: api.df())
+
+    # -- bounded reads for evidence (describe) --------------------------------------------------
+
+    def read(self, what: str, path: str, *, timeout: float, params: Mapping[str, str] | None = None) -> Any:
+        """The JSON answer of ``GET path`` (``/version``, ``/containers/ID/json``), within ``timeout``.
+
+        For a probe's ``describe``, whose deadline is its own and often
+        shorter than the target's timeout: running out of it raises a
+        ``DockerError`` saying so, and is not taken for the engine being
+        unreachable (no backoff, the client is kept), so evidence never makes
+        the next probe run fail. An engine that refuses or drops the
+        connection still counts as unreachable, as for any call.
+        """
+
+        def get(api: Any) -> Any:
+            response = _bounded_get(api, what, path, timeout, params or {}, stream=False)
+            return response.json()
+
+        return self.call(what, get, timeout=timeout)
+
+    def version(self, timeout: float) -> dict[str, Any]:
+        """``GET /version``: the engine's version, API version, OS, kernel."""
+        answer: dict[str, Any] = self.read("engine version", "/version", timeout=timeout)
+        return answer
+
+    def info(self, timeout: float) -> dict[str, Any]:
+        """``GET /info``: container and image counts, storage and logging drivers, warnings."""
+        answer: dict[str, Any] = self.read("engine info", "/info", timeout=timeout)
+        return answer
+
+    def inspect_within(self, container: str, timeout: float) -> dict[str, Any] | None:
+        """``inspect`` bounded by ``timeout`` (see ``read``); None when the container no longer exists."""
+        try:
+            answer: dict[str, Any] = self.read(
+                f"inspecting container {container}", f"/containers/{container}/json", timeout=timeout
+            )
+            return answer
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def logs(
+        self, container: str, *, tail: int, timeout: float, max_bytes: int = LOG_READ_MAX
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """The last ``tail`` lines of a container's stdout and stderr as (stream, text), oldest first.
+
+        Read-only and bounded: at most ``max_bytes`` are read (then the
+        second value is True) and the read stops at ``timeout`` like
+        ``read``. Works for containers with and without a TTY (the engine
+        multiplexes the two streams only without one) and for stopped ones.
+        """
+        what = f"logs of container {container}"
+        params = {"stdout": "1", "stderr": "1", "tail": str(max(tail, 0)), "timestamps": "0", "follow": "0"}
+        deadline = self._monotonic() + timeout
+
+        def get(api: Any) -> tuple[bytes, bool]:
+            response = _bounded_get(api, what, f"/containers/{container}/logs", timeout, params, stream=True)
+            data = bytearray()
+            cut = False
+            try:
+                for chunk in response.iter_content(chunk_size=16384):
+                    data += chunk
+                    if len(data) >= max_bytes or self._monotonic() >= deadline:
+                        cut = True
+                        break
+            except Exception as exc:
+                if _timed_out(exc):
+                    raise DockerError(f"{what}: no complete answer within {timeout:.1f}s") from exc
+                raise
+            finally:
+                response.close()
+            return bytes(data[:max_bytes]), cut
+
+        data, cut = self.call(what, get, timeout=timeout)
+        lines = log_lines(data)
+        return lines[-tail:] if tail > 0 else [], cut
 
     def start(self, container: str) -> None:
         self.call(f"starting container {container}", lambda api: api.start(container))
@@ -422,6 +505,76 @@ class DockerEngine:
     def synced_history(self, timeout: float) -> EventHistory | None:
         """The event history once the replay of buffered events is done; None if not within ``timeout``."""
         return self.history if self.events.wait_synced(timeout) else None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    names = {"ReadTimeout", "ReadTimeoutError", "ConnectTimeout", "ConnectTimeoutError", "Timeout"}
+    return any(isinstance(c, TimeoutError) or type(c).__name__ in names for c in _chain(exc))
+
+
+def _bounded_get(
+    api: Any, what: str, path: str, timeout: float, params: Mapping[str, str], *, stream: bool
+) -> Any:
+    """One GET of the versioned API; a timeout or an error answer becomes a ``DockerError`` (see ``read``)."""
+    url = f"{api.base_url}/v{api.api_version}{path}"
+    try:
+        response = api.get(url, params=dict(params), timeout=timeout, stream=stream)
+    except Exception as exc:
+        if _timed_out(exc):
+            raise DockerError(f"{what}: no answer within {timeout:.1f}s") from exc
+        raise
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            message = str(body.get("message") or body) if isinstance(body, dict) else str(body)
+        except ValueError:
+            message = response.text
+        finally:
+            response.close()
+        raise DockerError(f"{what}: {' '.join(message.split())[:200]} (HTTP {response.status_code})",
+                          response.status_code)
+    return response
+
+
+_STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+def log_lines(data: bytes) -> list[tuple[str, str]]:
+    """Split a ``/logs`` answer into (stream, line), oldest first; undecodable bytes are replaced.
+
+    Without a TTY the engine frames each write: one byte stream id (1
+    stdout, 2 stderr), three zero bytes, a big-endian 32-bit length. With a
+    TTY it sends the raw bytes, all of them "stdout". A frame may hold part
+    of a line (Docker splits lines at 16 KiB) or several; a line is put
+    together per stream and emitted when it ends. A cut last frame keeps
+    what arrived.
+    """
+    framed = len(data) >= 8 and data[0] in _STREAMS and data[1:4] == b"\x00\x00\x00"
+    pending: dict[str, bytearray] = {}
+    lines: list[tuple[str, str]] = []
+
+    def feed(stream: str, payload: bytes) -> None:
+        buffer = pending.setdefault(stream, bytearray())
+        buffer += payload
+        *complete, rest = bytes(buffer).split(b"\n")
+        lines.extend((stream, _text(line)) for line in complete)
+        pending[stream] = bytearray(rest)
+
+    if framed:
+        at = 0
+        while at + 8 <= len(data):
+            stream = _STREAMS.get(data[at], "stdout")
+            size = int.from_bytes(data[at + 4 : at + 8], "big")
+            feed(stream, data[at + 8 : at + 8 + size])
+            at += 8 + size
+    else:
+        feed("stdout", data)
+    lines.extend((stream, _text(bytes(rest))) for stream, rest in pending.items() if rest)
+    return lines
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
 
 
 class _EventStream:

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import heapq
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 from pydantic import Field, field_validator
 
-from watchdogd.contracts import Cardinality, Clock, NoParams, Params, ProbeError, ProbeSpec, Reading, Unit, local_probe
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    NoParams,
+    Params,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+    local_probe,
+)
+from watchdogd.families.host import evidence
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -97,6 +110,10 @@ class CpuProbe:
             self._last = now
         return [Reading("cpu", self._value, dict(self._details))]
 
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Who is using the CPU: top processes by CPU (and by memory, often the same culprit swapping)."""
+        return evidence.fit(evidence.processes(limits), limits.max_bytes)
+
 
 # --------------------------------------------------------------------------- memory, swap, load
 
@@ -117,6 +134,15 @@ class MemoryProbe:
         value = (mem.total - mem.available) / mem.total * 100.0 if mem.total else 0.0
         return [Reading("memory", value, {"total": mem.total, "available": mem.available})]
 
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Where the memory went: free(1)'s breakdown, then the largest processes."""
+        return _memory_evidence(limits)
+
+
+def _memory_evidence(limits: EvidenceLimits) -> dict[str, Any]:
+    sections = {"memory breakdown (bytes)": evidence.memory_breakdown(), **evidence.processes(limits)}
+    return evidence.fit(sections, limits.max_bytes)
+
 
 class SwapProbe:
     """Swap in use; a host without swap is 0 % rather than an error, so one rule fits every host."""
@@ -129,6 +155,10 @@ class SwapProbe:
         # Our own division: psutil rounds its percent to one decimal.
         value = swap.used / swap.total * 100.0 if swap.total else 0.0
         return [Reading("swap", value, {"total": swap.total, "used": swap.used})]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Swap fills when memory does: the same look as ``host.memory``."""
+        return _memory_evidence(limits)
 
 
 class LoadParams(Params):
@@ -150,6 +180,10 @@ class LoadProbe:
         # Asked every time: CPU hotplug and cpuset changes happen under a long-lived daemon.
         cores = psutil.cpu_count(logical=True) or 1
         return [Reading(self._subject, load / cores, {"load": load, "cores": cores})]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Load counts runnable processes and those stuck on I/O (state D): both kinds are shown."""
+        return evidence.fit(evidence.processes(limits, uninterruptible=True), limits.max_bytes)
 
 
 # --------------------------------------------------------------------------- filesystems
@@ -307,6 +341,10 @@ class DiskProbe:
             readings.append(Reading(mount.mountpoint, value, details))
         return readings
 
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """What fills each breaching filesystem: largest directories and files, the journal, deleted open files."""
+        return evidence.filesystems([r.subject for r in readings], limits, by_inodes=False)
+
 
 class InodesProbe:
     """Percent of inodes used: a disk can be "full" with free space when small files ate the inodes."""
@@ -326,6 +364,10 @@ class InodesProbe:
             }
             readings.append(Reading(mount.mountpoint, used / st.f_files * 100.0, details))
         return readings
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Where the inodes went: the directories with the most entries (a session or cache directory, usually)."""
+        return evidence.filesystems([r.subject for r in readings], limits, by_inodes=True)
 
 
 # --------------------------------------------------------------------------- files
@@ -348,27 +390,40 @@ class FileAgeProbe:
     "down" probe is easy to overlook.
     """
 
+    KEPT = 20
+    """The newest matches kept (mtime, path, size) for ``describe``: the last few backups, not all of them."""
+
     def __init__(self, params: FileAgeParams, clock: Clock) -> None:
         self._pattern = params.path
         self._clock = clock
+        self._newest: list[tuple[float, str, int]] = []
 
     def measure(self) -> list[Reading]:
-        newest: str | None = None
-        newest_mtime = float("-inf")
+        newest: list[tuple[float, str, int]] = []  # a heap: the oldest of the KEPT newest on top
         matches = 0
         for name in glob.iglob(self._pattern, recursive=True):
             try:
-                mtime = os.stat(name).st_mtime
+                st = os.stat(name)
             except OSError:
                 continue  # rotated away between glob and stat, or a dangling symlink
             matches += 1
-            if mtime > newest_mtime:
-                newest, newest_mtime = name, mtime
-        if newest is None:
+            if len(newest) < self.KEPT:
+                heapq.heappush(newest, (st.st_mtime, name, st.st_size))
+            elif st.st_mtime > newest[0][0]:
+                heapq.heapreplace(newest, (st.st_mtime, name, st.st_size))
+        self._newest = newest  # replaced whole: describe, in another thread, sees one run or the other
+        if not newest:
             return [Reading(self._pattern, float("inf"), {"newest": None, "matches": 0})]
+        newest_mtime, newest_name, _ = max(newest)
         # A clock step backwards must not produce a negative age.
         age = max(0.0, self._clock() - newest_mtime)
-        return [Reading(self._pattern, age, {"newest": newest, "mtime": newest_mtime, "matches": matches})]
+        return [Reading(self._pattern, age, {"newest": newest_name, "mtime": newest_mtime, "matches": matches})]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The newest matches as the last run saw them, with dates and sizes: a stale backup, or a fresh one
+        of 0 bytes. Kept by ``measure`` rather than globbed again: a ``**`` glob cannot be stopped at a
+        deadline, and the last run is what the rule judged."""
+        return evidence.newest_files(self._pattern, self._newest, limits)
 
 
 class DirSizeParams(Params):
@@ -432,6 +487,10 @@ class DirSizeProbe:
                 errors += 1  # an unreadable subdirectory: report what we could see
         details = {"files": files, "truncated": truncated, "errors": errors}
         return [Reading(self._path, float(total), details)]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """Which subdirectories and files hold the bytes."""
+        return evidence.tree(self._path, limits, self._max_entries)
 
 
 # --------------------------------------------------------------------------- table

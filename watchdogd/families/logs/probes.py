@@ -16,20 +16,35 @@ import json
 import os
 import re
 import subprocess
+import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from watchdogd.contracts import Cardinality, Clock, Params, ProbeError, ProbeSpec, Reading, Unit, local_probe
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    Params,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+    local_probe,
+)
 from watchdogd.families.logs.tail import FileTail, NotRegularFile
 from watchdogd.units import Duration, Size
 
 JOURNALCTL = "journalctl"
 JOURNAL_TIMEOUT = 30.0
 EXCERPT = 300
+KEPT_LINES = 20
+"""Matched lines each probe keeps for evidence (the newest): a screenful, a few KiB per rule."""
+KEPT_LINE_CHARS = 200
 
 
 class LogParams(Params):
@@ -224,6 +239,9 @@ class _LogProbe:
             # journald timestamps every entry: the window is full from the first run on.
             self._window.started = clock() - params.window
         self._last_match: str | None = None
+        # The newest matched lines, (time, text cut short), for ``describe``, which runs in another thread.
+        self._recent: deque[tuple[float, str]] = deque(maxlen=KEPT_LINES)
+        self._recent_lock = threading.Lock()
 
     def _count(self) -> tuple[dict[str, Any], float]:
         now = self._clock()
@@ -232,6 +250,9 @@ class _LogProbe:
         matched = [(stamp, text) for stamp, text in chunk.lines if search(text)]
         if matched:
             self._last_match = matched[-1][1][:EXCERPT]
+            kept = [(now if stamp is None else stamp, text[:KEPT_LINE_CHARS]) for stamp, text in matched[-KEPT_LINES:]]
+            with self._recent_lock:
+                self._recent.extend(kept)
         dated = [stamp for stamp, _ in matched if stamp is not None]
         self._window.add_many(dated)
         self._window.add(now, len(matched) - len(dated))
@@ -246,6 +267,39 @@ class _LogProbe:
         if chunk.events:
             details["events"] = chunk.events
         return details, self._window.observed(now)
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The last matched lines (kept as they were read, so nothing is read again), and where they come from.
+
+        A file's lines carry the time watchdogd read them; a journal's, the
+        time journald logged them.
+        """
+        with self._recent_lock:
+            recent = list(self._recent)
+        rows = [{"time": _iso(stamp), "line": text} for stamp, text in recent[-limits.max_items :]]
+        p = self._params
+        source: dict[str, Any] = {"pattern": p.pattern[:KEPT_LINE_CHARS], "window_seconds": p.window}
+        if p.path is not None:
+            source.update(path=p.path, line_times="when watchdogd read the line")
+            try:
+                st = os.stat(p.path)
+                source.update(size_bytes=st.st_size, modified=_iso(st.st_mtime))
+            except OSError as exc:
+                source["error"] = f"cannot stat: {exc.strerror}"
+        else:
+            source.update(unit=p.unit, line_times="journal timestamps")
+        for reading in readings[:1]:
+            source.update({k: reading.details[k] for k in ("matches", "observed") if k in reading.details})
+        sections: dict[str, Any] = {"last matching lines (oldest first)": rows, "log": source}
+        while rows and len(json.dumps(sections, default=str)) > limits.max_bytes:
+            rows = rows[len(rows) // 4 or 1 :]  # the oldest go first
+            sections["last matching lines (oldest first)"] = rows
+            sections["cut short"] = "older lines left out to stay within max_bytes"
+        return sections
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 class MatchesProbe(_LogProbe):

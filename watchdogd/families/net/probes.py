@@ -23,19 +23,31 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from watchdogd import __version__
-from watchdogd.contracts import Cardinality, Clock, Params, ProbeError, ProbeSpec, Reading, Unit, local_probe
-from watchdogd.families.net.x509dates import CertificateError, validity
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    Params,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+    local_probe,
+)
+from watchdogd.families.net.x509dates import CertificateError, _header, validity
 from watchdogd.netio import connect
 from watchdogd.units import Duration, Size
 
@@ -43,6 +55,12 @@ DOWN = float("inf")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = f"watchdogd/{__version__}"
 ERROR_BODY_EXCERPT = 200
+EVIDENCE_BODY = 1024
+"""Bytes of a response body shown in evidence: enough for an error page's message, never a payload."""
+EVIDENCE_HEADERS = ("content-type", "server", "location", "retry-after")
+"""Response headers shown in evidence; never Set-Cookie and the like."""
+EVIDENCE_NAMES = 10
+"""Subject alternative names shown for a certificate (their total is given too)."""
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -67,6 +85,12 @@ def _no_answer(what: str, exc: BaseException, timeout: float) -> str:
     if text == "timed out":
         text = f"timed out after {timeout:g}s"
     return f"no answer from {what}: {text}"
+
+
+def _soft_deadline(limits: EvidenceLimits) -> float:
+    """When describe stops waiting: a little before the engine's deadline, to leave time to answer."""
+    left = limits.deadline - time.monotonic()
+    return limits.deadline - min(0.2, max(0.0, left) * 0.1)
 
 
 def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
@@ -115,6 +139,36 @@ class TcpProbe:
         except OSError as exc:
             raise ProbeError(_no_answer(self._subject, exc, p.timeout)) from None
         return [Reading(self._subject, latency, {"up": True})]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """A connect to every address the name resolves to, each with its own result: "::1 refused, 127.0.0.1
+        connected" tells a dual-stack misconfiguration from a dead service, which one connect cannot."""
+        p = self._params
+        stop = _soft_deadline(limits)
+        section: dict[str, Any] = {"endpoint": self._subject}
+        try:
+            addresses = socket.getaddrinfo(p.host, p.port, type=socket.SOCK_STREAM)[: limits.max_items]
+        except OSError as exc:
+            return {"TCP connect": {**section, "error": _error_text(exc)}}
+        rows = []
+        for index, (family, kind, proto, _name, address) in enumerate(addresses):
+            wait = min(p.timeout, (stop - time.monotonic()) / (len(addresses) - index))
+            row: dict[str, Any] = {"address": str(address[0])}
+            if wait <= 0:
+                rows.append({**row, "result": "not tried: no time left (deadline)"})
+                continue
+            started = time.monotonic()
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(wait)
+                try:
+                    sock.connect(address)
+                    result = "connected"
+                except OSError as exc:
+                    result = _error_text(exc)
+                    if result == "timed out":
+                        result = f"timed out after {wait:.2g}s"
+            rows.append({**row, "result": result, "elapsed": round(time.monotonic() - started, 4)})
+        return {"TCP connect": {**section, "addresses": rows}}
 
 
 # --------------------------------------------------------------------------- tls certificate
@@ -185,6 +239,126 @@ class TlsCertProbe:
             "verify_error": why,
         }
         return [Reading(self._subject, min(left, 0.0) if why else left, details)]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The certificate the server sends now: who it is for, who issued it, its dates, and its names.
+
+        Read from the DER (see ``certificate_facts``), so an expired or
+        untrusted certificate, the one a firing rule is about, shows too.
+        """
+        p = self._params
+        timeout = min(p.timeout, (_soft_deadline(limits) - time.monotonic()) / 2)  # two handshakes if unverified
+        section: dict[str, Any] = {"endpoint": self._subject, "server_name": p.server_name or p.host}
+        if timeout <= 0:
+            return {"TLS certificate": {**section, "error": "no time left (deadline)"}}
+        try:
+            der, why = fetch_certificate(p.host, p.port, p.server_name or p.host, timeout, self._context)
+        except OSError as exc:
+            return {"TLS certificate": {**section, "error": _no_answer(self._subject, exc, timeout)}}
+        section["verify_error"] = why
+        try:
+            not_before, not_after = validity(der)
+            section.update(
+                not_before=_iso(not_before), not_after=_iso(not_after), seconds_left=round(not_after - self._clock())
+            )
+            facts = certificate_facts(der)
+        except (CertificateError, IndexError, ValueError) as exc:
+            return {"TLS certificate": {**section, "error": f"cannot read the certificate: {exc}"}}
+        names = facts.pop("names")
+        section.update(facts)
+        section.update(names=names[: min(EVIDENCE_NAMES, limits.max_items)], names_total=len(names))
+        return {"TLS certificate": section}
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+_NAME_KEYS = {
+    "2.5.4.3": "CN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
+    "2.5.4.10": "O", "2.5.4.11": "OU", "0.9.2342.19200300.100.1.25": "DC", "1.2.840.113549.1.9.1": "emailAddress",
+}
+_STRING_CODECS = {
+    0x0C: "utf-8", 0x12: "ascii", 0x13: "ascii", 0x14: "latin-1", 0x16: "ascii", 0x1A: "ascii",
+    0x1C: "utf-32-be", 0x1E: "utf-16-be",
+}
+_SUBJECT_ALT_NAME = "2.5.29.17"
+_GENERAL_NAMES = {0x81: "email", 0x82: "DNS", 0x86: "URI"}  # [1] rfc822Name, [2] dNSName, [6] URI; [7] is IP
+_NAME_CHARS = 200
+
+
+def _children(der: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(tag, start, end) of each DER element in ``der[start:end]``."""
+    at = start
+    while at < end:
+        tag, content, at = _header(der, at)
+        yield tag, content, at
+
+
+def _oid(raw: bytes) -> str:
+    first = min(raw[0] // 40, 2)
+    parts = [first, raw[0] - 40 * first]
+    value = 0
+    for byte in raw[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(str(part) for part in parts)
+
+
+def _name(der: bytes, start: int, end: int) -> str:
+    """An X.501 Name as ``CN=..., O=...``, in the order the certificate stores it (as openssl prints it)."""
+    parts = []
+    for _set, rdn_start, rdn_end in _children(der, start, end):
+        for _seq, attr_start, attr_end in _children(der, rdn_start, rdn_end):
+            (_, oid_start, oid_end), (tag, value_start, value_end) = list(_children(der, attr_start, attr_end))[:2]
+            oid = _oid(der[oid_start:oid_end])
+            value = der[value_start:value_end].decode(_STRING_CODECS.get(tag, "latin-1"), "replace")
+            parts.append(f"{_NAME_KEYS.get(oid, oid)}={value}")
+    return ", ".join(parts)[:_NAME_CHARS]
+
+
+def _alt_names(der: bytes, start: int, end: int) -> list[str]:
+    """The subjectAltName entries of an ``extensions`` ([3]) element, as ``DNS:host`` / ``IP:addr``."""
+    names: list[str] = []
+    for _tag, seq_start, seq_end in _children(der, start, end):  # the SEQUENCE OF Extension inside [3]
+        for _ext, ext_start, ext_end in _children(der, seq_start, seq_end):
+            parts = list(_children(der, ext_start, ext_end))  # extnID, critical (optional), extnValue
+            if _oid(der[parts[0][1] : parts[0][2]]) != _SUBJECT_ALT_NAME:
+                continue
+            _, value_start, _value_end = parts[-1]  # OCTET STRING holding GeneralNames ::= SEQUENCE
+            _, names_start, names_end = _header(der, value_start)
+            for tag, name_start, name_end in _children(der, names_start, names_end):
+                raw = der[name_start:name_end]
+                if tag == 0x87:
+                    with contextlib.suppress(ValueError):
+                        names.append(f"IP:{ipaddress.ip_address(raw)}")
+                elif tag in _GENERAL_NAMES:
+                    names.append(f"{_GENERAL_NAMES[tag]}:{raw.decode('ascii', 'replace')[:_NAME_CHARS]}")
+    return names
+
+
+def certificate_facts(der: bytes) -> dict[str, Any]:
+    """Subject, issuer, serial number and subject alternative names, from a certificate's DER bytes.
+
+    Like ``x509dates`` (whose element reader it uses), a walk of fixed
+    steps (RFC 5280 4.1), because ``getpeercert()`` decodes only verified
+    certificates. Raises CertificateError (or IndexError) on bytes it cannot walk.
+    """
+    _, cert_start, cert_end = _header(der, 0)
+    _, tbs_start, tbs_end = _header(der, cert_start)
+    fields = list(_children(der, tbs_start, min(tbs_end, cert_end)))
+    if fields and fields[0][0] == 0xA0:  # [0] version, absent in v1 certificates
+        fields = fields[1:]
+    serial, _signature, issuer, _validity, subject, _key, *optional = fields
+    names = [name for tag, start, end in optional if tag == 0xA3 for name in _alt_names(der, start, end)]
+    return {
+        "subject": _name(der, subject[1], subject[2]),
+        "issuer": _name(der, issuer[1], issuer[2]),
+        "serial": der[serial[1] : serial[2]].hex()[:64],
+        "names": names,
+    }
 
 
 # --------------------------------------------------------------------------- http
@@ -275,6 +449,7 @@ class _Exchange:
     cert_der: bytes | None = None
     redirects: list[str] = field(default_factory=list)
     note: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # EVIDENCE_HEADERS of the current hop's response
 
 
 class HttpProbe:
@@ -332,6 +507,43 @@ class HttpProbe:
                 details["body"] = exchange.body[:ERROR_BODY_EXCERPT].decode("utf-8", "replace")
             return [Reading(p.url, DOWN, details)]
         return [Reading(p.url, elapsed, details)]
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The check done again, showing what curl -i would: status, a few headers, the start of the body.
+
+        Same request, redirect policy and TLS settings as ``measure``; the
+        wait is the probe's timeout or what is left of the evidence's, the
+        shorter. User info and query strings of URLs are left out (unless
+        ``show_queries``): that is where credentials and tokens hide.
+        """
+        p = self._params
+        started = time.monotonic()
+        exchange = _Exchange(p.url)
+        show = limits.show_queries
+        section: dict[str, Any] = {"url": _safe_url(p.url, show), "method": p.method}
+        try:
+            self._follow(exchange, min(started + p.timeout, _soft_deadline(limits)))
+            section["verdict"] = self._judge(exchange) or "as expected"
+        except (OSError, http.client.HTTPException) as exc:
+            prefix = "no answer: " if exchange.status is None else ""
+            section["error"] = prefix + _error_text(exc)
+        headers = dict(exchange.headers)
+        if "location" in headers:
+            headers["location"] = _safe_url(urljoin(exchange.url, headers["location"]), show)
+        section.update(status=exchange.status, elapsed=round(time.monotonic() - started, 4), headers=headers)
+        if exchange.redirects:
+            section.update(
+                redirects=[_safe_url(url, show) for url in exchange.redirects[: limits.max_items]],
+                final_url=_safe_url(exchange.url, show),
+            )
+        if exchange.note:
+            section["note"] = _URL_IN_TEXT.sub(lambda m: _safe_url(m.group(), show), exchange.note)
+        head = exchange.body[:EVIDENCE_BODY]
+        section["body_bytes_read"] = len(exchange.body)
+        section["body_start"] = (
+            f"<binary, {len(exchange.body)} bytes>" if b"\0" in head else head.decode("utf-8", "replace")
+        )
+        return {"HTTP response": section}
 
     def _no_answer(self, exchange: _Exchange, exc: BaseException) -> str:
         text = _no_answer(exchange.url, exc, self._params.timeout)
@@ -411,6 +623,7 @@ class HttpProbe:
         p = self._params
         parts = urlsplit(exchange.url)
         exchange.status = None
+        exchange.headers = {}
         if deadline - time.monotonic() <= 0:
             raise TimeoutError("timed out")
         conn = self._open(parts, deadline)
@@ -429,11 +642,32 @@ class HttpProbe:
             response = conn.getresponse()
             exchange.status = response.status
             exchange.location = response.getheader("Location")
+            exchange.headers = {
+                name: value[:ERROR_BODY_EXCERPT]
+                for name in EVIDENCE_HEADERS
+                if (value := response.getheader(name)) is not None
+            }
             exchange.body = b"" if method == "HEAD" else _read_body(response, sock, int(p.max_body), deadline)
         finally:
             if response is not None:
                 response.close()  # the response holds the socket open after conn.close()
             conn.close()
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _safe_url(url: str, show_queries: bool) -> str:
+    """The URL without user info (``user:password@``), and without its query unless ``show_queries``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    query = parts.query if show_queries or not parts.query else "<redacted>"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _read_body(response: http.client.HTTPResponse, sock: socket.socket, limit: int, deadline: float) -> bytes:

@@ -6,6 +6,10 @@ timestamp the breach is measured from) ride along in the details, because a
 pid alone does not name a backend for long and the actions refuse to signal
 anything whose identity or breach changed since it was measured.
 
+Every probe also ``describe``s the server the same way when its rule
+starts firing (``describe_server``): sessions, locks, the xmin horizon and
+replication, read in one bounded read-only transaction.
+
 psycopg is never imported here (see ``target.py``): a host without
 PostgreSQL must not pay for it.
 """
@@ -13,18 +17,39 @@ PostgreSQL must not pay for it.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from watchdogd.contracts import Cardinality, Clock, NoParams, Params, Probe, ProbeSpec, Reading, Unit
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    NoParams,
+    Params,
+    Probe,
+    ProbeSpec,
+    Reading,
+    Unit,
+)
 from watchdogd.families.postgres import queries as q
 from watchdogd.families.postgres.filters import BackendFilter, BackendSelector
-from watchdogd.families.postgres.target import APPLICATION_NAME, PostgresClient, PostgresPermissionError, Row
+from watchdogd.families.postgres.target import (
+    APPLICATION_NAME,
+    PostgresClient,
+    PostgresError,
+    PostgresPermissionError,
+    Row,
+    _classify,
+)
+
+if TYPE_CHECKING:
+    import psycopg
 
 TOP_GROUPS = 20
 """How many databases/users/states ``postgres.connections`` details list before folding the rest."""
@@ -62,10 +87,277 @@ def backend_details(row: Row, check: str, mark: datetime | None) -> dict[str, An
     }
 
 
+# --------------------------------------------------------------------------- evidence
+
+
+QUERY_CHARS = 200
+"""Query texts in evidence are cut here (``left()`` on the server): enough to recognise the statement."""
+TEXT_CHARS = 200
+"""Any other text (names, lock descriptions) is cut here too, whatever the server holds."""
+REDACTED = "<redacted>"
+"""In place of a query text unless the operator set ``evidence.show_queries``: texts carry customer data."""
+_MARGIN = 0.1
+"""Seconds of the deadline kept back from the server's statement_timeout, to return what was read in time."""
+
+
+class _OutOfTime(Exception):
+    """The deadline came before (or during) a statement: the sections read so far are returned."""
+
+
+class _Reader:
+    """The statements of one ``describe``, in one read-only transaction on the target's shared connection.
+
+    The shared connection, not a new one: the evidence matters most when the
+    server refuses new clients (``max_connections``), and the daemon must not
+    add a backend to a server in trouble. Each statement gets ``SET LOCAL
+    statement_timeout`` = what is left of the deadline, so the server cancels
+    it in time and the connection is free for the other rules; the
+    transaction is always rolled back, which also undoes the timeout.
+
+    ``PostgresClient`` has no public way to run several statements in one
+    transaction, so this takes its lock and connection itself (this family's
+    own module); the lock wait is bounded by the deadline too, so a describe
+    never outlives it waiting behind another rule's statement.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Row], deadline: float) -> None:
+        self._conn = conn
+        self._deadline = deadline
+        self.cut = False
+
+    def rows(self, statement: str, params: Mapping[str, Any]) -> list[Row]:
+        """The statement's rows; raises ``_OutOfTime`` when the deadline is (or comes) too close."""
+        left = self._deadline - time.monotonic() - _MARGIN
+        if self.cut or left < 0.01:
+            self.cut = True
+            raise _OutOfTime
+        try:
+            self._conn.execute(q.LOCAL_STATEMENT_TIMEOUT, {"ms": str(max(1, int(left * 1000)))})
+            return self._conn.execute(statement, params).fetchall()
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: our statement_timeout
+                self.cut = True  # the transaction is aborted now: nothing more can be read in it
+                raise _OutOfTime from None
+            raise _classify(exc) from None
+
+
+def _read_only(client: PostgresClient, deadline: float, read: Callable[[_Reader], None]) -> None:
+    """Run ``read`` in a rolled-back read-only transaction on the shared connection (see ``_Reader``)."""
+    wait = deadline - time.monotonic() - _MARGIN
+    if wait <= 0 or not client._lock.acquire(timeout=wait):
+        raise PostgresError(f"busy: another rule's statement on {client.label} held the connection until "
+                            "the evidence deadline")
+    try:
+        conn, _ = client._connection()
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                read(_Reader(conn, deadline))
+        except (PostgresError, _OutOfTime):
+            raise
+        except Exception as exc:  # BEGIN, SET or the rollback failed: the connection is likely gone
+            raise _classify(exc) from None
+    finally:
+        client._lock.release()
+
+
+def _short(value: Any) -> Any:
+    return value[:TEXT_CHARS] if isinstance(value, str) else value
+
+
+def _secs(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _query(row: Row, limits: EvidenceLimits) -> str | None:
+    return _short(row["query"]) if limits.show_queries else REDACTED
+
+
+def _sessions(rows: Sequence[Row], limits: EvidenceLimits) -> dict[str, Any]:
+    groups = [{
+        "user": _short(row["usename"]),
+        "application": _short(row["application_name"]),
+        "state": row["state"],
+        "sessions": int(row["sessions"]),
+        "waiting_on_locks": int(row["waiting_on_locks"]),
+        "oldest_state_seconds": _secs(row["oldest_state_seconds"]),
+        "oldest_transaction_seconds": _secs(row["oldest_transaction_seconds"]),
+        **({"not_visible": int(row["not_visible"])} if row["not_visible"] else {}),
+    } for row in rows[:limits.max_items]]
+    total_groups = int(rows[0]["groups"]) if rows else 0
+    return {"sessions": int(rows[0]["total"]) if rows else 0, "groups": groups,
+            "more_groups": max(0, total_groups - len(groups))}
+
+
+def _blocked(rows: Sequence[Row], limits: EvidenceLimits) -> dict[str, Any]:
+    return {
+        "waiting": int(rows[0]["total"]) if rows else 0,
+        "blocked": [{
+            "pid": row["pid"],
+            "blocked_by": list(row["blocked_by"] or [])[:limits.max_items],
+            "user": _short(row["usename"]),
+            "database": _short(row["datname"]),
+            "application": _short(row["application_name"]),
+            "state": row["state"],
+            "waiting_seconds": _secs(row["waiting_seconds"]),
+            "transaction_seconds": _secs(row["transaction_seconds"]),
+            "lock": {"type": row["locktype"], "mode": row["mode"], "relation": _short(row["relation"])},
+            "query": _query(row, limits),
+        } for row in rows[:limits.max_items]],
+    }
+
+
+def _blocking(rows: Sequence[Row], limits: EvidenceLimits) -> dict[str, Any]:
+    return {
+        "blocking_sessions": int(rows[0]["total"]) if rows else 0,
+        "blocking": [{
+            "pid": row["pid"],
+            "kind": "prepared transaction" if row["pid"] == 0 else _short(row["backend_type"]),
+            "blocks_directly": int(row["blocks"]),
+            "user": _short(row["usename"]),
+            "database": _short(row["datname"]),
+            "application": _short(row["application_name"]),
+            "state": row["state"],
+            "waiting_itself": bool(row["waiting"]),
+            "transaction_seconds": _secs(row["transaction_seconds"]),
+            "state_seconds": _secs(row["state_seconds"]),
+            "holds": [_short(lock) for lock in (row["holds"] or [])[:limits.max_items]],
+            "query": _query(row, limits) if row["pid"] else None,
+        } for row in rows[:limits.max_items]],
+    }
+
+
+def _xmin(rows: Sequence[Row], limits: EvidenceLimits) -> dict[str, Any]:
+    holders = []
+    for row in rows[:limits.max_items]:
+        holder = {
+            "kind": row["kind"],
+            "pid": row["pid"],
+            "name": _short(row["name"]),
+            "user": _short(row["usename"]),
+            "database": _short(row["datname"]),
+            "application": _short(row["application_name"]),
+            "state": row["state"],
+            "xmin_age_transactions": row["xmin_age"],
+            "transaction_seconds": _secs(row["transaction_seconds"]),
+            "state_seconds": _secs(row["state_seconds"]),
+        }
+        if row["kind"] == "backend":
+            holder["query"] = _query(row, limits)
+        holders.append({key: value for key, value in holder.items() if value is not None})
+    return {"holders": holders, "more": max(0, (int(rows[0]["total"]) if rows else 0) - len(holders))}
+
+
+def _replication(rows: Sequence[Row], limits: EvidenceLimits) -> dict[str, Any]:
+    subjects = dict(_replica_subjects(rows))
+    return {
+        "replicas": int(rows[0]["total"]) if rows else 0,
+        "positions": [{
+            "client": _short(subject),
+            "state": row["state"],
+            "sync_state": row["sync_state"],
+            **{f"{step}_lag_bytes": row[f"{step}_lag_bytes"] for step in ("sent", "write", "flush", "replay")},
+            **{f"{step}_lag_seconds": _secs(row[f"{step}_lag_seconds"]) for step in ("write", "flush", "replay")},
+            "seconds_since_reply": _secs(row["seconds_since_reply"]),
+        } for subject, row in list(subjects.items())[:limits.max_items]],
+    }
+
+
+SECTION_SESSIONS = "sessions by user, application and state"
+SECTION_LOCKS = "blocked and blocking"
+SECTION_XMIN = "oldest transactions holding back vacuum"
+SECTION_REPLICATION = "replication"
+
+
+def describe_server(client: PostgresClient, limits: EvidenceLimits) -> dict[str, Any]:
+    """What the PostgreSQL runbooks look at first, the same for every ``postgres.*`` probe.
+
+    Sessions by who and what state (who is using the slots, who has been
+    idle in a transaction for an hour), who blocks whom on which lock, what
+    holds the xmin horizon (why vacuum cannot keep up), and how far behind
+    each replica is (only when there are any). Read in one transaction, so
+    the activity rows agree with each other (PostgreSQL snapshots
+    ``pg_stat_activity`` per transaction). A section the deadline left out
+    says ``{"cut": "deadline"}``; a list longer than ``max_items`` says how
+    many there were.
+    """
+    params = {"limit": limits.max_items, "show_queries": limits.show_queries, "query_chars": QUERY_CHARS}
+    sections: dict[str, Any] = {}
+    complete: set[str] = set()
+
+    def read(reader: _Reader) -> None:
+        sections[SECTION_SESSIONS] = _sessions(reader.rows(q.EVIDENCE_SESSIONS, params), limits)
+        complete.add(SECTION_SESSIONS)
+        sections[SECTION_LOCKS] = _blocked(reader.rows(q.EVIDENCE_BLOCKED, params), limits)
+        sections[SECTION_LOCKS].update(_blocking(reader.rows(q.EVIDENCE_BLOCKING, params), limits))
+        complete.add(SECTION_LOCKS)
+        sections[SECTION_XMIN] = _xmin(reader.rows(q.EVIDENCE_XMIN, params), limits)
+        complete.add(SECTION_XMIN)
+        replicas = reader.rows(q.EVIDENCE_REPLICATION, params)
+        if replicas:
+            sections[SECTION_REPLICATION] = _replication(replicas, limits)
+        complete.add(SECTION_REPLICATION)
+
+    try:
+        _read_only(client, limits.deadline, read)
+    except _OutOfTime:
+        for name in (SECTION_SESSIONS, SECTION_LOCKS, SECTION_XMIN, SECTION_REPLICATION):
+            if name not in complete:  # missing, or (locks) with the blocked but not the blocking
+                sections.setdefault(name, {})["cut"] = "deadline"
+    return fit(sections, limits.max_bytes)
+
+
+def fit(sections: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Halve the longest list until the sections' JSON is within ``max_bytes``; the list's dict says so.
+
+    Lists are already cut to ``max_items`` and texts to 200 characters, so
+    this rarely does anything; when it does, the rows that survive are the
+    first ones (the worst: every list is sorted worst first) and the section
+    stays whole, rather than the engine dropping the largest section outright.
+    """
+    def size() -> int:
+        return len(json.dumps(sections, default=str))
+
+    while size() > max_bytes:
+        found = _longest_list(sections)
+        if found is None:
+            break
+        parent, key, items = found
+        parent[key] = items[:len(items) // 2]
+        parent["cut"] = "max_bytes"
+    return sections
+
+
+def _longest_list(node: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]] | None:
+    """The list (of two items or more) with the longest JSON anywhere under ``node``, with its dict."""
+    best: tuple[dict[str, Any], str, list[Any]] | None = None
+    best_size = 0
+    todo = [node]
+    while todo:
+        parent = todo.pop()
+        for key, value in parent.items():
+            if isinstance(value, dict):
+                todo.append(value)
+            elif isinstance(value, list):
+                todo.extend(item for item in value if isinstance(item, dict))
+                if len(value) > 1 and (length := len(json.dumps(value, default=str))) > best_size:
+                    best, best_size = (parent, key, value), length
+    return best
+
+
+class _DescribesServer:
+    """``describe`` for every PostgreSQL probe: the runbook's first look at the whole server."""
+
+    _client: PostgresClient
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        return describe_server(self._client, limits)
+
+
 # --------------------------------------------------------------------------- per-backend ages
 
 
-class _BackendAgeProbe:
+class _BackendAgeProbe(_DescribesServer):
     """Seconds since a backend entered a state (or started a query), one reading per backend.
 
     Subclasses are rows of a table, not behaviour: which states, which
@@ -128,7 +420,7 @@ class BlockingParams(BackendFilter):
     """Report only blockers that do not wait themselves: in a chain A <- B <- C, killing B helps nobody."""
 
 
-class BlockingProbe:
+class BlockingProbe(_DescribesServer):
     """``postgres.blocking``: per blocking backend, how many backends wait on it, directly or down a chain.
 
     The value counts the whole tree under the blocker, because that is the
@@ -194,7 +486,7 @@ class UpParams(Params):
     """Measure a fresh connection (what a new application client sees) rather than the shared one."""
 
 
-class UpProbe:
+class UpProbe(_DescribesServer):
     """``postgres.up``: connect + ``SELECT 1`` latency in seconds; the probe is down when either fails.
 
     With ``new_connection`` (the default) a refused connection ("too many
@@ -229,7 +521,7 @@ class UpProbe:
                                                       "in_recovery": row["in_recovery"]})]
 
 
-class ConnectionsProbe:
+class ConnectionsProbe(_DescribesServer):
     """``postgres.connections``: client backends as a percent of the slots applications can use.
 
     ``max_connections`` minus the reserved slots is where applications get
@@ -295,7 +587,7 @@ def _replica_subjects(rows: Sequence[Row]) -> list[tuple[str, Row]]:
     ]
 
 
-class _ReplicationProbe:
+class _ReplicationProbe(_DescribesServer):
     """Per downstream replica, plus ``standby`` for this server's own replay when it is one.
 
     A replica that disconnects vanishes from ``pg_stat_replication`` and so
@@ -347,7 +639,7 @@ class ReplicationLagBytesProbe(_ReplicationProbe):
     VALUE = "replay_bytes"
 
 
-class ReplicasProbe:
+class ReplicasProbe(_DescribesServer):
     """``postgres.replicas``: how many replicas are streaming, so a vanished one is noticed (``below: N``)."""
 
     def __init__(self, params: NoParams, client: PostgresClient, clock: Clock) -> None:
@@ -378,7 +670,7 @@ class DeadTupleParams(Params):
     """Tables with fewer dead tuples are not reported: on a 40-row table a 50 % ratio is noise."""
 
 
-class _DeadTupleProbe:
+class _DeadTupleProbe(_DescribesServer):
     """Per table of the target's database (``pg_stat_user_tables`` is per database)."""
 
     VALUE = "dead_tuples"

@@ -232,3 +232,159 @@ STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, false)"
 
 def vacuum_privilege(server_version: int) -> str:
     return next(expr for since, expr in VACUUM_PRIVILEGE_SINCE if server_version >= since)
+
+# -- evidence (``describe``): what the runbooks look at first -------------------------------------
+#
+# Sent by ``probes.describe_server`` in one read-only transaction on the shared connection, each under
+# ``LOCAL_STATEMENT_TIMEOUT`` (what is left of the deadline). Query texts are fetched only when
+# ``show_queries`` is true, so a redacted text never even leaves the server. Every list is cut by
+# ``LIMIT %(limit)s`` and says how many rows there were in all (``count(*) OVER ()``). Ages are seconds.
+#
+# A relation named by a lock is resolved with ``regclass``, which takes no lock but knows only this
+# database's tables and the shared catalogs (database 0): elsewhere the same oid may be another table,
+# so those are shown as an oid in their database.
+
+LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, true)"
+"""SET LOCAL statement_timeout, as a function so the value is a bound parameter; undone by the rollback."""
+
+EVIDENCE_SESSIONS = """
+SELECT a.usename, a.application_name, a.state,
+       count(*) AS sessions,
+       count(*) FILTER (WHERE a.wait_event_type = 'Lock') AS waiting_on_locks,
+       count(*) FILTER (WHERE a.backend_type IS NULL) AS not_visible,
+       EXTRACT(EPOCH FROM max(now() - a.state_change))::float8 AS oldest_state_seconds,
+       EXTRACT(EPOCH FROM max(now() - a.xact_start))::float8 AS oldest_transaction_seconds,
+       count(*) OVER () AS groups,
+       sum(count(*)) OVER () AS total
+FROM pg_stat_activity a
+WHERE a.pid <> pg_backend_pid() AND (a.backend_type = 'client backend' OR a.backend_type IS NULL)
+GROUP BY a.usename, a.application_name, a.state
+ORDER BY sessions DESC, oldest_state_seconds DESC NULLS LAST, a.usename, a.application_name, a.state
+LIMIT %(limit)s
+"""
+"""Client sessions grouped by user, application and state. Our own session is left out; the daemon's
+other connections (``application_name = 'watchdogd'``) are counted: they use slots too. A role without
+``pg_read_all_stats`` sees other users' sessions without a state: ``not_visible`` counts them."""
+
+EVIDENCE_BLOCKED = """
+WITH here AS (SELECT oid FROM pg_database WHERE datname = current_database())
+SELECT a.pid, pg_blocking_pids(a.pid) AS blocked_by,
+       a.usename, a.datname, a.application_name, a.state,
+       EXTRACT(EPOCH FROM now() - COALESCE((to_jsonb(l) ->> 'waitstart')::timestamptz,
+                                           a.query_start))::float8 AS waiting_seconds,
+       EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS transaction_seconds,
+       l.locktype, l.mode,
+       CASE WHEN l.database = 0 OR l.database = (SELECT oid FROM here) THEN l.relation::regclass::text
+            ELSE 'oid ' || l.relation || ' in database ' || l.database END AS relation,
+       CASE WHEN %(show_queries)s THEN left(a.query, %(query_chars)s) END AS query,
+       count(*) OVER () AS total
+FROM pg_stat_activity a
+LEFT JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
+WHERE a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()
+ORDER BY waiting_seconds DESC NULLS LAST, a.pid
+LIMIT %(limit)s
+"""
+"""Backends waiting for a lock, longest first: what they want (mode, relation) and who is in the way.
+
+A backend waits for one lock at a time, so the LEFT JOIN adds at most one
+row per waiter. ``pg_locks.waitstart`` exists from PostgreSQL 14; read
+through ``to_jsonb`` it is NULL before, and the wait counts from the
+query's start instead. ``relation`` is NULL for a lock on something else
+(a transaction id, a tuple's transaction, an advisory lock: ``locktype``).
+"""
+
+EVIDENCE_BLOCKING = """
+WITH here AS (SELECT oid FROM pg_database WHERE datname = current_database()),
+edges AS (
+    SELECT w.pid AS waiter, b.pid AS blocker
+    FROM pg_stat_activity w
+    CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)
+    WHERE w.wait_event_type = 'Lock'
+),
+blockers AS (
+    SELECT blocker AS pid, count(DISTINCT waiter) AS blocks FROM edges GROUP BY blocker
+),
+held AS (
+    SELECT DISTINCT e.blocker AS pid, h.mode,
+           CASE WHEN h.relation IS NULL THEN h.locktype
+                WHEN h.database = 0 OR h.database = (SELECT oid FROM here) THEN h.relation::regclass::text
+                ELSE 'oid ' || h.relation || ' in database ' || h.database END AS what
+    FROM edges e
+    JOIN pg_locks w ON w.pid = e.waiter AND NOT w.granted
+    JOIN pg_locks h ON h.pid = e.blocker AND h.granted
+         AND h.locktype = w.locktype
+         AND h.database IS NOT DISTINCT FROM w.database
+         AND h.relation IS NOT DISTINCT FROM w.relation
+         AND h.page IS NOT DISTINCT FROM w.page
+         AND h.tuple IS NOT DISTINCT FROM w.tuple
+         AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid
+         AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+         AND h.classid IS NOT DISTINCT FROM w.classid
+         AND h.objid IS NOT DISTINCT FROM w.objid
+         AND h.objsubid IS NOT DISTINCT FROM w.objsubid
+)
+SELECT b.pid, b.blocks, a.backend_type, a.usename, a.datname, a.application_name, a.state,
+       COALESCE(a.wait_event_type = 'Lock', false) AS waiting,
+       EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS transaction_seconds,
+       EXTRACT(EPOCH FROM now() - a.state_change)::float8 AS state_seconds,
+       ARRAY(SELECT h.mode || ' on ' || h.what FROM held h WHERE h.pid = b.pid ORDER BY 1) AS holds,
+       CASE WHEN %(show_queries)s THEN left(a.query, %(query_chars)s) END AS query,
+       count(*) OVER () AS total
+FROM blockers b
+LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+ORDER BY b.blocks DESC, transaction_seconds DESC NULLS LAST, b.pid
+LIMIT %(limit)s
+"""
+"""Backends others wait for, by how many wait on them directly, with the locks they hold on exactly
+what their waiters want (the lock tag, every field of it). A pid of 0 is a prepared transaction (no
+backend, so no activity row). ``holds`` is empty for a blocker that is only ahead in the queue, waiting
+for a conflicting lock itself, which ``waiting`` then shows."""
+
+EVIDENCE_XMIN = """
+SELECT x.*, count(*) OVER () AS total FROM (
+    SELECT 'backend' AS kind, a.pid, NULL AS name, a.usename, a.datname, a.application_name, a.state,
+           GREATEST(age(a.backend_xmin), age(a.backend_xid)) AS xmin_age,
+           EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS transaction_seconds,
+           EXTRACT(EPOCH FROM now() - a.state_change)::float8 AS state_seconds,
+           CASE WHEN %(show_queries)s THEN left(a.query, %(query_chars)s) END AS query
+    FROM pg_stat_activity a
+    WHERE (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.pid <> pg_backend_pid()
+    UNION ALL
+    SELECT 'prepared transaction', NULL, p.gid, p.owner, p.database, NULL, NULL,
+           age(p.transaction), EXTRACT(EPOCH FROM now() - p.prepared)::float8, NULL, NULL
+    FROM pg_prepared_xacts p
+    UNION ALL
+    SELECT 'replication slot', s.active_pid, s.slot_name, NULL, s.database, NULL,
+           CASE WHEN s.active THEN 'active' ELSE 'inactive' END,
+           GREATEST(age(s.xmin), age(s.catalog_xmin)), NULL, NULL, NULL
+    FROM pg_replication_slots s
+    WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+) x
+ORDER BY xmin_age DESC NULLS LAST, transaction_seconds DESC NULLS LAST
+LIMIT %(limit)s
+"""
+"""What holds the xmin horizon back, oldest first: VACUUM cannot remove rows that any of these may still
+see. ``xmin_age`` is in transactions (``age()``); a backend's own ``backend_xid`` counts too, since an
+open writing transaction holds the horizon as surely as a snapshot. Our own snapshot (this very
+transaction's) is left out."""
+
+EVIDENCE_REPLICATION = """
+WITH pos AS (
+    SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn
+)
+SELECT s.application_name, host(s.client_addr) AS client_addr, s.client_port, s.state, s.sync_state,
+       pg_wal_lsn_diff(pos.lsn, s.sent_lsn)::float8 AS sent_lag_bytes,
+       pg_wal_lsn_diff(pos.lsn, s.write_lsn)::float8 AS write_lag_bytes,
+       pg_wal_lsn_diff(pos.lsn, s.flush_lsn)::float8 AS flush_lag_bytes,
+       pg_wal_lsn_diff(pos.lsn, s.replay_lsn)::float8 AS replay_lag_bytes,
+       EXTRACT(EPOCH FROM s.write_lag)::float8 AS write_lag_seconds,
+       EXTRACT(EPOCH FROM s.flush_lag)::float8 AS flush_lag_seconds,
+       EXTRACT(EPOCH FROM s.replay_lag)::float8 AS replay_lag_seconds,
+       EXTRACT(EPOCH FROM now() - s.reply_time)::float8 AS seconds_since_reply,
+       count(*) OVER () AS total
+FROM pg_stat_replication s, pos
+ORDER BY replay_lag_bytes DESC NULLS LAST, s.application_name, s.client_addr, s.client_port
+LIMIT %(limit)s
+"""
+"""Each downstream replica's position behind this server's WAL (the current LSN on a primary, the
+replayed one on a cascading standby, as in ``REPLICAS``), in bytes, and the server's lag times."""

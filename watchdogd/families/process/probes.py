@@ -14,17 +14,19 @@ clock the kernel's accounting follows; the wall clock may step under NTP.
 
 from __future__ import annotations
 
+import json
+import pwd
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from watchdogd.contracts import Cardinality, Clock, Probe, ProbeError, ProbeSpec, Reading, Unit
+from watchdogd.contracts import Cardinality, Clock, EvidenceLimits, Probe, ProbeError, ProbeSpec, Reading, Unit
 from watchdogd.families.process import procfs
-from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector
+from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector, process_name
 from watchdogd.units import Duration
 
 Monotonic = Callable[[], float]
@@ -62,6 +64,15 @@ class _ProcessProbe:
             return self._selection.select(), procfs.boot_time()
         except OSError as exc:
             raise ProbeError(f"cannot list processes: {exc}") from exc
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """The processes the readings name, as ps and top would show them now.
+
+        Only the pids the readings carry are looked at (the selection's cache
+        belongs to ``measure``, which may run meanwhile), and each is checked
+        to be the same process (``start_ticks``) as when it was measured.
+        """
+        return describe_processes(readings, limits)
 
 
 class CountProbe(_ProcessProbe):
@@ -287,6 +298,134 @@ class FdsProbe(_ProcessProbe):
                 f" (pid {denied[0]}...): run watchdogd as root or with CAP_SYS_PTRACE"
             )
         return readings
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+EVIDENCE_CUT = 200
+"""Longest string in evidence (names, command lines)."""
+
+CPU_SAMPLE = 0.5
+"""Seconds between the two samples of the processes' CPU ticks: a current rate, as top shows it."""
+
+
+def _wanted(readings: Sequence[Reading], max_items: int) -> list[tuple[int, int | None]]:
+    """(pid, start_ticks or None) for the readings, the highest value first, at most ``max_items``.
+
+    Per-process readings carry their pid and start ticks; ``process.count``
+    carries the (first 20) pids of its selection.
+    """
+    wanted: dict[int, int | None] = {}
+    for reading in sorted(readings, key=lambda r: r.value, reverse=True):
+        details = reading.details
+        if isinstance(details.get("pid"), int):
+            ticks = details.get("start_ticks")
+            wanted.setdefault(details["pid"], ticks if isinstance(ticks, int) else None)
+        for pid in details.get("pids") or ():
+            if isinstance(pid, int):
+                wanted.setdefault(pid, None)
+    return list(wanted.items())[:max_items]
+
+
+def _command(argv: tuple[str, ...], name: str, show: bool) -> str:
+    """argv[0] only unless ``show_queries``: arguments are where passwords and tokens sit."""
+    if not argv:
+        return f"[{name}]"
+    if show:
+        return " ".join(argv)[:EVIDENCE_CUT]
+    return argv[0][:EVIDENCE_CUT] + (" <redacted>" if len(argv) > 1 else "")
+
+
+def _user(pid: int) -> str | None:
+    uid = procfs.read_uid(pid)
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _fds(pid: int) -> tuple[int | None, int | str | None]:
+    """(open descriptors, soft limit); None where we may not look (another user's process, without root)."""
+    try:
+        fds: int | None = procfs.count_fds(pid)
+    except OSError:
+        fds = None
+    try:
+        limit = procfs.nofile_soft_limit(pid)
+    except OSError:
+        return fds, None
+    return fds, limit if limit is not None else "unlimited"
+
+
+def describe_processes(readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+    """Rows of pid, name, user, state, CPU (sampled now), RSS, age, threads, open files, command."""
+    stop = limits.deadline - min(0.2, max(0.0, limits.deadline - time.monotonic()) * 0.1)
+    first: dict[int, tuple[procfs.Stat, float]] = {}
+    gone: list[int] = []
+    for pid, ticks in _wanted(readings, limits.max_items):
+        st = procfs.read_stat(pid)
+        if st is None or (ticks is not None and st.start_ticks != ticks):
+            gone.append(pid)  # exited, or the pid now belongs to another process
+        else:
+            first[pid] = (st, time.monotonic())
+    interval = min(CPU_SAMPLE, (stop - time.monotonic()) / 3)
+    if first and interval > 0.02:
+        time.sleep(interval)  # the interval of the rate, not a wait for an event
+    else:
+        interval = 0.0
+    rows = []
+    cut = None
+    up = procfs.uptime()
+    for pid, (before, at) in first.items():
+        if time.monotonic() >= stop:
+            cut = "deadline"
+            break
+        st = procfs.read_stat(pid)
+        if st is None or st.start_ticks != before.start_ticks:
+            gone.append(pid)
+            continue
+        elapsed = time.monotonic() - at
+        percent = (st.cpu_ticks - before.cpu_ticks) / procfs.CLOCK_TICKS / elapsed * 100.0 if interval else None
+        fds, limit = _fds(pid)
+        argv = procfs.read_cmdline(pid)
+        name = process_name(st.comm, argv)
+        rows.append({
+            "pid": pid,
+            "name": name,
+            "user": _user(pid),
+            "state": st.state,
+            "cpu_percent": round(percent, 1) if percent is not None else None,
+            "rss_bytes": st.rss,
+            "age_seconds": round(max(0.0, up - st.start_ticks / procfs.CLOCK_TICKS)),
+            "threads": st.threads,
+            "fds": fds,
+            "fd_limit": limit,
+            "cmdline": _command(argv, name, limits.show_queries),
+        })
+    sections: dict[str, Any] = {
+        "matching processes": rows,
+        "process sample": {
+            "cpu_interval_seconds": round(interval, 2),
+            "cpu_percent_is": "of one core over the interval, as top shows it",
+            "gone_since_measured": gone,
+            "cut": cut,
+        },
+    }
+    return _fit_rows(sections, "matching processes", limits.max_bytes)
+
+
+def _fit_rows(sections: dict[str, Any], key: str, max_bytes: int) -> dict[str, Any]:
+    """Leave rows of ``sections[key]`` out from its end until the JSON fits, and say how many."""
+    rows: list[Any] = sections[key]
+    kept = len(rows)
+    while kept and len(json.dumps(sections, default=str)) > max_bytes:
+        kept -= max(1, kept // 4)
+        sections[key] = rows[:kept]
+        sections["cut short"] = {key: f"{len(rows) - kept} rows left out to stay within {max_bytes} bytes"}
+    return sections
 
 
 def _factory(cls: Callable[[Any], Probe]) -> Callable[[Any, Any, Clock], Probe]:

@@ -293,3 +293,67 @@ class ClientDetails(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+IDLE_BUCKETS: tuple[tuple[int, str], ...] = (
+    (10, "under 10s"), (60, "10s to 1m"), (600, "1m to 10m"), (3600, "10m to 1h"), (86400, "1h to 1d"),
+)
+"""Upper bounds (seconds, exclusive) of the idle-time buckets of the evidence; the rest is "over 1d"."""
+_OVER = "over 1d"
+
+
+def idle_bucket(seconds: int) -> str:
+    return next((name for bound, name in IDLE_BUCKETS if seconds < bound), _OVER)
+
+
+def summarize_clients(rows: Sequence[ClientRow], own_name: str, max_items: int) -> dict[str, Any]:
+    """CLIENT LIST as counts, for the evidence of a firing Redis rule: who is connected, doing what.
+
+    Counts by flags, last command, idle time and peer IP (a leaking pool
+    shows as one IP with thousands of idle clients), then the longest-idle
+    clients by ``ip:port``, id and age. Client names are left out on purpose
+    (they are free text an application chooses), and CLIENT LIST carries no
+    command arguments. watchdogd's own connections are counted but never
+    listed as idle clients: the pool idles between probes by design.
+    """
+    by_flags: dict[str, int] = {}
+    by_command: dict[str, int] = {}
+    by_idle: dict[str, int] = {name: 0 for _, name in IDLE_BUCKETS} | {_OVER: 0}
+    by_ip: dict[str, int] = {}
+    for row in rows:
+        flags, idle = row[_FLAGS], int(row[_FIELD_INDEX["idle"]] or 0)
+        by_flags[flags] = by_flags.get(flags, 0) + 1
+        cmd = row[_FIELD_INDEX["cmd"]] or "-"
+        by_command[cmd] = by_command.get(cmd, 0) + 1
+        by_idle[idle_bucket(idle)] += 1
+        ip = client_ip(row[_ADDR], flags) or UNIX_ADDRESS
+        by_ip[ip] = by_ip.get(ip, 0) + 1
+    others = [row for row in rows if row[_NAME] != own_name]
+    longest = sorted(others, key=lambda row: -int(row[_FIELD_INDEX["idle"]] or 0))[:max_items]
+    return {
+        "clients": len(rows),
+        "by_flags": top_counts(by_flags, max_items),
+        "by_command": top_counts(by_command, max_items),
+        "by_idle": {name: n for name, n in by_idle.items() if n},
+        "by_ip": top_counts(by_ip, max_items),
+        "longest_idle": [{
+            "id": int(row[_FIELD_INDEX["id"]] or 0),
+            "addr": row[_ADDR],
+            "user": row[_FIELD_INDEX["user"]][:100],
+            "db": row[_FIELD_INDEX["db"]],
+            "flags": row[_FLAGS],
+            "cmd": row[_FIELD_INDEX["cmd"]],
+            "age": int(row[_FIELD_INDEX["age"]] or 0),
+            "idle": int(row[_FIELD_INDEX["idle"]] or 0),
+        } for row in longest],
+    }
+
+
+def top_counts(counts: Mapping[str, int], max_items: int) -> dict[str, int]:
+    """The ``max_items`` largest counts, the rest folded into ``(other)`` so the total still adds up."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    top = dict(ranked[:max_items])
+    rest = sum(n for _, n in ranked[max_items:])
+    if rest:
+        top["(other)"] = rest
+    return top

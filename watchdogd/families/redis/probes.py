@@ -3,7 +3,8 @@
 Every probe reads through the shared :class:`~watchdogd.families.redis.target.RedisTarget`
 (one pool per target, reconnect with backoff) and uses only read-only
 commands: PING, INFO, CLIENT LIST, SCAN, TYPE, LLEN/XLEN/ZCARD/SCARD and
-SLOWLOG GET. ``redis`` itself is never imported here.
+SLOWLOG GET (and, for the evidence, MEMORY USAGE, TYPE, TTL and O(1)
+lengths). ``redis`` itself is never imported here.
 
 Rate probes keep the previous INFO sample in the probe instance, so two
 rules watching one server never share (and disturb) an interval. Their
@@ -13,6 +14,8 @@ reading: there is no interval to speak of, and an alarm needs evidence.
 
 from __future__ import annotations
 
+import heapq
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,18 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from watchdogd.contracts import Cardinality, Clock, NoParams, Params, Probe, ProbeError, ProbeSpec, Reading, Unit
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    NoParams,
+    Params,
+    Probe,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+)
 from watchdogd.families.redis import counters
 from watchdogd.families.redis.clients import (
     CLIENT_FIELDS,
@@ -28,9 +42,10 @@ from watchdogd.families.redis.clients import (
     ClientFilter,
     ClientFilterParams,
     client_rows,
+    summarize_clients,
     unprotected,
 )
-from watchdogd.families.redis.target import RedisTarget
+from watchdogd.families.redis.target import RedisCommandError, RedisTarget
 
 SCAN_COUNT = 1000
 """SCAN's COUNT hint: big enough for few round trips, small enough that one call stays well under 1 ms."""
@@ -87,10 +102,239 @@ def _factory(build: Callable[[Any, RedisTarget, Clock], Probe]) -> Callable[[Any
     return factory
 
 
+# --------------------------------------------------------------------------- evidence
+
+
+KEY_CHARS = 100
+"""Key names in evidence are cut here. They are data, not secrets, and the operator needs them to act."""
+ARGS_CHARS = 200
+"""Slowlog command arguments (only with ``evidence.show_queries``) are cut here, all arguments together."""
+REDACTED = "<redacted>"
+BIGKEYS_SCAN = 1000
+"""Keys examined at most for the biggest-keys sample: a bounded look, never a walk of the whole keyspace."""
+BIGKEYS_COUNT = 100
+"""SCAN's COUNT for that sample: ten short round trips, each a small pipeline of MEMORY USAGE."""
+
+INFO_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "server": ("redis_version", "redis_mode", "uptime_in_seconds", "role", "connected_slaves",
+               "master_link_status"),
+    "clients": ("connected_clients", "blocked_clients", "maxclients", "client_recent_max_input_buffer",
+                "client_recent_max_output_buffer"),
+    "memory": ("used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "maxmemory_policy",
+               "mem_fragmentation_ratio", "total_system_memory"),
+    "stats": ("instantaneous_ops_per_sec", "total_commands_processed", "keyspace_hits", "keyspace_misses",
+              "evicted_keys", "expired_keys", "rejected_connections", "total_connections_received"),
+}
+"""The INFO fields the runbooks read first, per section (``role`` and the link come from INFO replication)."""
+
+LENGTH_OF_TYPE: Mapping[str, str] = {
+    "list": "LLEN", "stream": "XLEN", "zset": "ZCARD", "set": "SCARD", "hash": "HLEN", "string": "STRLEN",
+}
+"""Element count (bytes for a string) by type, every one O(1)."""
+
+INFO_SECTIONS = ("server", "clients", "memory", "stats", "keyspace")
+SECTION_CLIENTS = "client list summary"
+SECTION_BIGKEYS = "biggest keys (sample)"
+SECTION_SLOWLOG = "slowlog"
+
+
+def _info_sections(target: RedisTarget, max_items: int) -> dict[str, Any]:
+    server, clients, memory, stats, replication, keyspace = read_info(
+        target, "server", "clients", "memory", "stats", "replication", "keyspace")
+    server = {**server, **{name: replication[name] for name in ("role", "connected_slaves", "master_link_status")
+                           if name in replication}}
+    sections: dict[str, Any] = {
+        name: {field: _plain(info[field]) for field in INFO_FIELDS[name] if field in info}
+        for name, info in (("server", server), ("clients", clients), ("memory", memory), ("stats", stats))
+    }
+    dbs = sorted(((str(name), value) for name, value in keyspace.items() if isinstance(value, dict)),
+                 key=lambda item: -int(item[1].get("keys", 0) or 0))
+    sections["keyspace"] = {name: {k: _plain(v) for k, v in value.items()} for name, value in dbs[:max_items]}
+    return sections
+
+
+def _plain(value: Any) -> Any:
+    """An INFO value as JSON: numbers stay numbers, anything else becomes short text."""
+    return value if isinstance(value, int | float) else text(value)[:200]
+
+
+def _client_summary(target: RedisTarget, max_items: int) -> dict[str, Any]:
+    return summarize_clients(client_rows(target.command("CLIENT", "LIST")), target.client_name, max_items)
+
+
+def _slowlog_entries(target: RedisTarget, limits: EvidenceLimits) -> dict[str, Any]:
+    """The latest entries, newest first: command name, duration, client address; arguments only if allowed.
+
+    Entry ids count every entry since the server started, so the newest id
+    says how many there have been without SLOWLOG LEN (which the documented
+    least-privilege ACL does not grant).
+    """
+    return {"latest": slowlog_evidence(target.command("SLOWLOG", "GET", limits.max_items), limits)}
+
+
+def slowlog_evidence(reply: Sequence[Any], limits: EvidenceLimits) -> list[dict[str, Any]]:
+    """SLOWLOG GET entries as evidence rows, raw or as redis-py parses them (see ``parse_slowlog``)."""
+    entries = []
+    for item in reply[:limits.max_items]:
+        if isinstance(item, dict):
+            ident, when, micros = item["id"], item.get("start_time", 0), item["duration"]
+            name, _, rest = text(item.get("command", b"")).partition(" ")
+            client = item.get("client_address")
+        else:
+            ident, when, micros = item[0], item[1], item[2]
+            args = [text(arg) for arg in (item[3] if len(item) > 3 else [])]
+            name, rest = (args[0], " ".join(args[1:])) if args else ("", "")
+            client = item[4] if len(item) > 4 else None
+        entry: dict[str, Any] = {
+            "id": int(ident),
+            "unix_time": int(when),
+            "duration_seconds": int(micros) / 1e6,
+            "command": name.upper()[:50],
+            "args": rest[:ARGS_CHARS] if limits.show_queries else REDACTED,
+        }
+        if client is not None:
+            entry["client"] = text(client)[:100]  # ip:port; the client's name is left out
+        entries.append(entry)
+    return entries
+
+
+def _biggest_keys(target: RedisTarget, limits: EvidenceLimits) -> dict[str, Any]:
+    """The largest keys (MEMORY USAGE) among at most ``BIGKEYS_SCAN`` keys SCANned from the start.
+
+    A sample, not the keyspace: on a big database it finds the big keys only
+    if they are common, which is when they matter most (a leak of huge keys)
+    and when ``redis-cli --bigkeys`` would be the next step. MEMORY USAGE
+    samples 5 elements of an aggregate, so it is an estimate, and cheap.
+    """
+    sizes: list[tuple[int, bytes]] = []
+    cursor, scanned, cut = 0, 0, None
+    while True:
+        if time.monotonic() >= limits.deadline - _REDIS_MARGIN:
+            cut = "deadline"
+            break
+        cursor, batch = target.command("SCAN", cursor, "COUNT", BIGKEYS_COUNT)
+        batch = list(dict.fromkeys(batch))  # SCAN may return a key twice
+        if batch:
+            usages = target.pipeline([("MEMORY", "USAGE", key) for key in batch])
+            sizes.extend((int(used), key) for key, used in zip(batch, usages, strict=True) if used is not None)
+        scanned += len(batch)
+        if int(cursor) == 0:
+            break
+        if scanned >= BIGKEYS_SCAN:
+            cut = "sample"
+            break
+    top = heapq.nlargest(limits.max_items, sizes)
+    keys = [{"key": text(key)[:KEY_CHARS], "bytes": used} for used, key in top]
+    section: dict[str, Any] = {"scanned": scanned, "keys": keys}
+    if top and time.monotonic() >= limits.deadline - _REDIS_MARGIN:
+        cut = cut or "deadline"  # the sizes are in, their types and lengths are not
+    elif top:
+        try:
+            _add_type_length_ttl(target, keys, [key for _, key in top])
+        except RedisCommandError as exc:  # e.g. an ACL without TTL or HLEN: the sizes still stand
+            section["details_error"] = str(exc)[:300]
+    if cut == "sample":
+        section["sample"] = f"the first {scanned} keys SCAN returned, not the whole database"
+    elif cut is not None:
+        section["cut"] = cut
+    return section
+
+
+def _add_type_length_ttl(target: RedisTarget, entries: list[dict[str, Any]], keys: list[bytes]) -> None:
+    """Type, element count and TTL of the biggest keys: what decides between waiting, trimming and deleting."""
+    described = target.pipeline([cmd for key in keys for cmd in (("TYPE", key), ("TTL", key))])
+    kinds = [text(kind) for kind in described[0::2]]
+    measured = [(key, kind) for key, kind in zip(keys, kinds, strict=True) if kind in LENGTH_OF_TYPE]
+    lengths = dict(zip((key for key, _ in measured),
+                       target.pipeline([(LENGTH_OF_TYPE[kind], key) for key, kind in measured]), strict=True))
+    for entry, key, kind, ttl in zip(entries, keys, kinds, described[1::2], strict=True):
+        entry.update(type=kind, length=lengths.get(key), ttl_seconds=int(ttl) if int(ttl) >= 0 else None)
+
+
+_REDIS_MARGIN = 0.05
+"""Seconds before the deadline at which no further round trip is started."""
+
+
+def describe_server(target: RedisTarget, limits: EvidenceLimits) -> dict[str, Any]:
+    """What the Redis runbooks look at first, the same for every ``redis.*`` probe.
+
+    INFO's server, clients, memory, stats and keyspace; who is connected
+    (CLIENT LIST as counts); the slowlog (command names; arguments only with
+    ``show_queries``); and the biggest keys of a bounded SCAN sample. Read
+    only (INFO, CLIENT LIST, SLOWLOG GET/LEN, SCAN, MEMORY USAGE, TYPE, TTL
+    and O(1) lengths), cheapest first. A section the server refuses (an ACL
+    without MEMORY or CLIENT) says so and the others are still taken; a
+    server that does not answer raises. Sections the deadline left out say
+    ``{"cut": "deadline"}``.
+    """
+    sections: dict[str, Any] = {}
+    steps: list[tuple[str | None, Callable[[], dict[str, Any]]]] = [
+        (None, lambda: _info_sections(target, limits.max_items)),
+        (SECTION_CLIENTS, lambda: _client_summary(target, limits.max_items)),
+        (SECTION_SLOWLOG, lambda: _slowlog_entries(target, limits)),
+        (SECTION_BIGKEYS, lambda: _biggest_keys(target, limits)),
+    ]
+    for name, step in steps:
+        if time.monotonic() >= limits.deadline - _REDIS_MARGIN:
+            sections.update({key: {"cut": "deadline"} for key in ([name] if name else INFO_SECTIONS)})
+            continue
+        try:
+            found = step()
+        except RedisCommandError as exc:  # refused (ACL, renamed command): this section only
+            found = {"error": str(exc)[:300]}
+        if name is None:
+            sections.update(found)
+        else:
+            sections[name] = found
+    return fit(sections, limits.max_bytes)
+
+
+def fit(sections: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Halve the longest list until the sections' JSON is within ``max_bytes``; the list's dict says so.
+
+    The same bounding as the PostgreSQL family's (families share no code): the
+    lists are sorted worst first, so halving keeps the worst rows and the
+    section whole, rather than the engine dropping the largest section.
+    """
+    while len(json.dumps(sections, default=str)) > max_bytes:
+        found = _longest_list(sections)
+        if found is None:
+            break
+        parent, key, items = found
+        parent[key] = items[:len(items) // 2]
+        parent["cut"] = "max_bytes"
+    return sections
+
+
+def _longest_list(node: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]] | None:
+    best: tuple[dict[str, Any], str, list[Any]] | None = None
+    best_size = 0
+    todo = [node]
+    while todo:
+        parent = todo.pop()
+        for key, value in parent.items():
+            if isinstance(value, dict):
+                todo.append(value)
+            elif isinstance(value, list):
+                todo.extend(item for item in value if isinstance(item, dict))
+                if len(value) > 1 and (length := len(json.dumps(value, default=str))) > best_size:
+                    best, best_size = (parent, key, value), length
+    return best
+
+
+class _DescribesServer:
+    """``describe`` for every Redis probe: the runbook's first look at the whole server."""
+
+    _target: RedisTarget
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        return describe_server(self._target, limits)
+
+
 # --------------------------------------------------------------------------- instance probes
 
 
-class PingProbe:
+class PingProbe(_DescribesServer):
     """Round-trip time of PING on a warm connection, in seconds.
 
     Two PINGs, the second one timed: the first may have paid for a new TCP
@@ -121,7 +365,7 @@ class PingProbe:
         return [Reading(self.SUBJECT, seconds, {"server": self._target.name})]
 
 
-class MemoryProbe:
+class MemoryProbe(_DescribesServer):
     """``used_memory`` as a percent of ``maxmemory``, which is where Redis starts evicting or refusing writes.
 
     Without a maxmemory (the default), the ceiling is the machine's RAM
@@ -146,7 +390,7 @@ class MemoryProbe:
         return [Reading("memory", used / ceiling * 100.0, {**_memory_details(memory), "basis": basis})]
 
 
-class MemoryBytesProbe:
+class MemoryBytesProbe(_DescribesServer):
     """``used_memory`` in bytes, for servers whose limit is not maxmemory (containers, shared hosts)."""
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
@@ -166,7 +410,7 @@ def _memory_details(memory: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class ClientsProbe:
+class ClientsProbe(_DescribesServer):
     """Connected clients as a percent of ``maxclients``: past 100 % Redis refuses new connections."""
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
@@ -181,7 +425,7 @@ class ClientsProbe:
         return [Reading("clients", connected / maxclients * 100.0 if maxclients else 0.0, details)]
 
 
-class BlockedClientsProbe:
+class BlockedClientsProbe(_DescribesServer):
     """Clients blocked in BLPOP/XREAD BLOCK/WAIT...: many means consumers are waiting on a producer."""
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
@@ -193,7 +437,7 @@ class BlockedClientsProbe:
                         {"connected_clients": clients.get("connected_clients")})]
 
 
-class ReplicationProbe:
+class ReplicationProbe(_DescribesServer):
     """Seconds the replica's link to its master has been down; 0 when up, and on a master.
 
     Redis reports ``master_link_down_since_seconds: -1`` when the link never
@@ -233,7 +477,7 @@ class IdleClientsParams(ClientFilterParams):
 _ID, _IDLE = CLIENT_FIELDS.index("id"), CLIENT_FIELDS.index("idle")
 
 
-class IdleClientsProbe:
+class IdleClientsProbe(_DescribesServer):
     """Idle seconds of every normal client (CLIENT LIST), minus the protected and the filtered out.
 
     ``CLIENT LIST TYPE normal`` leaves out replicas, the master link and
@@ -286,7 +530,7 @@ class _Found:
     complete: bool
 
 
-class QueueLengthProbe:
+class QueueLengthProbe(_DescribesServer):
     """Length of each named queue key, and of the longest keys matching the patterns.
 
     A named key that does not exist is an empty queue (Celery and RQ delete
@@ -378,7 +622,7 @@ class HitRatioParams(Params):
     min_lookups: int = Field(default=100, ge=1, le=10**15)
 
 
-class HitRatioProbe:
+class HitRatioProbe(_DescribesServer):
     """Keyspace hits / (hits + misses) over the last interval, 0..1.
 
     An interval with fewer than ``min_lookups`` lookups returns no reading:
@@ -387,6 +631,7 @@ class HitRatioProbe:
 
     def __init__(self, params: HitRatioParams, target: RedisTarget, clock: Clock) -> None:
         self._params = params
+        self._target = target
         self._counters = _Counters(target, clock, ("keyspace_hits", "keyspace_misses"))
 
     def measure(self) -> list[Reading]:
@@ -401,12 +646,13 @@ class HitRatioProbe:
         return [Reading("keyspace", hits / (hits + misses), details)]
 
 
-class CounterRateProbe:
+class CounterRateProbe(_DescribesServer):
     """Per-second increase of one INFO stats counter over the last interval."""
 
     def __init__(self, field: str, subject: str, target: RedisTarget, clock: Clock) -> None:
         self._field = field
         self._subject = subject
+        self._target = target
         self._counters = _Counters(target, clock, (field,))
 
     def measure(self) -> list[Reading]:
@@ -451,7 +697,7 @@ def parse_slowlog(reply: Sequence[Any]) -> list[SlowEntry]:
     return entries
 
 
-class SlowlogProbe:
+class SlowlogProbe(_DescribesServer):
     """New SLOWLOG entries since the previous run: the worst one's duration, or how many.
 
     Entry ids grow by one per entry for the life of the server, so the count

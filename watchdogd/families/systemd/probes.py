@@ -6,17 +6,34 @@ units; then one ``systemctl show`` call reads every unit's state. A unit
 named explicitly that does not exist is reported as unhealthy (LoadState
 ``not-found``) rather than dropped: a typo or an uninstalled service must
 not look like a healthy one.
+
+Evidence (``describe``) is what ``systemctl status UNIT`` shows first: one
+``systemctl show`` of the state, result, main process exit, restarts,
+start time and memory of every unit concerned, then each unit's last
+journal lines (``journalctl -u UNIT -n 20 -o short-iso``), all within the
+evidence deadline.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from watchdogd.contracts import Cardinality, Clock, Params, Probe, ProbeError, ProbeSpec, Reading, Unit
+from watchdogd.contracts import (
+    Cardinality,
+    Clock,
+    EvidenceLimits,
+    Params,
+    Probe,
+    ProbeError,
+    ProbeSpec,
+    Reading,
+    Unit,
+)
 from watchdogd.families.systemd.systemctl import Systemctl, SystemctlError, is_glob, unit_name
 
 PROPERTIES = (
@@ -68,6 +85,10 @@ class _UnitsProbe:
             return self._systemctl.show(units, PROPERTIES)
         except SystemctlError as exc:
             raise ProbeError(f"systemctl: {exc}") from exc
+
+    def describe(self, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
+        """``systemctl status`` of each unit concerned, in two bounded steps (see ``describe_units``)."""
+        return describe_units(self._systemctl, [r.subject for r in readings], limits)
 
     def _details(self, unit: str, props: dict[str, str]) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -133,6 +154,142 @@ class RestartsProbe(_UnitsProbe):
             for unit, props in self._states().items()
             if props.get("LoadState") == "loaded"
         ]
+
+
+# --------------------------------------------------------------------------- evidence
+
+STATUS_PROPERTIES = (
+    "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus", "ExecMainExitTimestamp",
+    "NRestarts", "ActiveEnterTimestamp", "MainPID", "MemoryCurrent",
+)
+JOURNAL_LINES = 20
+LINE_CHARS = 200
+MARGIN = 0.05
+"""Seconds kept back from the deadline, so describe returns before it rather than at it."""
+FIT_SLACK = 128
+"""Bytes kept free under ``max_bytes`` for the "cut" note's own line about the fitting."""
+UNSET = 2**64 - 1
+"""systemd's "[not set]" for a number (MemoryCurrent without memory accounting), as some versions print it."""
+# si_code of the main process's end (ExecMainCode): how to read ExecMainStatus.
+EXIT_CODES = {"1": "exited", "2": "killed", "3": "dumped core", "4": "trapped", "5": "stopped", "6": "continued"}
+
+
+def _number(raw: str | None) -> int | None:
+    try:
+        value = int(raw or "")
+    except ValueError:
+        return None  # "", "[not set]", "infinity"
+    return None if value == UNSET else value
+
+
+def _stamp(raw: str | None) -> str | None:
+    """systemd's timestamp ("Tue 2024-05-07 10:00:00 UTC") as is; None when it never happened ("", "n/a")."""
+    text = (raw or "").strip()
+    return None if text in ("", "n/a", "0") else text
+
+
+def unit_status(unit: str, props: Mapping[str, str]) -> dict[str, Any]:
+    """One unit's ``systemctl show`` properties, named as an operator reads them.
+
+    ``main_exit`` says how the main process last ended ("exited 3",
+    "killed 9"): ExecMainStatus is an exit status or a signal number
+    depending on ExecMainCode, and alone it misleads.
+    """
+    code = EXIT_CODES.get(props.get("ExecMainCode", ""), "")
+    status = _number(props.get("ExecMainStatus"))
+    return {
+        "unit": unit,
+        "load_state": props.get("LoadState", ""),
+        "active_state": props.get("ActiveState", ""),
+        "sub_state": props.get("SubState", ""),
+        "result": props.get("Result", ""),
+        "main_exit": f"{code} {status}" if code and status is not None else None,
+        "exec_main_status": status,
+        "main_exited_at": _stamp(props.get("ExecMainExitTimestamp")),
+        "restarts": _number(props.get("NRestarts")),
+        "active_since": _stamp(props.get("ActiveEnterTimestamp")),
+        "main_pid": _number(props.get("MainPID")) or None,
+        "memory_bytes": _number(props.get("MemoryCurrent")),
+    }
+
+
+def json_size(sections: Mapping[str, Any]) -> int:
+    """The size the engine counts against ``max_bytes`` (its own estimate, a little above the stored JSON)."""
+    return sum(len(json.dumps(value, default=str)) + len(name) + 6 for name, value in sections.items())
+
+
+def fit(sections: dict[str, Any], lines_section: str, max_bytes: int) -> dict[str, int]:
+    """Cut ``sections`` in place until they fit ``max_bytes``; return what was dropped.
+
+    The oldest journal lines go first, from the unit with the most lines
+    each time (every unit keeps its newest lines longest), then rows from
+    the end of the other lists: the sections stay whole instead of the
+    engine dropping the largest one outright.
+    """
+    budget = max(max_bytes - FIT_SLACK, 0)
+    dropped = {"journal lines": 0, "rows": 0}
+    size = json_size(sections)
+    while size > budget:
+        excess = size - budget
+        lines: dict[str, list[str]] = {
+            k: v for k, v in (sections.get(lines_section) or {}).items() if isinstance(v, list) and v
+        }
+        if lines:
+            while excess > 0 and lines:
+                longest = max(lines, key=lambda k: len(lines[k]))
+                excess -= len(json.dumps(lines[longest].pop(0))) + 2
+                dropped["journal lines"] += 1
+                if not lines[longest]:
+                    del lines[longest]
+        else:
+            lists = [v for k, v in sections.items() if k != lines_section and isinstance(v, list) and v]
+            if not lists:
+                break
+            max(lists, key=len).pop()
+            dropped["rows"] += 1
+        size = json_size(sections)
+    return {k: v for k, v in dropped.items() if v}
+
+
+def describe_units(systemctl: Systemctl, subjects: Sequence[str], limits: EvidenceLimits) -> dict[str, Any]:
+    """``systemctl show`` of the units, then each one's journal tail, stopping at the deadline.
+
+    Subjects are unit names (the probe's own or the engine's outage
+    readings). A journal that cannot be read (no permission, journalctl
+    missing, too slow) leaves its error in that unit's place; a
+    ``systemctl show`` that fails raises, as the probe's own run would.
+    """
+    units = list(dict.fromkeys(subjects))
+    shown = units[: limits.max_items]
+    cut: dict[str, str] = {}
+    if len(units) > len(shown):
+        cut["max_items"] = f"{len(units) - len(shown)} more unit(s) not described"
+    left = limits.deadline - time.monotonic() - MARGIN
+    if left <= 0:
+        return {"cut": {"deadline": "systemctl was not asked", **cut}}
+    try:
+        shown_props = systemctl.show(shown, STATUS_PROPERTIES, timeout=left)
+    except SystemctlError as exc:
+        raise ProbeError(f"systemctl: {exc}") from exc
+    status = [unit_status(unit, shown_props.get(unit, {})) for unit in shown]
+    journal: dict[str, Any] = {}
+    count = min(JOURNAL_LINES, limits.max_items)
+    for index, unit in enumerate(shown):
+        left = limits.deadline - time.monotonic() - MARGIN
+        if left <= 0:
+            cut["deadline"] = f"journal of {', '.join(shown[index:])} not read"[:300]
+            break
+        try:
+            journal[unit] = [line[:LINE_CHARS] for line in systemctl.journal(unit, count, timeout=left)]
+        except SystemctlError as exc:
+            journal[unit] = {"error": " ".join(str(exc).split())[:300]}
+    sections: dict[str, Any] = {"unit status": status, "last journal lines": journal, "cut": cut}
+    dropped = fit(sections, "last journal lines", limits.max_bytes)  # counts the notes so far; FIT_SLACK the next
+    if dropped:
+        cut["max_bytes"] = ", ".join(f"{n} {what}" for what, n in dropped.items()) + " dropped to fit"
+    if not cut:
+        del sections["cut"]
+    return sections
 
 
 def _factory(cls: Callable[[Any, Systemctl, Callable[[], float]], Probe]) -> Callable[[Any, Any, Clock], Probe]:

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 SYSTEMCTL = "systemctl"
+JOURNALCTL = "journalctl"
 UNIT_SUFFIXES = (
     ".service", ".socket", ".target", ".timer", ".mount", ".automount", ".swap", ".path", ".slice", ".scope",
     ".device",
@@ -38,7 +39,8 @@ def run_argv(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str
     return subprocess.run(
         argv,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # a journal line is whatever a service wrote: never fail on its bytes
         timeout=timeout,
         check=False,
         env={**os.environ, "LC_ALL": "C", "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "SYSTEMD_LESS": ""},
@@ -86,16 +88,58 @@ class Systemctl:
         out = self.checked("list-units", "--all", "--plain", "--no-legend", "--full", "--", *patterns)
         return parse_list_units(out, patterns)
 
-    def show(self, units: Sequence[str], properties: Sequence[str]) -> dict[str, dict[str, str]]:
+    def show(
+        self, units: Sequence[str], properties: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, dict[str, str]]:
         """Unit id -> properties, for every unit in one call. Unknown units come back with LoadState=not-found."""
         if not units:
             return {}
-        out = self.checked("show", f"--property={','.join(('Id', *properties))}", "--", *units)
+        out = self.checked("show", f"--property={','.join(('Id', *properties))}", "--", *units, timeout=timeout)
         shown: dict[str, dict[str, str]] = {}
         for asked, block in zip(units, parse_show(out), strict=False):
             # Id is the canonical name; an alias asked for is answered under the real name.
             shown[asked] = block
         return shown
+
+
+    def journal(self, unit: str, lines: int, *, timeout: float) -> list[str]:
+        """The unit's last ``lines`` journal lines, oldest first, as ``journalctl -u UNIT -n N -o short-iso``.
+
+        Read-only, argv only, bounded by ``timeout``; through the same
+        runner as systemctl so tests can play it back. journalctl's own
+        notes ("-- No entries --", "-- Journal begins at ...") are left out;
+        its hint that this user cannot read the system journal is raised,
+        because an empty list would say the unit logged nothing.
+        """
+        if not unit or unit.startswith("-"):
+            raise SystemctlError(f"not a unit name: {unit!r}")
+        argv = [JOURNALCTL, "--no-pager", "-u", unit, "-n", str(max(lines, 0)), "-o", "short-iso"]
+        try:
+            proc = self._runner(argv, timeout)
+        except FileNotFoundError:
+            raise SystemctlError("journalctl is not installed on this host") from None
+        except subprocess.TimeoutExpired:
+            raise SystemctlTimeout(f"journalctl did not finish within {timeout:.1f}s") from None
+        found = parse_journal(proc.stdout)
+        denied = _NOT_PERMITTED.search(proc.stderr)
+        if not found and denied is not None:
+            raise SystemctlError(
+                f"cannot read the system journal (watchdogd needs root or the systemd-journal group): {denied[0]}"
+            )
+        if proc.returncode != 0:
+            raise SystemctlError(one_line(proc.stderr) or f"journalctl: exit status {proc.returncode}")
+        return found[-lines:] if lines > 0 else []
+
+
+_NOT_PERMITTED = re.compile(
+    r"No journal files were opened due to insufficient permissions|not seeing messages from other users"
+)
+_JOURNAL_NOTE = re.compile(r"^-- (No entries|Logs begin at|Journal begins at|Journal ends at)\b.* --$")
+
+
+def parse_journal(text: str) -> list[str]:
+    """``journalctl -o short-iso`` output -> its lines, without journalctl's own notes (a reboot marker stays)."""
+    return [line.rstrip("\r") for line in text.splitlines() if line.strip() and not _JOURNAL_NOTE.match(line)]
 
 
 def parse_show(text: str) -> list[dict[str, str]]:
