@@ -17,7 +17,6 @@ PostgreSQL must not pay for it.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from watchdogd.contracts import (
     Reading,
     Unit,
 )
+from watchdogd.evidencefit import fit
 from watchdogd.families.postgres import queries as q
 from watchdogd.families.postgres.filters import BackendFilter, BackendSelector
 from watchdogd.families.postgres.target import (
@@ -305,44 +305,6 @@ def describe_server(client: PostgresClient, limits: EvidenceLimits) -> dict[str,
             if name not in complete:  # missing, or (locks) with the blocked but not the blocking
                 sections.setdefault(name, {})["cut"] = "deadline"
     return fit(sections, limits.max_bytes)
-
-
-def fit(sections: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """Halve the longest list until the sections' JSON is within ``max_bytes``; the list's dict says so.
-
-    Lists are already cut to ``max_items`` and texts to 200 characters, so
-    this rarely does anything; when it does, the rows that survive are the
-    first ones (the worst: every list is sorted worst first) and the section
-    stays whole, rather than the engine dropping the largest section outright.
-    """
-    def size() -> int:
-        return len(json.dumps(sections, default=str))
-
-    while size() > max_bytes:
-        found = _longest_list(sections)
-        if found is None:
-            break
-        parent, key, items = found
-        parent[key] = items[:len(items) // 2]
-        parent["cut"] = "max_bytes"
-    return sections
-
-
-def _longest_list(node: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]] | None:
-    """The list (of two items or more) with the longest JSON anywhere under ``node``, with its dict."""
-    best: tuple[dict[str, Any], str, list[Any]] | None = None
-    best_size = 0
-    todo = [node]
-    while todo:
-        parent = todo.pop()
-        for key, value in parent.items():
-            if isinstance(value, dict):
-                todo.append(value)
-            elif isinstance(value, list):
-                todo.extend(item for item in value if isinstance(item, dict))
-                if len(value) > 1 and (length := len(json.dumps(value, default=str))) > best_size:
-                    best, best_size = (parent, key, value), length
-    return best
 
 
 class _DescribesServer:

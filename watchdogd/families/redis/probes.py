@@ -15,7 +15,6 @@ reading: there is no interval to speak of, and an alarm needs evidence.
 from __future__ import annotations
 
 import heapq
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from watchdogd.contracts import (
     Reading,
     Unit,
 )
+from watchdogd.evidencefit import fit
 from watchdogd.families.redis import counters
 from watchdogd.families.redis.clients import (
     CLIENT_FIELDS,
@@ -287,39 +287,6 @@ def describe_server(target: RedisTarget, limits: EvidenceLimits) -> dict[str, An
         else:
             sections[name] = found
     return fit(sections, limits.max_bytes)
-
-
-def fit(sections: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """Halve the longest list until the sections' JSON is within ``max_bytes``; the list's dict says so.
-
-    The same bounding as the PostgreSQL family's (families share no code): the
-    lists are sorted worst first, so halving keeps the worst rows and the
-    section whole, rather than the engine dropping the largest section.
-    """
-    while len(json.dumps(sections, default=str)) > max_bytes:
-        found = _longest_list(sections)
-        if found is None:
-            break
-        parent, key, items = found
-        parent[key] = items[:len(items) // 2]
-        parent["cut"] = "max_bytes"
-    return sections
-
-
-def _longest_list(node: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]] | None:
-    best: tuple[dict[str, Any], str, list[Any]] | None = None
-    best_size = 0
-    todo = [node]
-    while todo:
-        parent = todo.pop()
-        for key, value in parent.items():
-            if isinstance(value, dict):
-                todo.append(value)
-            elif isinstance(value, list):
-                todo.extend(item for item in value if isinstance(item, dict))
-                if len(value) > 1 and (length := len(json.dumps(value, default=str))) > best_size:
-                    best, best_size = (parent, key, value), length
-    return best
 
 
 class _DescribesServer:
