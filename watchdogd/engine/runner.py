@@ -207,6 +207,7 @@ class Runner:
 
     def _evaluate(self, rt: RuleRuntime, readings: Sequence[Reading], now: float) -> tuple[Reading, ...]:
         evaluation = evaluate(rt.subjects, readings, rt.rule.thresholds, now)
+        rt.subjects = evaluation.states  # status sees the new states now, not after the evidence
         evidence = self._evidence(rt, readings, evaluation.transitions, now)
         for change in evaluation.transitions:
             self._events.publish(
@@ -215,7 +216,6 @@ class Runner:
                     evidence if change.new is Status.FIRING else None,
                 )
             )
-        rt.subjects = evaluation.states
         breaching = [r.subject for r in (*evaluation.firing, *evaluation.pending)]
         gave_up = rt.guard.gave_up_at is not None
         rt.guard = guards.observe(rt.guard, breaching, now, rt.rule.guard)

@@ -80,7 +80,8 @@ def test_an_alert_only_rule_that_fires_and_clears_is_in_history_and_metrics(
     assert all(t["rule"] == "backup-age" and t["subject"] == str(backup) for t in (resolved, firing))
     assert firing["ts"] < resolved["ts"]
     assert 7200 <= firing["value"] < 7200 + 60 and firing["value_text"].endswith("h")  # the rule's unit: seconds
-    assert firing["detail"] == {"from": "ok", "severity": "warning"}
+    assert firing["detail"] == {"from": "ok", "severity": "warning", "evidence": firing["detail"]["evidence"]}
+    assert isinstance(firing["detail"]["evidence"], int)  # host.file_age describes: evidence was taken
     assert resolved["value"] < 60 and resolved["detail"]["from"] == "firing"
     assert isinstance(firing["id"], int) and isinstance(resolved["id"], int)
 
