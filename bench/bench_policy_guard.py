@@ -24,7 +24,7 @@ from watchdogd.core.guard import (
     record_run,
 )
 from watchdogd.core.policy import Thresholds, evaluate
-from watchdogd.model import Reading, SubjectState
+from watchdogd.model import Decision, Reading, SubjectState
 
 RULES = 100
 SUBJECTS = 100
@@ -74,7 +74,7 @@ def main() -> None:
                 [r.subject for r in ev.firing],
                 now,
                 POLICY,
-                budget_open=budget_open(host, BUDGET, now),
+                budget_closed=None if budget_open(host, BUDGET, now) else Decision.SKIPPED_BUDGET,
                 in_grace=False,
                 max_per_run=10,
             )

@@ -21,9 +21,11 @@ from watchdogd import hazards
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
 from watchdogd.core.guard import BudgetPolicy, GuardPolicy
 from watchdogd.core.policy import Thresholds
+from watchdogd.fleet.spec import FleetSection
 from watchdogd.model import Cardinality, Unit
 from watchdogd.notifyspec import NotifyPolicy, NotifySection
 from watchdogd.registry import DEFAULT, Registry
+from watchdogd.secrets import resolve_secret
 from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Size, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
@@ -56,7 +58,7 @@ class _Strict(BaseModel):
 
 class _Budget(_Strict):
     kind: Literal["host"] = "host"
-    """Where the count is kept: ``host`` (this host's state). A fleet-wide kind is planned (engine/budget.py)."""
+    """Where the count is kept: ``host`` (this host's state). A bound shared by many hosts is ``fleet:``."""
     actions: int = Field(ge=1, le=MAX_COUNT)
     per: Window
 
@@ -99,6 +101,7 @@ class _RawConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     notify: NotifySection = Field(default_factory=NotifySection)
     evidence: _Evidence = _Evidence()
+    fleet: FleetSection | None = None
 
 
 class _Sections(_Strict):
@@ -205,6 +208,9 @@ class Config:
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     registry: Registry = field(default=DEFAULT, compare=False, repr=False)
     """The kinds this config was checked against; the engine and the target clients build from the same."""
+    fleet: FleetSection | None = None
+    fleet_groups: Mapping[str, str] = field(default_factory=dict)
+    """Rule name -> the fleet group its runs belong to (by ``rules:`` or by an action kind in ``actions:``)."""
 
     def summary(self) -> str:
         enabled = sum(1 for rule in self.rules.values() if rule.enabled)
@@ -357,6 +363,7 @@ class _Builder:
             if (rule := self._rule(str(name), body, raw, targets, dry_run)) is not None
         }
         self._check_dependencies(rules, set(map(str, sections.rules)))
+        fleet_groups = self._fleet_groups(raw.fleet, rules, set(map(str, sections.rules)))
         if self.problems:
             return None
         return Config(
@@ -380,6 +387,8 @@ class _Builder:
             notify=raw.notify,
             evidence=EvidenceSettings(raw.evidence.timeout, int(raw.evidence.max_bytes), raw.evidence.show_queries),
             registry=self.registry,
+            fleet=raw.fleet,
+            fleet_groups=fleet_groups,
         )
 
     def _targets(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Params]]:
@@ -630,6 +639,49 @@ class _Builder:
             f"{describe_kinds(frozenset({measured}))}{hint}",
         )
         return False
+
+    def _fleet_groups(
+        self, fleet: FleetSection | None, rules: Mapping[str, Rule], names: set[str]
+    ) -> dict[str, str]:
+        """Each rule's fleet group; a rule may belong to one group only, and every name must exist."""
+        if fleet is None:
+            return {}
+        self._fleet_files(fleet)
+        owner: dict[str, str] = {}  # rule -> its group
+        for group, settings in fleet.groups.items():
+            at: KeyPath = ("fleet", "groups", group)
+            for index, name in enumerate(settings.rules):
+                if name not in names:
+                    hint = _did_you_mean(name, sorted(names))
+                    self.problem((*at, "rules", index), f"unknown rule {name!r}{hint}")
+            for index, kind in enumerate(settings.actions):
+                if kind not in self.registry.actions:
+                    hint = _did_you_mean(kind, self.registry.actions)
+                    self.problem((*at, "actions", index), f"unknown action kind {kind!r}{hint}")
+            members = set(settings.rules) | {
+                name for name, rule in rules.items() if any(a.kind in settings.actions for a in rule.actions)
+            }
+            for name in sorted(members & set(rules)):
+                if name in owner:
+                    self.problem(at, f"rule {name!r} is also in group {owner[name]!r}: a rule is in one fleet group")
+                owner.setdefault(name, group)
+        return {name: group for name, group in owner.items() if rules[name].actions}
+
+    def _fleet_files(self, fleet: FleetSection) -> None:
+        """TLS and password files must be readable now: a fleet budget that cannot connect fails closed."""
+        coordinator = fleet.coordinator
+        settings = coordinator.etcd if coordinator.etcd is not None else coordinator.redis
+        at: KeyPath = ("fleet", "coordinator", coordinator.kind)
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(settings, key, None)
+            if path is not None and not os.access(path, os.R_OK):
+                self.problem((*at, key), f"cannot read {path}")
+        password_file = getattr(settings, "password_file", None)
+        password_env = getattr(settings, "password_env", None)
+        try:
+            resolve_secret(None, password_file, password_env, "password")
+        except ValueError as exc:
+            self.problem((*at, "password_file" if password_file else "password_env"), str(exc))
 
     def _check_dependencies(self, rules: Mapping[str, Rule], names: set[str]) -> None:
         """``depends_on`` names existing rules and never loops back: a cycle would wait for ever."""

@@ -33,6 +33,7 @@ from watchdogd.faces.control import ControlError, ControlServer, Handlers, resol
 from watchdogd.faces.exporter import Exposition, build_registry, render_text
 from watchdogd.faces.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
+from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
 from watchdogd.memory import limit_malloc_arenas
 from watchdogd.model import Clock, RuleStatus
@@ -84,7 +85,10 @@ class Daemon:
         transports = build_transports(config)  # first: an unusable sink stops the start before anything opens
         self.store = StateStore(config.state_dir / DB_NAME, clock)
         self.clients = open_clients(config)
-        self.engine = Engine(config, self.store, self.clients, clock, stop=self.stop_event)
+        self.coordinator = open_coordinator(config.fleet)
+        self.engine = Engine(
+            config, self.store, self.clients, clock, stop=self.stop_event, coordinator=self.coordinator
+        )
         self.notifications = Notifications(self.engine, lambda: self.engine.config, clock, transports)
         self.scheduler = Scheduler(self._run_rule, clock)
         self.notifier = notify.Notifier.from_env()
@@ -182,21 +186,26 @@ class Daemon:
             self.engine.last_reload_error = f"1 problem(s): {problem}"
             event(log, logging.ERROR, "reload failed, keeping the running config", problem=problem)
             return False, problem
+        old_clients, old_coordinator, old_fleet = self.clients, self.coordinator, self.config.fleet
+        previous = (old_fleet, old_coordinator) if old_fleet is not None and old_coordinator is not None else None
         try:
             swap = self._prepare_interfaces(config)
             transports = build_transports(config)
-        except (*INTERFACE_ERRORS, NotifyConfigError) as exc:
+            coordinator = open_coordinator(config.fleet, previous)
+        except (*INTERFACE_ERRORS, NotifyConfigError, ValueError) as exc:
             self.engine.last_reload_error = str(exc)
             event(log, logging.ERROR, "reload failed, keeping the running config", problem=str(exc))
             return False, str(exc)
-        old_clients = self.clients
+        self.coordinator = coordinator
         self.clients = open_clients(config, reuse=old_clients, previous=self.config)
-        self.engine.reconfigure(config, self.clients)
+        self.engine.reconfigure(config, self.clients, self.coordinator)
         self.notifications.reconfigure(transports)
         self.scheduler.replace(jobs_for(config))
         self._commit_interfaces(config, swap)
         self._changed()
         close_clients(old_clients, config.registry, keep=self.clients)
+        if old_coordinator is not None and old_coordinator is not self.coordinator:
+            old_coordinator.close()  # its lease goes: a slot still held under it ends that run (docs/fleet.md)
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
         return True, config.summary()
@@ -247,6 +256,8 @@ class Daemon:
         self.engine.close()  # drains the event sinks: the pager's last pages reach the outbox
         self.notifications.close()
         close_clients(self.clients, self.config.registry)
+        if self.coordinator is not None:
+            self.coordinator.close()
         self.store.close()
         event(log, logging.INFO, "stopped")
         return EXIT_OK
@@ -302,6 +313,7 @@ class Daemon:
             clock=self.clock,
             transitions=lambda rule, since, limit: engine.store.transitions(rule=rule, since=since, limit=limit),
             test_notify=self.notifications.test,
+            fleet_views=self.engine.fleet_views,
             evidence=engine.evidence.store.get,
         )
 
@@ -480,7 +492,8 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
     transports = build_transports(config)
     store = StateStore(config.state_dir / DB_NAME, clock)
     clients = open_clients(config)
-    engine = Engine(config, store, clients, clock, grace=False)
+    coordinator = open_coordinator(config.fleet)  # --once acts too: the fleet's bound applies to it
+    engine = Engine(config, store, clients, clock, grace=False, coordinator=coordinator)
     notifications = Notifications(engine, lambda: engine.config, clock, transports)
     try:
         reports = [engine.run_rule(name) for name in dependency_order(config)]
@@ -488,6 +501,8 @@ def run_once(config: Config, clock: Clock = time.time) -> int:
         engine.close()
         notifications.flush()  # one attempt each; what fails waits in the outbox for the next run
         close_clients(clients, config.registry)
+        if coordinator is not None:
+            coordinator.close()
         store.close()
     for report in reports:
         print(format_report(report))

@@ -66,6 +66,8 @@ class Decision(enum.Enum):
     SKIPPED_GRACE = "skipped_grace"
     SKIPPED_MAX_PER_RUN = "skipped_max_per_run"
     SKIPPED_PAUSED = "skipped_paused"
+    SKIPPED_FLEET = "skipped_fleet"  # the rule's fleet group is full or its run window spent
+    SKIPPED_FLEET_UNAVAILABLE = "skipped_fleet_unavailable"  # the coordinator did not answer; the group fails closed
     GAVE_UP = "gave_up"  # the run that tipped the rule over max_actions
     OPERATOR = "operator"  # an operator paused or resumed the rule (action operator.pause / operator.resume)
 

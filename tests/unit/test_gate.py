@@ -19,7 +19,7 @@ import pytest
 from tests.support.fake_family import fake_registry
 from watchdogd.config import Config, parse_config
 from watchdogd.engine import events as ev
-from watchdogd.engine.budget import HOST_KEY, Budget, BudgetView, HostBudget, Spend
+from watchdogd.engine.budget import HOST_KEY, Budget, BudgetView, Clearance, HostBudget, Spend
 from watchdogd.engine.engine import Engine
 from watchdogd.engine.gate import HOLDS_KEY
 from watchdogd.engine.state import StateStore
@@ -256,6 +256,13 @@ class BudgetSpy:
     real: Budget
     action: FakeAction
     calls: list[str] = field(default_factory=list)
+
+    def governs(self, rule: str) -> bool:
+        return self.real.governs(rule)
+
+    def clear(self, rule: str, dry_run: bool, now: float) -> Clearance:
+        self.calls.append("clear")
+        return self.real.clear(rule, dry_run, now)
 
     def is_open(self, now: float) -> bool:
         self.calls.append("is_open")

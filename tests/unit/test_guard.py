@@ -66,7 +66,9 @@ def check(
         candidates,
         now,
         policy,
-        budget_open=budget is None or budget_open(hg or HostGuard(), budget, now),
+        budget_closed=(
+            None if budget is None or budget_open(hg or HostGuard(), budget, now) else Decision.SKIPPED_BUDGET
+        ),
         in_grace=in_grace,
         max_per_run=max_per_run,
     )
@@ -471,7 +473,11 @@ def test_inputs_are_never_mutated() -> None:
     record_run(rg, ["a", "b"], 20.0, POLICY)
     host_spend(hg, 20.0, BUDGET)
     observe(rg, [], 1000.0, POLICY)
-    decide(rg, ["a", "b"], 20.0, POLICY, budget_open=budget_open(hg, BUDGET, 20.0), in_grace=False, max_per_run=1)
+    decide(
+        rg, ["a", "b"], 20.0, POLICY,
+        budget_closed=None if budget_open(hg, BUDGET, 20.0) else Decision.SKIPPED_BUDGET,
+        in_grace=False, max_per_run=1,
+    )
     assert subjects == {"a": SubjectGuard(attempts=1, cooldown_until=10.0)}
     assert rg.subjects is subjects
     assert (rg.action_times, hg.action_times) == ((5.0,), (5.0,))
@@ -510,7 +516,9 @@ def test_random_walk_never_exceeds_limits() -> None:
             if reset:  # only an explicit reset forgets the window
                 runs.clear()
         v = decide(
-            rg, firing, now, policy, budget_open=budget_open(hg, budget, now), in_grace=rng.random() < 0.05,
+            rg, firing, now, policy,
+            budget_closed=None if budget_open(hg, budget, now) else Decision.SKIPPED_BUDGET,
+            in_grace=rng.random() < 0.05,
             max_per_run=3,
         )
         assert len(v.allowed) <= 3

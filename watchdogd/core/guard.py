@@ -188,16 +188,18 @@ def decide(
     now: float,
     policy: GuardPolicy,
     *,
-    budget_open: bool,
+    budget_closed: Decision | None,
     in_grace: bool,
     max_per_run: int,
     held: Mapping[str, Hold] | None = None,
 ) -> Verdict:
     """Which firing subjects to act on now, and why each other one is skipped.
 
-    ``budget_open`` is the budget's answer (``engine.budget``): whether one
-    more run may start now. The budget is asked, not passed, so a budget
-    kept elsewhere (a fleet's) changes nothing here.
+    ``budget_closed`` is the budget's answer (``engine.budget``): None when
+    one more run may start now, else the skip to record (the host budget is
+    spent, the fleet group is full, its coordinator did not answer). The
+    budget is asked, not passed, so a budget kept elsewhere (a fleet's)
+    changes nothing here.
 
     ``held`` names the subjects whose thing is in a shared cooldown (another
     rule, or this one through another subject, acted on it): they are
@@ -225,8 +227,8 @@ def decide(
     gives_up = bool(ready) and _window_full(rg.action_times, policy.max_actions, policy.max_actions_per, now)
     if gives_up:
         reasons.update(dict.fromkeys(ready, Decision.GAVE_UP))
-    elif ready and not budget_open:
-        reasons.update(dict.fromkeys(ready, Decision.SKIPPED_BUDGET))
+    elif ready and budget_closed is not None:
+        reasons.update(dict.fromkeys(ready, budget_closed))
     else:
         allowed = tuple(ready[:max_per_run])
         reasons.update(dict.fromkeys(ready[max_per_run:], Decision.SKIPPED_MAX_PER_RUN))

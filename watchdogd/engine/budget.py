@@ -2,7 +2,10 @@
 
 The gate asks a ``Budget`` and never looks inside, so a budget kept
 elsewhere (a fleet's, on a coordinator) can stand in for the host's own
-without a change to the gate. The protocol splits spending in two so that
+without a change to the gate. A fleet budget answers in two steps: ``clear``
+(before the gate's lock, since it may wait on the network, bounded) takes a
+slot and says how to give it back; the host's count is then booked under the
+lock like before. The protocol splits the host's spending in two so that
 the spend commits in the same transaction as the write-ahead row:
 ``prepare`` says what the spend would make durable, the gate writes that
 with the "started" rows, and only then ``commit`` makes it the budget's
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 
 from watchdogd.core import guard as guards
 from watchdogd.core.guard import BudgetPolicy
+from watchdogd.model import Decision
 
 HOST_KEY = "host_guard"
 """The kv row of the host budget's action times (the name predates the Budget protocol; kept for old state)."""
@@ -45,7 +49,49 @@ class BudgetView:
     used_last_hour: int
 
 
+def _nothing() -> None:
+    return None
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """A budget's answer for one run of one rule, asked before the gate's lock.
+
+    ``closed`` is the skip decision when the run may not start (the fleet
+    group is full, or its coordinator did not answer and the group fails
+    closed). ``give_back`` returns what ``clear`` took (a fleet slot): the gate
+    calls it when the run is over, or at once when the guard skips it after
+    all; it never raises. ``still_held`` is asked before each action: false
+    once the slot may be someone else's (the lease is lost), so a group that
+    fails closed runs no further action. ``detail`` lands in the run's audit
+    rows (the group, the fencing token, or why it was skipped).
+    """
+
+    closed: Decision | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    give_back: Callable[[], None] = _nothing
+    still_held: Callable[[], bool] = _always
+
+
+OPEN = Clearance()
+
+
 class Budget(Protocol):
+    def governs(self, rule: str) -> bool:
+        """Whether ``clear`` may close or take anything for this rule (the gate asks it only then)."""
+        ...
+
+    def clear(self, rule: str, dry_run: bool, now: float) -> Clearance:
+        """Take what one run of ``rule`` needs beyond the host's count; bounded in time, never raises.
+
+        A dry run takes nothing: it only says whether a real run would get through.
+        """
+        ...
+
     def is_open(self, now: float) -> bool:
         """Whether one more run may start now. Asked before a dry run too: it shows what would happen."""
         ...
@@ -59,7 +105,7 @@ class Budget(Protocol):
         ...
 
     def release(self, spend: Spend) -> None:
-        """The run and its verify are over (a fleet slot is given back; the host budget counts on)."""
+        """The run and its verify are over (the host budget counts on; a fleet slot is the Clearance's)."""
         ...
 
     def view(self, now: float) -> BudgetView: ...
@@ -76,6 +122,12 @@ class HostBudget:
         self.policy = policy
         self._host = guards.host_guard_from_dict(load(HOST_KEY) or {})
         self._commit_lock = threading.Lock()
+
+    def governs(self, rule: str) -> bool:
+        return False
+
+    def clear(self, rule: str, dry_run: bool, now: float) -> Clearance:
+        return OPEN
 
     def is_open(self, now: float) -> bool:
         return guards.budget_open(self._host, self.policy, now)
@@ -103,16 +155,8 @@ class HostBudget:
         )
 
 
-BudgetFactory = Callable[[BudgetPolicy, LoadKv], Budget]
-
-BUDGETS: Mapping[str, BudgetFactory] = {
-    "host": HostBudget,
-}
-"""``budget.kind`` in config -> implementation. A fleet budget (etcd, Redis) is one more line here."""
-
-
-def budget_for(policy: BudgetPolicy, load: LoadKv, previous: Budget | None = None) -> Budget:
-    """The budget the config asks for; a reload with the same policy keeps the running one (and its count)."""
-    if isinstance(previous, HostBudget) and previous.policy == policy:
+def budget_for(policy: BudgetPolicy, load: LoadKv, previous: HostBudget | None = None) -> HostBudget:
+    """The host budget the config asks for; a reload with the same policy keeps the running one (and its count)."""
+    if previous is not None and previous.policy == policy:
         return previous
-    return BUDGETS[policy.kind](policy, load)
+    return HostBudget(policy, load)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -23,14 +23,16 @@ from watchdogd.config import Config
 from watchdogd.core import guard as guards
 from watchdogd.counting import tally
 from watchdogd.engine import events as ev
-from watchdogd.engine.budget import budget_for
+from watchdogd.engine.budget import Budget, HostBudget, budget_for
 from watchdogd.engine.evidence import EvidenceStore, EvidenceTaker
+from watchdogd.engine.fleetbudget import FleetBudget, FleetGroup, FleetPlan
 from watchdogd.engine.gate import Gate
 from watchdogd.engine.runner import Runner
 from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runtime, restore, same_measurement
 from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
-from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, RuleSnapshot
+from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleSnapshot
 from watchdogd.engine.state import StateStore
+from watchdogd.fleet.coordinator import Coordinator, GroupLimits, GroupView
 from watchdogd.model import AuditEntry, Clock, Decision, RuleTransition, Status, SubjectState
 
 __all__ = ["Clients", "Engine", "RunReport"]
@@ -46,6 +48,7 @@ class Engine:
         *,
         grace: bool = True,
         stop: threading.Event | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -67,7 +70,7 @@ class Engine:
         )
         self.gate = Gate(
             store=store,
-            budget=budget_for(config.budget, store.load_kv),
+            budget=self._budget_maker(config, coordinator)(None),
             events=self.events,
             remeasure=self.runner.remeasure,
             clock=clock,
@@ -76,11 +79,26 @@ class Engine:
         )
         self.evidence = EvidenceTaker(EvidenceStore(store), self.runner.pool, clock, config.evidence)
         self.runner.gate, self.runner.evidence, self.gate.evidence = self.gate, self.evidence, self.evidence
-        self._install(config, clients)
+        self._install(config, clients, coordinator)
 
     # -- configuration ---------------------------------------------------------
 
-    def _install(self, config: Config, clients: Clients) -> None:
+    def _budget_maker(self, config: Config, coordinator: Coordinator | None) -> Callable[[Budget | None], Budget]:
+        """How to make the budget ``config`` asks for from the running one (kept where unchanged)."""
+
+        def make(previous: Budget | None) -> Budget:
+            running = previous.host if isinstance(previous, FleetBudget) else previous
+            host = budget_for(config.budget, self.store.load_kv, running if isinstance(running, HostBudget) else None)
+            if config.fleet is None or coordinator is None:
+                return host
+            fleet = FleetBudget(host, coordinator, fleet_plan(config, coordinator.host), self.clock)
+            if isinstance(previous, FleetBudget):
+                fleet.carry_over(previous)
+            return fleet
+
+        return make
+
+    def _install(self, config: Config, clients: Clients, coordinator: Coordinator | None = None) -> None:
         saved = self.store.load_rules()
         runtimes: dict[str, RuleRuntime] = {}
         for name, rule in config.rules.items():
@@ -101,16 +119,16 @@ class Engine:
             runtimes[name] = runtime
         for gone in set(saved) - set(config.rules):
             self.store.delete_rule(gone)
-        self.gate.reconfigure(config.budget)
+        self.gate.reconfigure(self._budget_maker(config, coordinator))
         self.evidence.settings = config.evidence
         with self._lock:
             self._runtimes = runtimes
             self.config = config
             self.config_loaded_at = self.clock()
 
-    def reconfigure(self, config: Config, clients: Clients) -> None:
+    def reconfigure(self, config: Config, clients: Clients, coordinator: Coordinator | None = None) -> None:
         """Swap in a validated config; rules keep their state when their measurement is unchanged."""
-        self._install(config, clients)
+        self._install(config, clients, coordinator)
         self.last_reload_error = None
 
     def rule_names(self) -> list[str]:
@@ -266,7 +284,17 @@ class Engine:
             state_resets=self.store.resets_total(),
             transitions_total=self._tallies.transitions_total(),
             sinks=self.events.stats(),
+            fleet=self.fleet_stats(now),
         )
+
+    def fleet_stats(self, now: float) -> FleetStats | None:
+        budget = self.gate.budget
+        return budget.stats(now) if isinstance(budget, FleetBudget) else None
+
+    def fleet_views(self) -> list[GroupView | str] | None:
+        """The groups as the coordinator has them (network reads, each within the fleet timeout)."""
+        budget = self.gate.budget
+        return budget.views() if isinstance(budget, FleetBudget) else None
 
     def prune_history(self) -> int:
         cutoff = self.clock() - self.config.history_retention
@@ -276,6 +304,17 @@ class Engine:
         self.stop.set()
         self.runner.pool.shutdown()
         self.events.close()
+
+
+def fleet_plan(config: Config, host: str) -> FleetPlan:
+    """The groups of ``config.fleet`` as the fleet budget needs them."""
+    assert config.fleet is not None
+    groups = {
+        name: FleetGroup(GroupLimits(name, g.max_hosts, g.max_runs, g.per), g.on_unavailable)
+        for name, g in config.fleet.groups.items()
+    }
+    timeout = config.fleet.coordinator.timeout
+    return FleetPlan(host=host, timeout=timeout, groups=groups, rule_groups=config.fleet_groups)
 
 
 def _rule_snapshot(

@@ -21,9 +21,8 @@ from typing import Any
 from watchdogd.config import Rule
 from watchdogd.contracts import Action, NamesThing
 from watchdogd.core import guard as guards
-from watchdogd.core.guard import BudgetPolicy
 from watchdogd.engine import events as ev
-from watchdogd.engine.budget import Budget, Spend, budget_for
+from watchdogd.engine.budget import OPEN, Budget, Clearance, Spend
 from watchdogd.engine.evidence import EvidenceTaker
 from watchdogd.engine.runtime import RuleRuntime
 from watchdogd.engine.state import StateStore
@@ -35,6 +34,10 @@ HOLDS_KEY = "holds"
 MAX_AUDIT_ITEMS = 100
 VERIFY_POLL_MIN, VERIFY_POLL_MAX = 0.25, 5.0
 """Verify re-probes every half interval within these bounds: soon enough to see a restart land, never a busy loop."""
+
+SLOT_LOST = ActionResult(
+    ok=False, error="not run: fleet budget unavailable (the slot's lease was lost; the group fails closed)"
+)
 
 Remeasure = Callable[[RuleRuntime], ProbeResult]
 """Probe the rule again and evaluate what it saw (the runner's, for verify)."""
@@ -64,16 +67,64 @@ class Gate:
         self._lock = threading.Lock()  # holds, budget spend and the write-ahead write, across rules
         self._holds: dict[str, guards.Hold] = guards.holds_from_dict(store.load_kv(HOLDS_KEY) or {})
 
-    def reconfigure(self, policy: BudgetPolicy) -> None:
-        """The budget a reload asks for, swapped under the lock: a spend committing meanwhile is kept."""
+    def reconfigure(self, make: Callable[[Budget], Budget]) -> None:
+        """The budget a reload asks for, made from the running one under the lock: a spend committing
+        meanwhile is kept (``make`` keeps the running host budget when its policy is unchanged)."""
         with self._lock:
-            self.budget = budget_for(policy, self.store.load_kv, previous=self.budget)
+            self.budget = make(self.budget)
 
     def act(self, rt: RuleRuntime, firing: Sequence[Reading], now: float) -> list[AuditEntry]:
-        """Decide, book, run, verify and record the rule's actions for its firing subjects."""
-        rule = rt.rule
+        """Decide, book, run, verify and record the rule's actions for its firing subjects.
+
+        A fleet slot (if the rule is in a group) is taken before the gate's
+        lock, since the coordinator may take up to its timeout, and given
+        back when the run and its verify are over, or at once when the guard
+        skips the run after all.
+        """
         by_subject = {reading.subject: reading for reading in firing}
         things = {subject: _things(rt, reading) for subject, reading in by_subject.items()}
+        clearance = self._clear(rt, list(by_subject), things, now)
+        try:
+            return self._act(rt, by_subject, things, clearance, now)
+        finally:
+            clearance.give_back()
+
+    def _clear(
+        self, rt: RuleRuntime, subjects: list[str], things: Mapping[str, Mapping[str, str]], now: float
+    ) -> Clearance:
+        """Ask a fleet budget for a slot, only when the guard would let the run start (without the lock).
+
+        The guard's answer is checked again under the lock; asking first
+        keeps a rule in cooldown from taking a slot the fleet needs.
+        """
+        budget, rule = self.budget, rt.rule
+        if not budget.governs(rule.name):
+            return OPEN
+        holds = self._holds  # swapped whole under the lock, so this reference is one consistent map
+        held = {s: h for s in subjects if (h := guards.active_hold(holds, things[s], now)) is not None}
+        would = guards.decide(
+            rt.guard,
+            subjects,
+            now,
+            rule.guard,
+            budget_closed=None,
+            in_grace=self._in_grace(now),
+            max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
+            held=held,
+        )
+        if not would.allowed:
+            return OPEN
+        return budget.clear(rule.name, rule.guard.dry_run, now)
+
+    def _act(
+        self,
+        rt: RuleRuntime,
+        by_subject: Mapping[str, Reading],
+        things: Mapping[str, Mapping[str, str]],
+        clearance: Clearance,
+        now: float,
+    ) -> list[AuditEntry]:
+        rule = rt.rule
         spend: Spend | None = None
         with self._lock:
             held = {
@@ -81,12 +132,15 @@ class Gate:
                 for subject, keys in things.items()
                 if (hold := guards.active_hold(self._holds, keys, now)) is not None
             }
+            closed = clearance.closed
+            if closed is None and not self.budget.is_open(now):
+                closed = Decision.SKIPPED_BUDGET
             verdict = guards.decide(
                 rt.guard,
                 list(by_subject),
                 now,
                 rule.guard,
-                budget_open=self.budget.is_open(now),
+                budget_closed=closed,
                 in_grace=self._in_grace(now),
                 max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
                 held=held,
@@ -95,8 +149,9 @@ class Gate:
             rt.guard = verdict.guard
             if verdict.gave_up_now:
                 self._events.publish(ev.GaveUp(now, rule.name, rule.guard.max_actions, rule.guard.max_actions_per))
-            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held)
+            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held, clearance=clearance)
             if not verdict.allowed:
+                clearance.give_back()  # the slot is the fleet's again before the audit write
                 if skipped:
                     try:
                         ids = self.store.add_audit(skipped)
@@ -112,6 +167,7 @@ class Gate:
             if spend is not None:
                 holds = guards.add_holds(self._holds, self._new_holds(rt, verdict.allowed, things, now), now)
                 kv = {HOLDS_KEY: guards.holds_to_dict(holds), **spend.kv}
+            detail = {**(spend.detail if spend is not None else {}), **clearance.detail}
             started = [
                 AuditEntry(
                     now,
@@ -121,7 +177,7 @@ class Gate:
                     verdict.decision,
                     "started",
                     value_before=by_subject[subject].value,
-                    detail=dict(spend.detail) if spend is not None else {},
+                    detail=dict(detail),
                 )
                 for action, _ in rt.actions
                 for subject in verdict.allowed
@@ -130,8 +186,8 @@ class Gate:
             try:
                 ids = self.store.save_rule_and_audit(rule.name, data, [*skipped, *started], kv)
             except BaseException:
-                # Nothing will run: the rule, the holds and the budget stay as the disk has them, and a
-                # fleet slot is given back.
+                # Nothing will run: the rule, the holds and the budget stay as the disk has them (a fleet
+                # slot is given back by act()).
                 rt.guard, rt.last_skip = unbooked, skips_before
                 if spend is not None:
                     self.budget.release(spend)
@@ -143,7 +199,7 @@ class Gate:
         started_ids = ids[len(skipped) :]
         self._events.publish(ev.Audited(now, rule.name, _with_ids([*skipped, *started], ids)))
         try:
-            return [*skipped, *self._run_and_verify(rt, by_subject, verdict, started, started_ids)]
+            return [*skipped, *self._run_and_verify(rt, by_subject, verdict, started, started_ids, clearance=clearance)]
         finally:
             if spend is not None:
                 self.budget.release(spend)
@@ -155,11 +211,13 @@ class Gate:
         verdict: guards.Verdict,
         started: Sequence[AuditEntry],
         started_ids: Sequence[int],
+        *,
+        clearance: Clearance,
     ) -> list[AuditEntry]:
         dry_run = verdict.decision is Decision.DRY_RUN
         targets = [by_subject[subject] for subject in verdict.allowed]
         evidence = self._evidence_before(rt, targets)
-        finished = self._run_actions(rt, targets, dry_run, started, started_ids)
+        finished = self._run_actions(rt, targets, dry_run, started, started_ids, clearance=clearance)
         if evidence is not None:  # each row names what the runbook saw before it ran
             finished = [replace(entry, detail={**entry.detail, "evidence": evidence}) for entry in finished]
         # Record the outcome before verifying: verify_after may wait, and a crash then must not
@@ -211,6 +269,8 @@ class Gate:
         by_subject: Mapping[str, Reading],
         now: float,
         held: Mapping[str, guards.Hold],
+        *,
+        clearance: Clearance,
     ) -> list[AuditEntry]:
         """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240.
 
@@ -223,7 +283,7 @@ class Gate:
                 continue
             rt.last_skip[subject] = decision
             hold = held.get(subject) if decision is Decision.SKIPPED_COOLDOWN else None
-            detail: dict[str, Any] = {}
+            detail: dict[str, Any] = dict(clearance.detail) if decision is clearance.closed else {}
             if hold is not None:
                 detail["held_by"] = {"rule": hold.rule, "action": hold.action, "at": hold.at, "until": hold.until}
             reason = decision.value.removeprefix("skipped_")
@@ -250,13 +310,17 @@ class Gate:
         dry_run: bool,
         started: Sequence[AuditEntry],
         ids: Sequence[int],
+        *,
+        clearance: Clearance,
     ) -> list[AuditEntry]:
         finished: list[AuditEntry] = []
         rows = iter(zip(started, ids, strict=True))
         for action_config, action in rt.actions:
             batch = targets[: action_config.params.max_per_run]
             begun = time.monotonic()
-            result = _run_one(action, batch, dry_run)
+            # Before each action, not once: a slot lost while the previous one ran (the lease
+            # expired) may be someone else's now, and a group that fails closed stops here.
+            result = _run_one(action, batch, dry_run) if clearance.still_held() else SLOT_LOST
             duration = time.monotonic() - begun
             label = "dry_run" if dry_run else ("ok" if result.ok else "failed")
             self._events.publish(

@@ -61,6 +61,53 @@ class RuleSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    rule: str
+    token: int
+    slot: int
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    rule: str
+    reason: str
+    since: float
+    last: float
+    denials: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """One group as this host sees it, from memory."""
+
+    name: str
+    max_hosts: int
+    max_runs: int | None
+    per: float
+    on_unavailable: str
+    held: tuple[Held, ...]
+    waits: tuple[Wait, ...]
+    outcomes: Mapping[str, int]
+    acquire_seconds_sum: float
+    acquire_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStats:
+    kind: str
+    host: str
+    endpoint: str
+    requests: int
+    errors: int
+    failovers: int
+    leases_lost: int
+    last_error: str | None
+    groups: tuple[GroupStats, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     taken_at: float
     started_at: float
@@ -80,3 +127,4 @@ class EngineSnapshot:
     state_resets: int = 0  # times a start found the state database reset, replaced or corrupt (host lifetime)
     transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, kind) -> count since start
     sinks: tuple[SinkStats, ...] = ()  # event sinks' delivery counts (watchdogd_event_sink_*)
+    fleet: FleetStats | None = None  # the fleet budget's groups, slots held here, waits, coordinator counters

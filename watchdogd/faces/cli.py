@@ -41,8 +41,9 @@ DEFAULT_SOCKET = "/run/watchdogd/control.sock"
 EXIT_OK, EXIT_FIRING, EXIT_GAVE_UP, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 NAGIOS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
-TIMEOUTS = {"run": 900.0, "reload": 120.0}
-"""Seconds to wait for the daemon; run waits for probes and actions (each bounded by its own timeout)."""
+TIMEOUTS = {"run": 900.0, "reload": 120.0, "fleet": 160.0}
+"""Seconds to wait for the daemon; run waits for probes and actions (each bounded by its own timeout), fleet for
+the coordinator (one fleet.coordinator.timeout, under 150 s)."""
 DEFAULT_TIMEOUT = 10.0
 
 _SIMPLE_SCALAR = re.compile(r"^control_socket:[ \t]*([^\s#'\"{}\[\]&*!|>%@`][^#\n]*?)[ \t]*(?:#.*)?$", re.M)
@@ -345,6 +346,13 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
         f"actions per {age(budget['per_seconds'])}, {budget['used_last_hour']} used in the last hour"
     )
     lines = [head, second]
+    fleet = doc.get("fleet")
+    if fleet:
+        groups = "; ".join(
+            f"{name} {g['held_here']} held here" + (f", waiting: {', '.join(g['waiting'])}" if g["waiting"] else "")
+            for name, g in fleet["groups"].items()
+        )
+        lines.append(f"fleet budget on {fleet['coordinator']} as {fleet['host']}: {groups} (watchdogctl fleet)")
     if daemon["dry_run"]:
         lines.append(paint("DRY-RUN: actions are recorded, not taken", "dry_run"))
     if daemon["last_reload_error"]:
@@ -701,6 +709,17 @@ def render_evidence(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from watchdogd.faces.fleetview import render_fleet  # noqa: PLC0415 (only this command)
+
+    result = _request(args, "fleet", {})
+    if args.json:
+        _print_json(result)
+    else:
+        print(render_fleet(result))
+    return EXIT_OK
+
+
 def cmd_test_notify(args: argparse.Namespace) -> int:
     result = _request(args, "test_notify", {"sink": args.sink})
     print(f"delivered a test notification to {result['sink']}")
@@ -781,6 +800,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reload": cmd_reload,
     "test-notify": cmd_test_notify,
     "show": cmd_show,
+    "fleet": cmd_fleet,
     "check-config": cmd_check_config,
 }
 
@@ -856,6 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "history, status and pages)")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
+    fleet = command("fleet", "the fleet budget: each group's slots, who holds them since when, this host's "
+                    "waits (asks the coordinator)")
+    fleet.add_argument("--json", action="store_true")
     test_notify = command("test-notify", "send a test notification to one sink of notify.sinks, now")
     test_notify.add_argument("sink")
     check_config = command("check-config", "validate a config file without a daemon")

@@ -52,12 +52,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
+from watchdogd.faces.fleetview import fleet_document
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
     from watchdogd.engine.evidence import Evidence
     from watchdogd.engine.runtime import RunReport
     from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+    from watchdogd.fleet.coordinator import GroupView
     from watchdogd.model import AuditEntry, RuleTransition, Unit
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,14 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             "per_seconds": snap.budget_per,
             "remaining": snap.budget_remaining,
             "used_last_hour": snap.actions_last_hour,
+        },
+        "fleet": None if snap.fleet is None else {
+            "coordinator": snap.fleet.kind,
+            "host": snap.fleet.host,
+            "groups": {
+                g.name: {"max_hosts": g.max_hosts, "held_here": len(g.held), "waiting": [w.rule for w in g.waits]}
+                for g in snap.fleet.groups
+            },
         },
         "summary": {
             "rules": len(rules),
@@ -348,6 +358,8 @@ class Handlers:
     test_notify: Callable[[str], str | None] = lambda sink: f"no sink named {sink!r}"
     evidence: Callable[[int], Evidence | None] = lambda _id: None
     """Stored evidence by id (``watchdogctl show``)."""
+    fleet_views: Callable[[], Sequence[GroupView | str] | None] = lambda: None
+    """Each fleet group as the coordinator has it (network reads within the fleet timeout), None without a fleet."""
     """Send a test notification to a sink now: the error text, or None when it was delivered."""
 
 
@@ -378,6 +390,7 @@ _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "reload": (frozenset(), frozenset()),
     "test_notify": (frozenset({"sink"}), frozenset()),
     "show": (frozenset({"id"}), frozenset()),
+    "fleet": (frozenset(), frozenset()),
 }
 MUTATING = frozenset({"pause", "resume", "run", "reload", "test_notify"})
 
@@ -440,6 +453,7 @@ class Dispatcher:
             "reload": self._reload,
             "test_notify": self._test_notify,
             "show": self._show,
+            "fleet": self._fleet,
         }
 
     def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
@@ -522,6 +536,11 @@ class Dispatcher:
             "error": found.error,
             "cut": list(found.cut),
         }
+
+    def _fleet(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        snap = self.handlers.snapshot()
+        views = self.handlers.fleet_views() if snap.fleet is not None else None
+        return fleet_document(snap.fleet, views, self.handlers.clock())
 
     def _test_notify(self, args: dict[str, Any], peer: Peer | None) -> Any:
         sink = args["sink"]

@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+from watchdogd.engine.snapshot import EngineSnapshot, FleetStats, RuleSnapshot
 from watchdogd.logs import event
 from watchdogd.model import Cardinality, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
@@ -111,7 +111,9 @@ def families(snap: EngineSnapshot, version: str) -> Iterator[Metric]:
         _last_action_families(out, rule)
     _action_counters(out, snap)
     _event_families(out, snap)
-    return iter(out)
+    yield from out
+    if snap.fleet is not None:
+        yield from _fleet_families(snap.fleet)
 
 
 def _daemon_families(out: _Families, snap: EngineSnapshot, version: str) -> None:
@@ -261,6 +263,44 @@ def _event_families(out: _Families, snap: EngineSnapshot) -> None:
         for result, value in zip(SINK_RESULTS, (sink.delivered, sink.failed, sink.dropped), strict=True):
             events.add_metric([sink.name, result], float(value))
         queued.add_metric([sink.name], float(sink.queued))
+
+
+FLEET_COORDINATOR_COUNTERS = (
+    ("requests", "Requests this host sent to the fleet coordinator, since start."),
+    ("errors", "Coordinator requests that failed or timed out, since start."),
+    ("failovers", "Times this host moved to another coordinator endpoint after an error, since start."),
+    ("leases_lost", "Times this host's lease was found gone (its slots with it), since start."),
+)
+
+
+def _fleet_families(fleet: FleetStats) -> Iterator[Metric]:
+    """The fleet budget as this host sees it: its slots, its waits, what the coordinator answered."""
+    out = _Families()
+    out.gauge(PREFIX + "fleet_info", "The fleet budget's coordinator and this host's name in it; always 1.",
+              ["coordinator", "host"]).add_metric([fleet.kind, fleet.host], 1.0)
+    for name, documentation in FLEET_COORDINATOR_COUNTERS:
+        out.counter(PREFIX + f"fleet_coordinator_{name}", documentation, []).add_metric(
+            [], float(getattr(fleet, name))
+        )
+    acquire = SummaryMetricFamily(PREFIX + "fleet_acquire_seconds", "Time to get the coordinator's answer for "
+                                  "a slot (grant or denial), per group.", labels=["group"])
+    for group in fleet.groups:
+        labels = [group.name]
+        out.gauge(PREFIX + "fleet_group_max_hosts", "Runs of the group allowed at once, fleet-wide.",
+                  ["group"]).add_metric(labels, float(group.max_hosts))
+        out.gauge(PREFIX + "fleet_slots_held", "Slots of the group this host holds now (runs in progress).",
+                  ["group"]).add_metric(labels, float(len(group.held)))
+        out.gauge(PREFIX + "fleet_waiting_rules", "Rules of this host waiting for a slot of the group (denied "
+                  "and still asking).", ["group"]).add_metric(labels, float(len(group.waits)))
+        answers = out.counter(PREFIX + "fleet_acquires", "Answers to this host's asks for a slot, since start: "
+                              "granted; denied because the group was full or its run window spent (full, rate); "
+                              "the coordinator did not answer (unavailable: the run was skipped; fallback: it ran "
+                              "under the host budget); a slot lost mid-run (lost).", ["group", "result"])
+        for result, count in sorted(group.outcomes.items()):
+            answers.add_metric([group.name, result], float(count))
+        acquire.add_metric(labels, group.acquire_count, group.acquire_seconds_sum)
+    yield from out
+    yield acquire
 
 
 def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
