@@ -1,12 +1,20 @@
-"""Evidence within its byte budget, keeping every section: the longest lists are halved, worst rows kept.
+"""Evidence within its byte budget, keeping every section rather than the engine dropping the largest.
 
-A leaf helper so that families (which share no code with each other) bound their evidence the same way.
+Two shapes: ``fit`` halves the longest list (rows sorted worst first, so
+the worst stay: PostgreSQL sessions, Redis keys); ``fit_lines`` drops the
+oldest log or journal lines first, then rows (Docker, systemd). A leaf
+helper so that families, which share no code with each other, bound their
+evidence the same way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+
+FIT_SLACK = 128
+"""Bytes ``fit_lines`` keeps free under ``max_bytes`` for the "cut" note's own line about the fitting."""
 
 
 def fit(sections: dict[str, Any], max_bytes: int) -> dict[str, Any]:
@@ -45,3 +53,42 @@ def _longest_list(node: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]]
                 if len(value) > 1 and (length := len(json.dumps(value, default=str))) > best_size:
                     best, best_size = (parent, key, value), length
     return best
+
+
+def json_size(sections: Mapping[str, Any]) -> int:
+    """The size the engine counts against ``max_bytes`` (its own estimate, a little above the stored JSON)."""
+    return sum(len(json.dumps(value, default=str)) + len(name) + 6 for name, value in sections.items())
+
+
+def fit_lines(sections: dict[str, Any], lines_section: str, max_bytes: int, noun: str) -> dict[str, int]:
+    """Cut ``sections`` in place until they fit ``max_bytes`` less ``FIT_SLACK``; return what was dropped.
+
+    ``sections[lines_section]`` maps a thing (container, unit) to its lines,
+    oldest first. The oldest lines go first, from the thing with the most
+    lines each time (every thing keeps its newest lines longest), then rows
+    from the end of every other list. ``noun`` names the lines in the
+    returned counts ("log lines", "journal lines").
+    """
+    budget = max(max_bytes - FIT_SLACK, 0)
+    dropped = {noun: 0, "rows": 0}
+    size = json_size(sections)
+    while size > budget:
+        excess = size - budget
+        lines: dict[str, list[str]] = {
+            k: v for k, v in (sections.get(lines_section) or {}).items() if isinstance(v, list) and v
+        }
+        if lines:
+            while excess > 0 and lines:
+                longest = max(lines, key=lambda k: len(lines[k]))
+                excess -= len(json.dumps(lines[longest].pop(0))) + 2
+                dropped[noun] += 1
+                if not lines[longest]:
+                    del lines[longest]
+        else:
+            lists = [v for k, v in sections.items() if k != lines_section and isinstance(v, list) and v]
+            if not lists:
+                break
+            max(lists, key=len).pop()
+            dropped["rows"] += 1
+        size = json_size(sections)
+    return {k: v for k, v in dropped.items() if v}

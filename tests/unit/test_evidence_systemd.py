@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from watchdogd.contracts import Describes, EvidenceLimits, ProbeError
+from watchdogd.evidencefit import json_size
 from watchdogd.families.systemd import probes
 from watchdogd.families.systemd.probes import (
     LINE_CHARS,
@@ -24,7 +25,6 @@ from watchdogd.families.systemd.probes import (
     UnitParams,
     UnitProbe,
     describe_units,
-    json_size,
     unit_status,
 )
 from watchdogd.families.systemd.systemctl import Systemctl, parse_journal

@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.docker.dockertest import Containers, health
 from watchdogd.contracts import Describes, EvidenceLimits
+from watchdogd.evidencefit import FIT_SLACK, fit_lines, json_size
 from watchdogd.families.docker.probes import (
-    FIT_SLACK,
     LINE_CHARS,
     PROBES,
     ContainersParams,
@@ -26,8 +26,6 @@ from watchdogd.families.docker.probes import (
     DiskProbe,
     EngineParams,
     EngineProbe,
-    fit,
-    json_size,
     log_rows,
 )
 from watchdogd.families.docker.resources import MemoryParams
@@ -260,12 +258,12 @@ def test_log_rows_keep_the_last_lines_cut_and_marked() -> None:
 def test_fit_drops_oldest_lines_of_the_longest_log_first_then_rows() -> None:
     logs = {"a": [f"a{i}" + "." * 100 for i in range(20)], "b": [f"b{i}" + "." * 100 for i in range(5)]}
     sections: dict[str, Any] = {"containers": [{"container": "a"}, {"container": "b"}], "last log lines": logs}
-    dropped = fit(sections, "last log lines", 2048)
+    dropped = fit_lines(sections, "last log lines", 2048, "log lines")
     assert json_size(sections) <= 2048 - FIT_SLACK
     assert logs["a"][-1].startswith("a19") and logs["b"][-1].startswith("b4")  # the newest stay
     assert len(logs["b"]) == 5 and len(logs["a"]) >= 5  # taken from the longest first
     assert dropped == {"log lines": 25 - len(logs["a"]) - len(logs["b"])}
     tiny: dict[str, Any] = {"containers": [{"container": "x" * 300}] * 5, "last log lines": {}}
-    assert fit(tiny, "last log lines", 1024)["rows"] >= 3
+    assert fit_lines(tiny, "last log lines", 1024, "log lines")["rows"] >= 3
     assert json_size(tiny) <= 1024
     assert json.dumps(tiny)

@@ -26,7 +26,6 @@ deadline (``DockerEngine.read``) and never counts as an engine outage.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from watchdogd.contracts import (
     Reading,
     Unit,
 )
+from watchdogd.evidencefit import fit_lines
 from watchdogd.families.docker.common import (
     Selection,
     base_details,
@@ -429,8 +429,6 @@ LARGEST = 10
 """Rows of each "largest ..." list of the disk evidence (within ``max_items``)."""
 MARGIN = 0.05
 """Seconds kept back from the deadline, so describe returns before it rather than at it."""
-FIT_SLACK = 128
-"""Bytes kept free under ``max_bytes`` for the "cut" note's own line about the fitting."""
 REDACTED = "<redacted>"
 
 
@@ -499,45 +497,6 @@ def log_rows(lines: Sequence[tuple[str, str]], count: int) -> list[str]:
     return rows
 
 
-def json_size(sections: Mapping[str, Any]) -> int:
-    """The size the engine counts against ``max_bytes`` (its own estimate, a little above the stored JSON)."""
-    return sum(len(json.dumps(value, default=str)) + len(name) + 6 for name, value in sections.items())
-
-
-def fit(sections: dict[str, Any], lines_section: str, max_bytes: int) -> dict[str, int]:
-    """Cut ``sections`` in place until they fit ``max_bytes``; return what was dropped.
-
-    The oldest log lines go first, taken from the container with the most
-    lines each time (so every container keeps its newest lines longest),
-    then rows from the end of every other list, so the sections stay
-    whole instead of the engine dropping the largest one outright.
-    """
-    budget = max(max_bytes - FIT_SLACK, 0)
-    dropped = {"log lines": 0, "rows": 0}
-    size = json_size(sections)
-    while size > budget:
-        excess = size - budget
-        lines: dict[str, list[str]] = {
-            k: v for k, v in (sections.get(lines_section) or {}).items() if isinstance(v, list) and v
-        }
-        if lines:
-            while excess > 0 and lines:
-                longest = max(lines, key=lambda k: len(lines[k]))
-                excess -= len(json.dumps(lines[longest].pop(0))) + 2
-                dropped["log lines"] += 1
-                if not lines[longest]:
-                    del lines[longest]
-        else:
-            lists = [v for k, v in sections.items() if k != lines_section and isinstance(v, list) and v]
-            if not lists:
-                break
-            longest_list = max(lists, key=len)
-            longest_list.pop()
-            dropped["rows"] += 1
-        size = json_size(sections)
-    return {k: v for k, v in dropped.items() if v}
-
-
 def describe_containers(engine: DockerEngine, readings: Sequence[Reading], limits: EvidenceLimits) -> dict[str, Any]:
     """``docker inspect`` and ``docker logs --tail 20`` of each container concerned, within the limits.
 
@@ -583,7 +542,7 @@ def describe_containers(engine: DockerEngine, readings: Sequence[Reading], limit
         if truncated:
             cut.setdefault("log read", f"the log read of {name} stopped early (size or deadline)")
     sections: dict[str, Any] = {"containers": states, "last log lines": logs, "cut": cut}
-    dropped = fit(sections, "last log lines", limits.max_bytes)  # counts the notes so far; FIT_SLACK the next
+    dropped = fit_lines(sections, "last log lines", limits.max_bytes, "log lines")
     if dropped:
         cut["max_bytes"] = ", ".join(f"{count} {what}" for what, count in dropped.items()) + " dropped to fit"
     if not cut:
@@ -740,7 +699,7 @@ def describe_engine(
             if largest_rows:
                 sections.update(largest(df, rows))
     sections["cut"] = cut
-    dropped = fit(sections, "", limits.max_bytes)
+    dropped = fit_lines(sections, "", limits.max_bytes, "log lines")
     if dropped:
         cut["max_bytes"] = f"{dropped.get('rows', 0)} rows dropped to fit"
     if not cut:

@@ -16,7 +16,6 @@ evidence deadline.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from watchdogd.contracts import (
     Reading,
     Unit,
 )
+from watchdogd.evidencefit import fit_lines
 from watchdogd.families.systemd.systemctl import Systemctl, SystemctlError, is_glob, unit_name
 
 PROPERTIES = (
@@ -166,8 +166,6 @@ JOURNAL_LINES = 20
 LINE_CHARS = 200
 MARGIN = 0.05
 """Seconds kept back from the deadline, so describe returns before it rather than at it."""
-FIT_SLACK = 128
-"""Bytes kept free under ``max_bytes`` for the "cut" note's own line about the fitting."""
 UNSET = 2**64 - 1
 """systemd's "[not set]" for a number (MemoryCurrent without memory accounting), as some versions print it."""
 # si_code of the main process's end (ExecMainCode): how to read ExecMainStatus.
@@ -213,44 +211,6 @@ def unit_status(unit: str, props: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def json_size(sections: Mapping[str, Any]) -> int:
-    """The size the engine counts against ``max_bytes`` (its own estimate, a little above the stored JSON)."""
-    return sum(len(json.dumps(value, default=str)) + len(name) + 6 for name, value in sections.items())
-
-
-def fit(sections: dict[str, Any], lines_section: str, max_bytes: int) -> dict[str, int]:
-    """Cut ``sections`` in place until they fit ``max_bytes``; return what was dropped.
-
-    The oldest journal lines go first, from the unit with the most lines
-    each time (every unit keeps its newest lines longest), then rows from
-    the end of the other lists: the sections stay whole instead of the
-    engine dropping the largest one outright.
-    """
-    budget = max(max_bytes - FIT_SLACK, 0)
-    dropped = {"journal lines": 0, "rows": 0}
-    size = json_size(sections)
-    while size > budget:
-        excess = size - budget
-        lines: dict[str, list[str]] = {
-            k: v for k, v in (sections.get(lines_section) or {}).items() if isinstance(v, list) and v
-        }
-        if lines:
-            while excess > 0 and lines:
-                longest = max(lines, key=lambda k: len(lines[k]))
-                excess -= len(json.dumps(lines[longest].pop(0))) + 2
-                dropped["journal lines"] += 1
-                if not lines[longest]:
-                    del lines[longest]
-        else:
-            lists = [v for k, v in sections.items() if k != lines_section and isinstance(v, list) and v]
-            if not lists:
-                break
-            max(lists, key=len).pop()
-            dropped["rows"] += 1
-        size = json_size(sections)
-    return {k: v for k, v in dropped.items() if v}
-
-
 def describe_units(systemctl: Systemctl, subjects: Sequence[str], limits: EvidenceLimits) -> dict[str, Any]:
     """``systemctl show`` of the units, then each one's journal tail, stopping at the deadline.
 
@@ -284,7 +244,7 @@ def describe_units(systemctl: Systemctl, subjects: Sequence[str], limits: Eviden
         except SystemctlError as exc:
             journal[unit] = {"error": " ".join(str(exc).split())[:300]}
     sections: dict[str, Any] = {"unit status": status, "last journal lines": journal, "cut": cut}
-    dropped = fit(sections, "last journal lines", limits.max_bytes)  # counts the notes so far; FIT_SLACK the next
+    dropped = fit_lines(sections, "last journal lines", limits.max_bytes, "journal lines")
     if dropped:
         cut["max_bytes"] = ", ".join(f"{n} {what}" for what, n in dropped.items()) + " dropped to fit"
     if not cut:
