@@ -175,6 +175,19 @@ def test_the_repeat_window_forgets_old_firings(tmp_path: Path) -> None:
     assert rig.queued() == []
 
 
+def test_the_repeat_table_forgets_subjects_whose_window_emptied(tmp_path: Path) -> None:
+    """A rule over pids fires for a new subject each time: the table stays bounded, and a live window survives."""
+    rig = Rig(tmp_path)
+    rig.changed("repeating", Status.PENDING, Status.FIRING, subject="kept")
+    for n in range(5000):
+        rig.clock.now = T0 + n * 60.0  # each subject fires once; its window (1h) empties an hour later
+        rig.changed("repeating", Status.PENDING, Status.FIRING, subject=f"pid-{n}")
+    assert len(rig.pager._fired) <= 2 * 64 + 2 * 61  # about an hour of subjects, not 5000
+    assert ("repeating", "kept") not in rig.pager._fired  # its one firing left the window long ago
+    rig.changed("repeating", Status.PENDING, Status.FIRING, subject="pid-4999")
+    assert len(rig.pager._fired[("repeating", "pid-4999")][1]) == 2  # a subject still in its window keeps count
+
+
 @pytest.mark.parametrize(("mode", "expected"), [("mark", True), ("silent", False)])
 def test_dry_run_rules_page_marked_or_not_at_all(tmp_path: Path, mode: str, expected: bool) -> None:
     rig = Rig(tmp_path)

@@ -59,7 +59,9 @@ class Pager:
         self._wake = wake
         self._open = {(a.sink, a.rule, a.subject): a.since for a in outbox.open_alerts()}
         """Open alerts (sink, rule, subject) -> when their condition began."""
-        self._fired: dict[tuple[str, str], deque[float]] = {}
+        self._fired: dict[tuple[str, str], tuple[float, deque[float]]] = {}
+        """(rule, subject) -> (the rule's repeat.per, when the subject fired within it)."""
+        self._swept_at = 0  # len(self._fired) after the last sweep
         self._lock = threading.Lock()  # the sink's thread pages; reconcile runs from the deliverer's
 
     # -- the event stream --------------------------------------------------------
@@ -99,14 +101,30 @@ class Pager:
         repeat = rule.notify.repeat
         if repeat is None:
             return None
-        times = self._fired.setdefault((rule.name, event.subject), deque())
+        key = (rule.name, event.subject)
+        times = self._fired[key][1] if key in self._fired else deque()
+        self._fired[key] = (repeat.per, times)  # the per of the config in force (a reload may change it)
         times.append(event.ts)
         while times and times[0] <= event.ts - repeat.per:
             times.popleft()
+        self._sweep(event.ts)
         if len(times) < repeat.count:
             return None
         detail: dict[str, object] = {"count": len(times), "per": repeat.per, **_evidence(event.evidence)}
         return self._page("repeated", rule, event.subject, event.ts, event.value, opens=True, detail=detail)
+
+    def _sweep(self, now: float) -> None:
+        """Forget subjects whose window has emptied, whenever the table has doubled since the last sweep.
+
+        A high-cardinality rule (a pid, a container) would otherwise keep
+        one entry per subject it ever saw; amortised, this costs O(1) a call.
+        """
+        if len(self._fired) < max(64, 2 * self._swept_at):
+            return
+        self._fired = {
+            key: (per, times) for key, (per, times) in self._fired.items() if times and times[-1] > now - per
+        }
+        self._swept_at = len(self._fired)
 
     # -- building and queueing -----------------------------------------------------
 
