@@ -177,7 +177,8 @@ class Deliverer:
         """Send open alerts again to transports that forget them (Alertmanager's resolve_timeout)."""
         transports = self._transports()
         now = self._clock()
-        for alert in self._outbox.open_alerts():
+        alerts = self._outbox.open_alerts()  # one read per loop: it serves the reminders and the forgetting
+        for alert in alerts:
             transport = transports.get(alert.sink)
             if transport is None or transport.resend is None:
                 continue
@@ -196,8 +197,8 @@ class Deliverer:
                 continue
             self._count(alert.sink, "reminded")
         self._restarted = False
-        open_now = {(a.sink, a.rule, a.subject) for a in self._outbox.open_alerts()}
-        for key in set(self._reminded) - open_now:  # closed since: forget
+        open_now = {(a.sink, a.rule, a.subject) for a in alerts}
+        for key in set(self._reminded) - open_now:  # closed since: forget (one closed meanwhile goes next loop)
             del self._reminded[key]
 
     def _count(self, sink: str, what: str) -> None:
