@@ -143,12 +143,7 @@ class _Reader:
 
 def _read_only(client: PostgresClient, deadline: float, read: Callable[[_Reader], None]) -> None:
     """Run ``read`` in a rolled-back read-only transaction on the shared connection (see ``_Reader``)."""
-    wait = deadline - time.monotonic() - _MARGIN
-    if wait <= 0 or not client._lock.acquire(timeout=wait):
-        raise PostgresError(f"busy: another rule's statement on {client.label} held the connection until "
-                            "the evidence deadline")
-    try:
-        conn, _ = client._connection()
+    with client.exclusive(deadline - time.monotonic() - _MARGIN) as conn:
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION READ ONLY")
@@ -157,8 +152,6 @@ def _read_only(client: PostgresClient, deadline: float, read: Callable[[_Reader]
             raise
         except Exception as exc:  # BEGIN, SET or the rollback failed: the connection is likely gone
             raise _classify(exc) from None
-    finally:
-        client._lock.release()
 
 
 def _short(value: Any) -> Any:

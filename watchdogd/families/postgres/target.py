@@ -266,6 +266,24 @@ class PostgresClient:
         finally:
             self._lock.release()
 
+    @contextmanager
+    def exclusive(self, wait: float) -> Iterator[Any]:
+        """The shared connection for a caller's own transaction, waiting at most ``wait`` seconds for it.
+
+        Evidence reads several statements in one read-only transaction under
+        its own deadline, which ``query`` (one statement, the lock's usual
+        wait) cannot give it. Raises ``PostgresError`` when another rule's
+        statement holds the connection past ``wait``.
+        """
+        if wait <= 0 or not self._lock.acquire(timeout=wait):
+            raise PostgresError(f"busy: another rule's statement on {self.label} held the connection until "
+                                "the evidence deadline")
+        try:
+            conn, _ = self._connection()
+            yield conn
+        finally:
+            self._lock.release()
+
     # -- queries --------------------------------------------------------------------------
 
     def query(self, statement: Query, params: Mapping[str, Any] | None = None) -> list[Row]:
