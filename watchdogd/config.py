@@ -217,6 +217,9 @@ class Config:
         actions = sum(len(rule.actions) for rule in self.rules.values() if rule.enabled)
         targets = sum(len(named) for named in self.targets.values())
         mode = ", dry-run" if self.dry_run else ""
+        if self.fleet is not None:
+            groups = len(self.fleet.groups)
+            mode += f", fleet budget on {self.fleet.coordinator.kind}: {groups} group{'s' * (groups != 1)}"
         return (
             f"{len(self.rules)} rule{'s' * (len(self.rules) != 1)}: {enabled} enabled, "
             f"{len(self.rules) - enabled} disabled; "

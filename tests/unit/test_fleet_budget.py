@@ -20,6 +20,7 @@ from watchdogd.config import ConfigError, parse_config
 from watchdogd.engine.engine import Engine
 from watchdogd.engine.fleetbudget import FleetBudget
 from watchdogd.engine.state import StateStore
+from watchdogd.faces.cli import main
 from watchdogd.fleet.coordinator import (
     CoordinatorStats,
     Denial,
@@ -343,3 +344,19 @@ def test_a_group_by_action_kind_takes_every_rule_with_that_action(tmp_path: Path
     assert config.fleet_groups == {"r": "g"}
     assert config.fleet is not None and config.fleet.coordinator.kind == "etcd"
 
+
+
+def test_check_config_names_the_fleet_and_each_rules_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}/state\ncontrol_socket: {tmp_path}/c.sock\nlisten: null\n"
+        "rules:\n  r:\n    probe: host.cpu\n    above: 90\n    actions:\n      - exec: {argv: [/bin/true]}\n"
+        "  quiet:\n    probe: host.cpu\n    above: 90\n"
+        "fleet:\n  coordinator: {redis: {url: 'redis://127.0.0.1:1'}}\n"
+        "  groups:\n    g: {max_hosts: 2, actions: [exec]}\n"
+    )
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fleet budget on redis: 1 group" in out
+    assert "  r: every 15s" in out and "fleet group g" in out.split("  r: ")[1].splitlines()[0]
+    assert "fleet group" not in out.split("  quiet: ")[1].splitlines()[0]

@@ -746,11 +746,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"OK: {path}: {config.summary()}")
     for rule in config.rules.values():
         if rule.enabled:
-            print("  " + rule_timing(rule))
+            print("  " + rule_timing(rule, config.fleet_groups.get(rule.name)))
     return EXIT_OK
 
 
-def rule_timing(rule: Any) -> str:
+def rule_timing(rule: Any, fleet_group: str | None = None) -> str:
     """How often a rule runs, how long its probe may take and why, what an outage does to it."""
     line = (
         f"{rule.name}: every {rule.every:g}s, timeout {rule.timeout:g}s ({rule.timeout_source}), "
@@ -758,6 +758,8 @@ def rule_timing(rule: Any) -> str:
     )
     if rule.depends_on:
         line += f", depends on {', '.join(rule.depends_on)}"
+    if fleet_group is not None:
+        line += f", fleet group {fleet_group}"
     return line
 
 
