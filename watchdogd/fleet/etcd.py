@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import requests
 import urllib3.exceptions
+import urllib3.util
 from etcd3gw.client import Etcd3Client
 
 from watchdogd.fleet.coordinator import (
@@ -296,6 +297,9 @@ class EtcdCoordinator:
         self._lease_lock = threading.Lock()  # one lease grant at a time (held across I/O, waited with a deadline)
         self._pending = _Pending()
         self._offset = zlib.crc32(host.encode())
+        # Hosts start at different members (like the slot offset), so a fleet's reads are spread.
+        self._current = self._offset % len(self._endpoints)
+        self.stats.endpoint = self._endpoints[self._current].url
         self._keeper = LeaseKeeper(
             self._refresh, lease_ttl, monotonic, self.stats, timeout=timeout, name=f"fleet-keeper-etcd-{host}"
         )
@@ -702,7 +706,14 @@ class EtcdCoordinator:
         self.stats.requests += 1
         try:
             with client.session.post(
-                client.get_url(path), data=json.dumps(body), headers=headers, timeout=timeout, stream=True
+                client.get_url(path),
+                data=json.dumps(body),
+                headers=headers,
+                # total: a bare number would bound the connect and then each read again, so one call
+                # could take twice the time left (the storm saw acquires 1 s past their deadline).
+                # requests passes a urllib3 Timeout through unchanged; its stubs only list numbers.
+                timeout=urllib3.util.Timeout(total=timeout),  # type: ignore[arg-type]
+                stream=True,
             ) as response:
                 status = response.status_code
                 raw = self._read_body(response, endpoint, deadline)

@@ -9,9 +9,12 @@ coordinator's belief. Waiting for a lease to expire is a bounded poll.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -362,10 +365,12 @@ def test_a_killed_member_fails_over_to_the_next(
     group = GroupLimits("failover", max_hosts=2)
     leader = etcd_cluster.leader()
     victim = next(i for i in range(3) if i != leader)  # a follower: no election to wait for
-    endpoints = [etcd_cluster.endpoints[(victim + k) % 3] for k in range(3)]
+    start = zlib.crc32(b"web1") % 3  # each host starts at its own member, so a fleet's reads are spread
+    endpoints = [etcd_cluster.endpoints[(victim - start + k) % 3] for k in range(3)]
     web1 = make_etcd_coordinator("web1", endpoints=endpoints)
     web1.release(grant_of(web1.acquire(group, "r", within())), within())
-    assert web1.stats.endpoint == endpoints[0]
+    assert web1.stats.endpoint == endpoints[start] == etcd_cluster.endpoints[victim]
+    endpoints = [endpoints[start]] + [e for i, e in enumerate(endpoints) if i != start]  # for the asserts below
 
     etcd_cluster.kill(victim)
     started = time.monotonic()
@@ -377,6 +382,11 @@ def test_a_killed_member_fails_over_to_the_next(
     assert web1.stats.last_error_at is not None
     web1.release(grant, within())
     assert web1.view(group, within()).holders == ()
+
+
+def test_hosts_start_at_different_members(make_etcd_coordinator: MakeCoordinator) -> None:
+    starts = {make_etcd_coordinator(f"web{n}").stats.endpoint for n in range(12)}
+    assert len(starts) == 3
 
 
 def test_a_frozen_leader_answers_by_the_deadline_then_works_after_the_election(
@@ -513,3 +523,56 @@ def test_tls_files_configure_each_endpoint_session() -> None:
 def test_settings_that_cannot_work_are_refused(endpoints: list[str], kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         EtcdCoordinator(endpoints, "web1", **kwargs)
+
+
+
+def test_a_slow_connect_and_a_slow_answer_share_one_deadline() -> None:
+    """A member whose accept queue is full (the kernel retries the SYN after 1 s), then answers after 1.2 s.
+
+    A bare number as the requests timeout bounds the connect and then the
+    read again, so the call took 2.2 s for a 1.5 s deadline (found by the
+    storm benchmark); the call's whole time must stay within the deadline.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=0.3)  # the accept queue is now full
+    stop = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            if stop.wait(1.2):
+                return
+            body = b'{"header":{"revision":"1"},"count":"0"}'
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            with contextlib.suppress(OSError):
+                conn.sendall(head + body)
+
+    def serve() -> None:
+        if stop.wait(0.5):
+            return
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    coordinator = EtcdCoordinator([f"http://127.0.0.1:{port}"], "web1", timeout=1.5, lease_ttl=4.0)
+    try:
+        started = time.monotonic()
+        answer_ = coordinator.peek(GroupLimits("slow", max_hosts=1), started + 1.5)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        filler.close()
+        server.close()
+        coordinator.close()
+    assert answer_ is not None and answer_.reason == "unavailable", answer_
+    assert took < 1.5 + 0.2, f"peek took {took:.2f}s for a 1.5s deadline"
