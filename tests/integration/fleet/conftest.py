@@ -16,6 +16,12 @@ from typing import Any
 import pytest
 
 from tests.integration.interfaces.conftest import short_dir, start_daemon  # noqa: F401 (the daemon tests' fixtures)
+from tests.integration.redis.conftest import (  # noqa: F401 (private redis-servers, fail loudly without one)
+    _redis_server_binary,
+    admin,
+    make_server,
+    server,
+)
 from tests.support.etcd_cluster import ETCD, EtcdCluster, running_etcd_cluster
 from watchdogd.fleet.etcd import EtcdCoordinator
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_until
+from tests.integration.fleet.answers import denial_of, grant_of, within
 from tests.support.etcd_cluster import EtcdCluster, post_json, running_etcd_cluster
 from watchdogd.fleet import etcd as etcd_module
 from watchdogd.fleet.coordinator import CoordinatorError, Denial, Grant, GroupLimits
@@ -33,9 +34,6 @@ MakeCoordinator = Callable[..., EtcdCoordinator]
 SLACK = 0.5
 """How far past its deadline a call may return (the promise is 'never overrun'; this is scheduling noise)."""
 
-
-def within(seconds: float = 2.0) -> float:
-    return time.monotonic() + seconds
 
 
 def b64(text: str) -> str:
@@ -60,16 +58,6 @@ def slot_key(prefix: str, group: str, slot: int) -> str:
     return f"{prefix}{group}/slots/{slot}"
 
 
-def grant_of(answer: Grant | Denial | None) -> Grant:
-    assert isinstance(answer, Grant), answer
-    return answer
-
-
-def denial_of(answer: Grant | Denial | None, reason: str) -> Denial:
-    assert isinstance(answer, Denial), answer
-    assert answer.reason == reason, answer
-    assert "\n" not in answer.detail
-    return answer
 
 
 def poll_grant(coordinator: EtcdCoordinator, group: GroupLimits, *, denied_by: set[str], timeout: float) -> Grant:

@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -22,7 +21,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.redis.server import REDIS_SERVER, RedisServer, TlsFiles, wait_until
+from tests.integration.fleet.answers import denial_of, grant_of, within
+from tests.integration.redis.server import RedisServer, TlsFiles, wait_until
 from tests.integration.services.servers import make_tls
 from watchdogd.fleet.coordinator import CoordinatorError, Denial, Grant, GroupLimits
 from watchdogd.fleet.redis import RedisCoordinator
@@ -35,41 +35,9 @@ LOCKED = ["--user", "fleet", "on", f">{PASSWORD}", "~*", "&*", "+@all"]
 """A password-protected ACL user (the default user stays open so the server helper's PING probe works)."""
 
 
-def within(seconds: float = 2.0) -> float:
-    return time.monotonic() + seconds
-
 
 def slot_key(group: str, slot: int) -> str:
     return f"{PREFIX}{group}:slot:{slot}"
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    if shutil.which(REDIS_SERVER) is None:
-        pytest.fail(f"redis-server not found at {REDIS_SERVER}: install the redis-server package", pytrace=False)
-    servers: list[RedisServer] = []
-
-    def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis{len(servers)}", **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.close()
-
-
-@pytest.fixture
-def server(make_server: Callable[..., RedisServer]) -> RedisServer:
-    return make_server()
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> redis.Redis:
-    return server.client()
 
 
 @pytest.fixture
@@ -90,16 +58,6 @@ def make_coordinator(server: RedisServer) -> Iterator[Callable[..., RedisCoordin
             coordinator.close()
 
 
-def grant_of(answer: Grant | Denial) -> Grant:
-    assert isinstance(answer, Grant), answer
-    return answer
-
-
-def denial_of(answer: Grant | Denial | None, reason: str) -> Denial:
-    assert isinstance(answer, Denial), answer
-    assert answer.reason == reason, answer
-    assert "\n" not in answer.detail
-    return answer
 
 
 def poll_grant(coordinator: RedisCoordinator, group: GroupLimits, *, denied_by: str, what: str) -> Grant:
