@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -159,3 +160,21 @@ def test_memory_is_bounded() -> None:
 )
 def test_engine_timestamps_keep_nanoseconds(nanos: int, text: str) -> None:
     assert _nanos_timestamp(nanos) == text
+
+
+def test_a_probe_can_wait_for_the_die_still_in_flight() -> None:
+    """The engine answers an inspect before its stream delivers the die: waiting for it keeps a stop a stop."""
+    h = history(ev("start", T0), ev("kill", T0 + 5, signal="15"))
+    feeder = threading.Timer(0.05, lambda: h.feed(ev("die", T0 + 5.02, exitCode="3")))
+    feeder.start()
+    try:
+        assert h.wait_for_die(CID, T0 + 5.0, timeout=30)
+    finally:
+        feeder.join()
+    assert h.stop_cause(CID, T0 + 5.0) == CAUSE_OPERATOR
+
+
+def test_waiting_for_a_die_that_never_comes_ends_at_the_timeout() -> None:
+    h = history(ev("start", T0), ev("die", T0 - 600, exitCode="1"))  # an earlier stop is not this one
+    assert not h.wait_for_die(CID, T0, timeout=0.01)
+    assert not h.wait_for_die("unknown", None, timeout=0)

@@ -78,6 +78,7 @@ class EventHistory:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._fed = threading.Condition(self._lock)  # notified on every event applied: see wait_for_die
         self._tracks: OrderedDict[str, _Track] = OrderedDict()
         self._seen: deque[tuple[int, str, str]] = deque(maxlen=1024)
         self._seen_set: set[tuple[int, str, str]] = set()
@@ -103,6 +104,7 @@ class EventHistory:
             self.last_time_nano = max(self.last_time_nano, time_nano)
             attributes = event.get("Actor", {}).get("Attributes", {}) or {}
             self._apply(cid, action, time_nano / 1e9, attributes)
+            self._fed.notify_all()
 
     def _apply(self, cid: str, action: str, at: float, attributes: Mapping[str, Any]) -> None:
         name, _, argument = action.partition(":")  # "health_status: unhealthy"
@@ -138,6 +140,26 @@ class EventHistory:
             if finished_at is not None and abs(track.die_at - finished_at) > MATCH_SLACK:
                 return None  # a die we saw belongs to an earlier stop; this one happened while we were away
             return track.cause
+
+    def wait_for_die(self, container_id: str, finished_at: float | None, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until the ``die`` that ended at ``finished_at`` has been fed.
+
+        The engine answers an inspect before its event stream has delivered the
+        ``die`` of a container that stopped a moment ago, so a probe right after
+        a stop would read a ``docker stop`` as a crash (and restart what the
+        operator stopped). Returns whether that die is known now.
+        """
+
+        def seen() -> bool:
+            track = self._tracks.get(container_id)
+            return (
+                track is not None
+                and track.die_at is not None
+                and (finished_at is None or abs(track.die_at - finished_at) <= MATCH_SLACK)
+            )
+
+        with self._fed:
+            return self._fed.wait_for(seen, max(timeout, 0.0))
 
     def oom_killed(self, container_id: str, finished_at: float | None) -> bool:
         """Whether an ``oom`` event preceded the die that ended at ``finished_at``.

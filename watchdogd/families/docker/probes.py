@@ -53,7 +53,7 @@ from watchdogd.families.docker.common import (
     parse_time,
     selected,
 )
-from watchdogd.families.docker.events import CAUSE_OPERATOR, CAUSE_WATCHDOGD
+from watchdogd.families.docker.events import CAUSE_OPERATOR, CAUSE_WATCHDOGD, MATCH_SLACK
 from watchdogd.families.docker.resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe
 from watchdogd.units import Duration
 
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 SYNC_WAIT = 2.0
 """How long a probe waits for the event replay before classifying stops without it."""
+FRESH_STOP = MATCH_SLACK
+"""A container that stopped this recently may have its ``die`` event still in flight: the probe waits for it."""
 MIN_PROBLEM_SECONDS = 0.001
 """A container in trouble reads at least this, so ``above: 0`` fires on it however fresh the trouble is."""
 
@@ -216,6 +218,14 @@ def classify(
     return Problem(None, None, details)
 
 
+def _await_fresh_die(history: EventHistory, info: Mapping[str, Any], now: float, budget: float) -> None:
+    """Give the event stream a moment to deliver the ``die`` of a container that has only just stopped."""
+    finished = parse_time((info.get("State") or {}).get("FinishedAt"))
+    if finished is None or now - finished > FRESH_STOP or budget <= 0:
+        return
+    history.wait_for_die(str(info.get("Id") or ""), finished, budget)
+
+
 def _stopped_by(
     cid: str, finished: float | None, exit_code: Any, policy: str, history: EventHistory | None
 ) -> str | None:
@@ -256,6 +266,7 @@ class ContainersProbe:
         rows = selected(engine, self._params)
         history = engine.synced_history(min(SYNC_WAIT, engine.timeout))
         now = self._clock()
+        wait_until = time.monotonic() + min(SYNC_WAIT, engine.timeout)  # shared by all fresh stops of this run
         readings: list[Reading] = []
         cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         for name, row in rows:
@@ -267,6 +278,8 @@ class ContainersProbe:
             info = self._inspect(engine, str(row.get("Id")), view, history, cache)
             if info is None:
                 continue  # removed between the list and the inspect
+            if history is not None and view.state == "exited":
+                _await_fresh_die(history, info, now, wait_until - time.monotonic())
             problem = classify(view, info, self._params, history)
             details.update(problem.details)
             if problem.condition is None:
