@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watchdogd.model import ActionResult, Cardinality, Clock, ItemResult, Reading, Unit
+from watchdogd.model import ActionResult, Cardinality, Clock, ItemResult, Reading, Unit, no_data
 from watchdogd.units import Duration
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "Unit",
     "describe_kinds",
     "local_probe",
+    "no_data",
 ]
 
 class ProbeError(Exception):

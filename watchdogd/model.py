@@ -84,6 +84,14 @@ class Reading:
     subject: str
     value: float
     details: Mapping[str, Any] = field(default_factory=dict)
+    no_data: bool = False
+    """The subject is there but this run says nothing about it (a window too quiet for a ratio, a trend
+    with too few samples yet): its state is held as it was, neither cleared nor advanced. ``value`` is NaN."""
+
+
+def no_data(subject: str, details: Mapping[str, Any] | None = None) -> Reading:
+    """A reading that holds the subject's state (see ``Reading.no_data``)."""
+    return Reading(subject, float("nan"), details or {}, no_data=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from watchdogd.core.policy import Evaluation, Thresholds, breaches, evaluate, rule_status
-from watchdogd.model import Reading, RuleStatus, Status, SubjectState, Transition
+from watchdogd.model import Reading, RuleStatus, Status, SubjectState, Transition, no_data
 
 OK, PENDING, FIRING = Status.OK, Status.PENDING, Status.FIRING
 NAN = float("nan")
@@ -357,3 +357,61 @@ def test_rule_status_precedence(
 ) -> None:
     got = rule_status(_states(*statuses), enabled=enabled, up=up, paused=paused, gave_up=gave_up)
     assert got is expected
+
+
+# --------------------------------------------------------------------------- no data and hold
+
+
+def test_no_data_holds_a_pending_timer_so_sparse_traffic_still_fires() -> None:
+    """A quiet interval between bursts neither resets ``for`` nor resolves: the issue's hit-ratio case."""
+    th = Thresholds(below=0.8, for_=4.0)
+    states: dict[str, SubjectState] = {}
+    seen: list[Status] = []
+    for now, reading in [
+        (0.0, Reading("keyspace", 0.2)),
+        (1.0, no_data("keyspace")),
+        (2.0, Reading("keyspace", 0.3)),
+        (3.0, no_data("keyspace")),
+        (4.0, Reading("keyspace", 0.1)),
+    ]:
+        ev = evaluate(states, [reading], th, now)
+        states = ev.states
+        seen.append(states["keyspace"].status)
+    assert seen == [PENDING, PENDING, PENDING, PENDING, FIRING]
+    assert states["keyspace"].since == 4.0
+
+
+def test_no_data_keeps_the_state_without_transition_and_is_not_acted_on() -> None:
+    prev = {"k": SubjectState(FIRING, 5.0, 0.1, 5.0)}
+    ev = evaluate(prev, [no_data("k")], Thresholds(below=0.8), 20.0)
+    assert ev.states == prev
+    assert (ev.transitions, ev.firing, ev.pending, ev.held) == ((), (), (), ("k",))
+
+
+def test_no_data_for_a_new_subject_creates_nothing() -> None:
+    ev = evaluate({}, [no_data("k")], Thresholds(below=0.8), 20.0)
+    assert ev == Evaluation({}, (), (), (), ())
+
+
+def test_hold_keeps_a_one_interval_event_firing_for_the_hold_time() -> None:
+    th = Thresholds(above=0.1, hold=60.0)
+    evs = walk(th, [(0.0, 0.5), (15.0, 0.0), (45.0, 0.0), (59.0, 0.0), (60.0, 0.0)])
+    assert [e.states["x"].status for e in evs] == [FIRING, FIRING, FIRING, FIRING, OK]
+    assert [len(e.firing) for e in evs] == [1, 0, 0, 0, 0]  # acted on only while measured in breach
+    assert [e.held for e in evs] == [(), ("x",), ("x",), ("x",), ()]
+    assert evs[-1].transitions == (Transition("x", FIRING, OK, 0.0),)
+    assert all(e.states["x"].since == 0.0 for e in evs[:4])
+
+
+def test_hold_keeps_a_vanished_subject_firing_until_it_ends() -> None:
+    th = Thresholds(above=0.1, hold=60.0)
+    first = evaluate({}, [Reading("x", 1.0)], th, 0.0)
+    held = evaluate(first.states, [], th, 30.0)
+    assert held.states == first.states and held.held == ("x",) and held.transitions == ()
+    gone = evaluate(held.states, [], th, 61.0)
+    assert gone == Evaluation({}, (Transition("x", FIRING, OK, None),), (), ())
+
+
+def test_a_breach_inside_hold_fires_on_without_a_new_transition() -> None:
+    evs = walk(Thresholds(above=0.1, hold=60.0), [(0.0, 1.0), (15.0, 0.0), (30.0, 2.0)])
+    assert evs[2].transitions == () and len(evs[2].firing) == 1 and evs[2].states["x"].since == 0.0

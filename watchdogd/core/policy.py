@@ -31,6 +31,13 @@ class Thresholds:
     clear_above: float | None = None
     clear_below: float | None = None
     for_: float = 0.0
+    hold: float = 0.0
+    """A firing subject stays firing at least this long, even once its value is back or it is gone.
+
+    For event-like probes (a slow-log entry, a restart, an OOM kill) whose value is in breach for
+    one interval only: a scrape every 15 s or a notification batching for 30 s would miss it. Held
+    subjects are in ``Evaluation.held``, not ``firing``: actions run on what is measured now.
+    """
     for_slack: float = 0.0
     """How much short of ``for`` still counts as met, once a later sample confirms the breach.
 
@@ -53,6 +60,9 @@ class Evaluation:
     transitions: tuple[Transition, ...]
     firing: tuple[Reading, ...]
     pending: tuple[Reading, ...]
+    held: tuple[str, ...] = ()
+    """Subjects in trouble whose state was held this time: a ``no_data`` reading, or ``hold`` keeping a
+    cleared or vanished subject firing. Still in trouble for the guard (stable_for), not acted on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,8 @@ def breaches(value: float, th: Thresholds, firing: bool) -> bool:
 def _next_state(prev: SubjectState, in_breach: bool, value: float, now: float, th: Thresholds) -> SubjectState:
     """One subject's step. Only a pending subject needs the clock, to see whether ``for`` has passed."""
     if not in_breach:
+        if prev.status is Status.FIRING and now - prev.since < th.hold:
+            return SubjectState(Status.FIRING, prev.since, value, now)
         status = Status.OK
     elif prev.status is Status.FIRING:
         status = Status.FIRING
@@ -129,7 +141,8 @@ def evaluate(
 
     A subject seen twice in ``readings`` is evaluated once, with its last
     reading: a probe should not do that, and one state per subject is the
-    invariant the rest of the engine relies on.
+    invariant the rest of the engine relies on. A ``no_data`` reading keeps
+    the subject's state exactly as it was (its ``for`` timer runs on).
     """
     limits = _Limits.of(th)
     latest = {r.subject: r for r in readings}
@@ -137,8 +150,15 @@ def evaluate(
     transitions: list[Transition] = []
     firing: list[Reading] = []
     pending: list[Reading] = []
+    held: list[str] = []
     for subject, reading in latest.items():
         old = prev.get(subject)
+        if reading.no_data:
+            if old is not None:
+                states[subject] = old
+                if old.status is not Status.OK:
+                    held.append(subject)
+            continue
         if old is None:
             old = SubjectState(Status.OK, now)
         value = reading.value
@@ -150,20 +170,22 @@ def evaluate(
         # Identity tests, not a dict keyed by Status: Enum.__hash__ is Python
         # code, and this line runs for every subject of every rule every cycle.
         if new.status is Status.FIRING:
-            firing.append(reading)
+            if in_breach:
+                firing.append(reading)
+            else:
+                held.append(subject)  # back, but inside ``hold``
         elif new.status is Status.PENDING:
             pending.append(reading)
-    transitions.extend(_vanished(prev, latest))
-    return Evaluation(states, tuple(transitions), tuple(firing), tuple(pending))
-
-
-def _vanished(prev: Mapping[str, SubjectState], seen: Mapping[str, Reading]) -> list[Transition]:
-    """A subject that is gone (pid exited, container removed) has recovered as far as we can tell."""
-    return [
-        Transition(subject, state.status, Status.OK, None)
-        for subject, state in prev.items()
-        if subject not in seen and state.status is not Status.OK
-    ]
+    for subject, state in prev.items():
+        if subject in latest or state.status is Status.OK:
+            continue
+        if state.status is Status.FIRING and now - state.since < th.hold:
+            states[subject] = state  # gone, but inside ``hold``
+            held.append(subject)
+        else:
+            # A subject that is gone (pid exited, container removed) has recovered as far as we can tell.
+            transitions.append(Transition(subject, state.status, Status.OK, None))
+    return Evaluation(states, tuple(transitions), tuple(firing), tuple(pending), tuple(held))
 
 
 def rule_status(

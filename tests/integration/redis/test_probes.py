@@ -290,9 +290,11 @@ def test_hit_ratio_over_the_interval(server: RedisServer, target: RedisTarget, a
     assert reading.details["hits"] == 300 and reading.details["misses"] == 100
     for i in range(5):
         admin.get("missing")
-    assert probe.measure() == []  # 5 lookups < min_lookups: not enough to judge
+    (quiet,) = probe.measure()
+    assert quiet.no_data and quiet.details["misses"] == 5  # 5 lookups < min_lookups: no data, state held
     server.restart()
-    assert probe.measure() == []  # another run_id: counters restarted, no rate
+    (restarted,) = probe.measure()
+    assert restarted.no_data and "restarted" in restarted.details["reason"]  # another run_id: no rate, no recovery
     admin2 = server.client()
     for i in range(200):
         admin2.get("nothing-here")
@@ -318,11 +320,13 @@ def test_evictions_rate_and_no_false_alarm_on_reset(
     assert reading.value > 0
     assert reading.value == pytest.approx(evicted / reading.details["interval"], rel=0.01)
     admin.config_resetstat()  # the counter goes back to 0 without a restart
-    assert probe.measure() == []
+    (reset,) = probe.measure()
+    assert reset.no_data and "CONFIG RESETSTAT" in reset.details["reason"]
     (quiet,) = probe.measure()
     assert quiet.value == 0
     server.restart()
-    assert probe.measure() == []  # never a negative rate after a restart
+    (restarted,) = probe.measure()
+    assert restarted.no_data  # never a negative rate after a restart, and no recovery either
 
 
 def test_rejected_connections_rate(

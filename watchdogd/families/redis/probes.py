@@ -6,10 +6,14 @@ commands: PING, INFO, CLIENT LIST, SCAN, TYPE, LLEN/XLEN/ZCARD/SCARD and
 SLOWLOG GET (and, for the evidence, MEMORY USAGE, TYPE, TTL and O(1)
 lengths). ``redis`` itself is never imported here.
 
-Rate probes keep the previous INFO sample in the probe instance, so two
-rules watching one server never share (and disturb) an interval. Their
-first run, and the run after a restart or ``CONFIG RESETSTAT``, returns no
-reading: there is no interval to speak of, and an alarm needs evidence.
+Rate probes keep the previous INFO sample (or, with ``params.window``, a
+window of them) in the probe instance, so two rules watching one server
+never share (and disturb) an interval. Their first run returns no reading:
+there is nothing to compare with yet. A run that has nothing to say about
+a subject that is there (a window too quiet for a ratio, a restart or
+``CONFIG RESETSTAT`` with no usable step left) returns "no data", which
+holds the rule's state: quiet is not recovery, and a restart is no
+evidence either way.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from watchdogd.contracts import (
     ProbeSpec,
     Reading,
     Unit,
+    no_data,
 )
 from watchdogd.evidencefit import fit
 from watchdogd.families.redis import counters
@@ -46,6 +51,7 @@ from watchdogd.families.redis.clients import (
     unprotected,
 )
 from watchdogd.families.redis.target import RedisCommandError, RedisTarget
+from watchdogd.units import DAY, Duration
 
 SCAN_COUNT = 1000
 """SCAN's COUNT hint: big enough for few round trips, small enough that one call stays well under 1 ms."""
@@ -567,72 +573,95 @@ class QueueLengthProbe(_DescribesServer):
 
 
 class _Counters:
-    """The previous INFO counter sample of one probe instance (never shared between rules)."""
+    """The INFO counter samples of one probe instance (never shared between rules)."""
 
-    def __init__(self, target: RedisTarget, clock: Clock, names: Sequence[str]) -> None:
+    def __init__(self, target: RedisTarget, clock: Clock, names: Sequence[str], window: float | None) -> None:
         self._target = target
         self._clock = clock
         self._names = tuple(names)
-        self._previous: counters.CounterSample | None = None
+        self._tracker = counters.Tracker(window)
 
-    def next_delta(self) -> counters.CounterDelta | None:
+    def next(self) -> counters.Observed | counters.Gap:
         server, stats = read_info(self._target, "server", "stats")
         try:
             current = counters.sample(server, stats, self._names, self._clock())
         except ValueError as exc:
             raise ProbeError(str(exc)) from None
-        previous, self._previous = self._previous, current
-        return counters.delta(previous, current)
+        return self._tracker.add(current)
 
 
-class HitRatioParams(Params):
+def _gap(subject: str, gap: counters.Gap) -> list[Reading]:
+    """The first run says nothing at all; any later gap is "no data" for the subject, which holds its state."""
+    return [] if gap.first else [no_data(subject, gap.details())]
+
+
+class RateParams(Params):
+    window: Duration | None = Field(default=None, gt=0, le=DAY)
+    """Judge over this sliding window instead of the last interval."""
+
+
+class HitRatioParams(RateParams):
     min_lookups: int = Field(default=100, ge=1, le=10**15)
 
 
 class HitRatioProbe(_DescribesServer):
-    """Keyspace hits / (hits + misses) over the last interval, 0..1.
+    """Keyspace hits / (hits + misses), 0..1, over the last interval or over ``window``.
 
-    An interval with fewer than ``min_lookups`` lookups returns no reading:
-    two misses out of three lookups at night is noise, not a cold cache.
+    With a window, the ratio is over the part of it observed so far (from
+    the second run on), so bursty traffic is judged by its bursts however
+    quiet the intervals between them.
+
+    No data: fewer than ``min_lookups`` lookups in the interval (or in the
+    whole window), since two misses out of three lookups at night are noise,
+    not a cold cache; or a Redis restart / ``CONFIG RESETSTAT`` that left no
+    usable step. The rule's state (and its ``for`` timer) is held.
     """
+
+    SUBJECT = "keyspace"
 
     def __init__(self, params: HitRatioParams, target: RedisTarget, clock: Clock) -> None:
         self._params = params
         self._target = target
-        self._counters = _Counters(target, clock, ("keyspace_hits", "keyspace_misses"))
+        self._counters = _Counters(target, clock, ("keyspace_hits", "keyspace_misses"), params.window)
 
     def measure(self) -> list[Reading]:
-        delta = self._counters.next_delta()
-        if delta is None:
-            return []
-        hits = delta.increase["keyspace_hits"]
-        misses = delta.increase["keyspace_misses"]
+        seen = self._counters.next()
+        if isinstance(seen, counters.Gap):
+            return _gap(self.SUBJECT, seen)
+        hits = seen.increase["keyspace_hits"]
+        misses = seen.increase["keyspace_misses"]
+        details = {"hits": hits, "misses": misses, **seen.details()}
         if hits + misses < self._params.min_lookups:
-            return []
-        details = {"hits": hits, "misses": misses, "interval": round(delta.seconds, 3)}
-        return [Reading("keyspace", hits / (hits + misses), details)]
+            reason = f"{hits + misses:.0f} lookups, fewer than min_lookups ({self._params.min_lookups})"
+            return [no_data(self.SUBJECT, {**details, "reason": reason})]
+        return [Reading(self.SUBJECT, hits / (hits + misses), details)]
 
 
 class CounterRateProbe(_DescribesServer):
-    """Per-second increase of one INFO stats counter over the last interval."""
+    """Per-second increase of one INFO stats counter over the last interval or over ``window``.
 
-    def __init__(self, field: str, subject: str, target: RedisTarget, clock: Clock) -> None:
+    A quiet interval is a rate of 0, a real answer. No data: a Redis restart
+    or ``CONFIG RESETSTAT`` that left no usable step (per interval: the run
+    right after it), so a restart never looks like a burst nor like recovery.
+    """
+
+    def __init__(self, field: str, subject: str, params: RateParams, target: RedisTarget, clock: Clock) -> None:
         self._field = field
         self._subject = subject
         self._target = target
-        self._counters = _Counters(target, clock, (field,))
+        self._counters = _Counters(target, clock, (field,), params.window)
 
     def measure(self) -> list[Reading]:
-        delta = self._counters.next_delta()
-        if delta is None:
-            return []
-        details = {self._field: delta.increase[self._field], "interval": round(delta.seconds, 3)}
-        return [Reading(self._subject, delta.rate(self._field), details)]
+        seen = self._counters.next()
+        if isinstance(seen, counters.Gap):
+            return _gap(self._subject, seen)
+        details = {self._field: seen.increase[self._field], **seen.details()}
+        return [Reading(self._subject, seen.rate(self._field), details)]
 
 
 def _rate(field: str, subject: str) -> Callable[[Any, Any, Clock], Probe]:
-    def build(params: NoParams, target: RedisTarget, clock: Clock) -> Probe:
-        return CounterRateProbe(field, subject, target, clock)
+    def build(params: RateParams, target: RedisTarget, clock: Clock) -> Probe:
+        return CounterRateProbe(field, subject, params, target, clock)
 
     return _factory(build)
 
@@ -749,15 +778,17 @@ PROBES: dict[str, ProbeSpec] = {
     ),
     "redis.hit_ratio": ProbeSpec(
         HitRatioParams, _simple(HitRatioProbe), Unit.RATIO, Cardinality.LOW,
-        "keyspace hit ratio over the last interval", target_kind="redis", subjects="redis",
+        "keyspace hit ratio over the last interval or params.window; too few lookups is no data (holds state)",
+        target_kind="redis", subjects="redis",
     ),
     "redis.evictions": ProbeSpec(
-        NoParams, _rate("evicted_keys", "evictions"), Unit.PER_SECOND, Cardinality.LOW,
-        "keys evicted per second over the last interval", target_kind="redis", subjects="redis",
+        RateParams, _rate("evicted_keys", "evictions"), Unit.PER_SECOND, Cardinality.LOW,
+        "keys evicted per second over the last interval or params.window", target_kind="redis", subjects="redis",
     ),
     "redis.rejected_connections": ProbeSpec(
-        NoParams, _rate("rejected_connections", "rejected_connections"), Unit.PER_SECOND, Cardinality.LOW,
-        "connections refused (maxclients) per second over the last interval", target_kind="redis", subjects="redis",
+        RateParams, _rate("rejected_connections", "rejected_connections"), Unit.PER_SECOND, Cardinality.LOW,
+        "connections refused (maxclients) per second over the last interval or params.window", target_kind="redis",
+        subjects="redis",
     ),
     "redis.slowlog": ProbeSpec(
         SlowlogParams, _slowlog("worst"), Unit.SECONDS, Cardinality.LOW,

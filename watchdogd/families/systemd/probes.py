@@ -32,9 +32,12 @@ from watchdogd.contracts import (
     ProbeSpec,
     Reading,
     Unit,
+    no_data,
 )
+from watchdogd.counterwindow import Added, CounterWindow
 from watchdogd.evidencefit import fit_lines
 from watchdogd.families.systemd.systemctl import Systemctl, SystemctlError, is_glob, unit_name
+from watchdogd.units import DAY, Duration
 
 PROPERTIES = (
     "LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
@@ -47,7 +50,7 @@ HEALTHY = {
 }
 
 
-class RestartsParams(Params):
+class UnitsParams(Params):
     units: list[str] = Field(min_length=1)
 
     @field_validator("units")
@@ -59,8 +62,13 @@ class RestartsParams(Params):
         return list(dict.fromkeys(unit_name(name) for name in value))
 
 
-class UnitParams(RestartsParams):
+class UnitParams(UnitsParams):
     expect: Literal["active", "not_failed"] = "active"
+
+
+class RestartsParams(UnitsParams):
+    window: Duration | None = Field(default=None, gt=0, le=DAY)
+    """Count the restarts within this sliding window instead of reporting the cumulative NRestarts."""
 
 
 class _UnitsProbe:
@@ -142,18 +150,61 @@ class UnitProbe(_UnitsProbe):
         return readings
 
 
-class RestartsProbe(_UnitsProbe):
-    """How many times systemd restarted a unit automatically (``NRestarts``; reset by a manual restart)."""
+RESTARTS = "NRestarts"
+NO_COUNT_YET: Mapping[Added, str] = {
+    Added.RESET: "NRestarts went down (the unit was started by hand): no restart count in the window yet",
+    Added.CLOCK_BACK: "the clock went back: the window starts again",
+    Added.STEP: "no second of the window observed yet",
+}
+"""Why a windowed run has no count, by what its sample did to the window (never FIRST: that says nothing)."""
 
-    def __init__(self, params: RestartsParams, systemctl: Systemctl, monotonic: Callable[[], float]) -> None:
+
+class RestartsProbe(_UnitsProbe):
+    """How many times systemd restarted a unit automatically.
+
+    Without ``window``: ``NRestarts`` itself, cumulative since the unit was
+    last started by hand (which resets it). With ``window``: the restarts
+    within the last ``window`` (from the second run on, over the part of it
+    observed so far), so an old crash loop stops counting once it is over
+    and ``above: 3`` means "more than 3 restarts in the window". A manual
+    restart zeroing ``NRestarts`` loses only the step across it. No data:
+    such a reset with no other step in the window; the unit's first run
+    says nothing. Windows live in the probe, one per unit, for the units
+    seen on the last run only. They run on the monotonic clock, so a wall
+    clock step changes nothing.
+    """
+
+    def __init__(self, params: UnitsParams, systemctl: Systemctl, monotonic: Callable[[], float]) -> None:
         super().__init__(params.units, systemctl, monotonic)
+        # UnitParams (no window) is accepted too: the cumulative count is what the probe always reported.
+        self._window = params.window if isinstance(params, RestartsParams) else None
+        self._windows: dict[str, CounterWindow] = {}
 
     def measure(self) -> list[Reading]:
-        return [
-            Reading(unit, float(_int(props.get("NRestarts"))), self._details(unit, props))
-            for unit, props in self._states().items()
-            if props.get("LoadState") == "loaded"
-        ]
+        loaded = {unit: props for unit, props in self._states().items() if props.get("LoadState") == "loaded"}
+        if self._window is None:
+            return [Reading(unit, float(_int(props.get(RESTARTS))), self._details(unit, props))
+                    for unit, props in loaded.items()]
+        now = self._monotonic()
+        windows = {unit: self._windows[unit] if unit in self._windows else CounterWindow(self._window)
+                   for unit in loaded}
+        self._windows = windows
+        readings = []
+        for unit, props in loaded.items():
+            window = windows[unit]
+            added = window.add(now, "", {RESTARTS: _int(props.get(RESTARTS))})
+            if added is Added.FIRST:
+                continue
+            details = {**self._details(unit, props), "window": window.window}
+            seen = window.increase()
+            if seen is None:
+                readings.append(no_data(unit, {**details, "reason": NO_COUNT_YET[added]}))
+                continue
+            details["covered"] = round(seen.seconds, 1)
+            if seen.resets:
+                details["resets"] = seen.resets
+            readings.append(Reading(unit, seen.increase[RESTARTS], details))
+        return readings
 
 
 # --------------------------------------------------------------------------- evidence
@@ -267,6 +318,6 @@ PROBES: dict[str, ProbeSpec] = {
     ),
     "systemd.restarts": ProbeSpec(
         RestartsParams, _factory(RestartsProbe), Unit.COUNT, Cardinality.LOW,
-        "automatic restarts systemd made of a unit (NRestarts)", subjects="unit",
+        "automatic restarts systemd made of a unit (NRestarts), or within params.window", subjects="unit",
     ),
 }
