@@ -21,6 +21,7 @@ from watchdogd import hazards
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
 from watchdogd.core.guard import BudgetPolicy, GuardPolicy
 from watchdogd.core.policy import Thresholds
+from watchdogd.core.trend import Prediction
 from watchdogd.fleet.spec import FleetSection
 from watchdogd.model import Cardinality, Unit
 from watchdogd.notifyspec import NotifyPolicy, NotifySection
@@ -111,6 +112,16 @@ class _Sections(_Strict):
     rules: dict[str, Any] = {}
 
 
+class _RawPredict(_Strict):
+    """``predict:``: fire on where the value is heading, not where it is (see core/trend.py)."""
+
+    above: Any = None
+    below: Any = None
+    within: Duration = Field(gt=0, le=30 * 86400.0)
+    over: Duration = Field(default=3600.0, gt=0, le=7 * 86400.0)
+    min_samples: int = Field(default=5, ge=3, le=10_000)
+
+
 class _RawRule(_Strict):
     probe: str
     target: str | None = None
@@ -121,6 +132,8 @@ class _RawRule(_Strict):
     clear_above: Any = None
     clear_below: Any = None
     for_: Duration = Field(default=0.0, alias="for")
+    hold: Duration = 0.0
+    predict: _RawPredict | None = None
     every: Interval | None = None
     timeout: Timeout | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -172,6 +185,8 @@ class Rule:
     depends_on: tuple[str, ...] = ()
     timeout_source: str = "probe_timeout"  # how ``timeout`` was derived, for check-config and status
     notify: NotifyPolicy = field(default_factory=NotifyPolicy)  # effective: the rule's own over notify.default
+    predict: Prediction | None = None
+    """Set: the thresholds apply to where the value is projected to be (``predict:``), not to the value."""
 
 
 @dataclass(frozen=True)
@@ -431,7 +446,10 @@ class _Builder:
             return None
         params = self.validate(spec.params, rule.params, (*at, "params"))
         target = self._target_ref(rule.target, spec.target_kind, targets, (*at, "target"))
-        thresholds = self._thresholds(rule, spec.unit, at, rule.every or raw.interval)
+        every = rule.every or raw.interval
+        predict = self._predict(rule, spec.unit, spec.cardinality, every, at)
+        # A ``predict:`` with a mistake in it is reported as such, not again as "no threshold".
+        thresholds = self._thresholds(rule, spec.unit, at, every, predict, "predict" in body)
         actions = tuple(
             action
             for index, item in enumerate(rule.actions)
@@ -439,7 +457,8 @@ class _Builder:
         )
         if not rule_ok or params is None or thresholds is None or len(actions) != len(rule.actions):
             return None
-        every = rule.every or raw.interval
+        if "predict" in body and predict is None:
+            return None
         on_down = rule.on_down or ("fire" if spec.availability else "hold")
         if on_down == "fire" and spec.cardinality is Cardinality.HIGH:
             self.problem(
@@ -487,6 +506,44 @@ class _Builder:
             on_down=on_down,
             depends_on=_names(rule.depends_on),
             notify=notify,
+            predict=predict,
+        )
+
+    def _predict(
+        self, rule: _RawRule, unit: Unit, cardinality: Cardinality, every: float, at: KeyPath
+    ) -> Prediction | None:
+        """``predict:`` with its line read in the probe's unit; refused where it cannot mean anything."""
+        raw = rule.predict
+        if raw is None:
+            return None
+        at = (*at, "predict")
+        parse = THRESHOLD_PARSERS[unit]
+        lines: dict[str, float | None] = {}
+        for key in ("above", "below"):
+            value = getattr(raw, key)
+            try:
+                lines[key] = None if value is None else parse(value)
+            except ValueError as exc:
+                self.problem((*at, key), str(exc))
+                return None
+        problems: tuple[tuple[bool, KeyPath, str], ...] = (
+            ((lines["above"] is None) == (lines["below"] is None), at, "set exactly one of 'above' or 'below' "
+             "(the line the value must not be projected to cross)"),
+            (rule.above is not None or rule.below is not None, (*at[:-1], "above" if rule.above is not None
+             else "below"), "a rule with 'predict' takes its line from predict.above/below; "
+             "write a second rule for the current value"),
+            (cardinality is Cardinality.HIGH, at, f"{rule.probe} measures short-lived subjects (connections, "
+             "processes): there is no history to project; predict works on hosts, mounts, instances"),
+            (raw.over / every < raw.min_samples, (*at, "over"), f"holds {raw.over / every:.3g} runs of every "
+             f"{every:g}s; predict needs at least min_samples ({raw.min_samples}) in it"),
+        )
+        for failed, where, message in problems:
+            if failed:
+                self.problem(where, message)
+                return None
+        return Prediction(
+            above=lines["above"], below=lines["below"], within=raw.within, over=raw.over,
+            min_samples=raw.min_samples,
         )
 
     def _notify_policy(self, own: Mapping[str, Any] | None, section: NotifySection, at: KeyPath) -> NotifyPolicy | None:
@@ -527,11 +584,20 @@ class _Builder:
             return None
         return ref
 
-    def _thresholds(self, rule: _RawRule, unit: Unit, at: KeyPath, every: float) -> Thresholds | None:
+    def _thresholds(  # noqa: PLR0917 (one call site; the rule's parts as _rule has them)
+        self, rule: _RawRule, unit: Unit, at: KeyPath, every: float, predict: Prediction | None, predicts: bool
+    ) -> Thresholds | None:
+        """The comparison; with ``predict``, its line is the one the projection is compared with."""
         parse = THRESHOLD_PARSERS[unit]
         values: dict[str, float | None] = {}
         ok = True
+        if predicts:
+            if predict is None:
+                return None  # reported by _predict or the model
+            values["above"], values["below"] = predict.above, predict.below
         for key in ("above", "below", "clear_above", "clear_below"):
+            if key in values:
+                continue
             raw_value = getattr(rule, key)
             if raw_value is None:
                 values[key] = None
@@ -564,6 +630,7 @@ class _Builder:
             clear_above=values["clear_above"],
             clear_below=values["clear_below"],
             for_=rule.for_,
+            hold=rule.hold,
             for_slack=every * FOR_SLACK,
         )
 

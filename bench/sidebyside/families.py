@@ -47,6 +47,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_scrape.py", "/metrics with 50 rules", headline=(r"^watchdogd(-uncached)?: p50",)),
     Bench("bench_status.py", "watchdogctl status, 50 rules",
           headline=(r"^watchdogctl \(console script\)", r"^watchdogctl status p90")),
+    Bench("bench_trend.py", "trend prediction, 2,100 synthetic curves", headline=(r"^trend:", r"^verdict")),
 )
 
 FAILURE = re.compile(r"\bFAIL(ED)?\b")

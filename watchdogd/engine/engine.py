@@ -28,7 +28,16 @@ from watchdogd.engine.evidence import EvidenceStore, EvidenceTaker
 from watchdogd.engine.fleetbudget import FleetBudget, FleetGroup, FleetPlan
 from watchdogd.engine.gate import Gate
 from watchdogd.engine.runner import Runner
-from watchdogd.engine.runtime import Clients, RuleRuntime, RunReport, build_runtime, restore, same_measurement
+from watchdogd.engine.runtime import (
+    Clients,
+    RuleRuntime,
+    RunReport,
+    build_runtime,
+    carried_trend,
+    restore,
+    same_measurement,
+    trend_key,
+)
 from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleSnapshot
 from watchdogd.engine.state import StateStore
@@ -37,6 +46,9 @@ from watchdogd.model import AuditEntry, Clock, Decision, RuleTransition, Status,
 
 __all__ = ["Clients", "Engine", "RunReport"]
 
+
+TREND_LOCK_WAIT = 1.0
+"""Seconds ``save_trends`` waits for a rule's run at shutdown before leaving its history as last saved."""
 
 class Engine:
     def __init__(
@@ -116,6 +128,7 @@ class Engine:
                 if saved[name].get("dry_run", False) and not rule.guard.dry_run:
                     # Cooldowns counted in dry-run must not hold back the first real action.
                     runtime.guard = guards.RuleGuard(paused_until=runtime.guard.paused_until)
+            runtime.trend = carried_trend(rule, self._runtimes.get(name), self.store.load_kv, self.clock())
             runtimes[name] = runtime
         for gone in set(saved) - set(config.rules):
             self.store.delete_rule(gone)
@@ -302,8 +315,21 @@ class Engine:
 
     def close(self) -> None:
         self.stop.set()
+        self.save_trends()
         self.runner.pool.shutdown()
         self.events.close()
+
+    def save_trends(self) -> None:
+        """Write every rule's trend history, so a clean restart predicts again from its first run."""
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+        for rt in runtimes:
+            if rt.trend is None or not rt.lock.acquire(timeout=TREND_LOCK_WAIT):
+                continue  # a run still in flight at shutdown: its last save (at most a minute old) stands
+            try:
+                self.store.save_kv(trend_key(rt.rule.name), rt.trend.dump())
+            finally:
+                rt.lock.release()
 
 
 def fleet_plan(config: Config, host: str) -> FleetPlan:
@@ -340,7 +366,8 @@ def _rule_snapshot(
         error=None if last is None else last.error,
         last_run=rt.last_run,
         duration=None if last is None else last.duration,
-        readings={r.subject: r.value for r in last.readings} if last is not None else {},
+        # What was measured (a trend rule's projection is in firing/pending); no data is no sample.
+        readings={r.subject: r.value for r in last.readings if not r.no_data} if last is not None else {},
         firing=_values(subjects, Status.FIRING),
         firing_subjects=tuple(s for s, st in subjects.items() if st.status is Status.FIRING),
         pending=_values(subjects, Status.PENDING),

@@ -177,7 +177,7 @@ class Gate:
                     verdict.decision,
                     "started",
                     value_before=by_subject[subject].value,
-                    detail=dict(detail),
+                    detail={**detail, **_projection(rule, by_subject[subject])},
                 )
                 for action, _ in rt.actions
                 for subject in verdict.allowed
@@ -421,6 +421,17 @@ def _not_held_reason(rule: Rule, result: ProbeResult, value: float | None, settl
     side, line = ("above", rule.thresholds.above) if rule.thresholds.above is not None else (
         "below", rule.thresholds.below)
     return f"still {side} {line:g} after {settle:g}s settle (value {value:g})"
+
+
+TREND_KEYS = ("value_now", "projected", "within", "slope_per_hour", "crosses_at", "crosses_in", "samples")
+
+
+def _projection(rule: Rule, reading: Reading) -> dict[str, Any]:
+    """A trend rule acts on a projection (``value_before``): its row also says what was measured and when
+    the line would have been crossed, so the audit shows the action ran ahead of the line, and by how much."""
+    if rule.predict is None:
+        return {}
+    return {"trend": {key: reading.details[key] for key in TREND_KEYS if key in reading.details}}
 
 
 def _run_one(action: Action, batch: Sequence[Reading], dry_run: bool) -> ActionResult:

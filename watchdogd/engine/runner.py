@@ -18,11 +18,12 @@ from dataclasses import replace
 from watchdogd.contracts import ReportsOutage
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import evaluate
+from watchdogd.core.trend import predict_readings
 from watchdogd.engine import events as ev
 from watchdogd.engine.evidence import EvidenceTaker
 from watchdogd.engine.gate import Gate, error_text
 from watchdogd.engine.probepool import ProbePool
-from watchdogd.engine.runtime import RuleRuntime, RunReport
+from watchdogd.engine.runtime import TREND_SAVE_EVERY, RuleRuntime, RunReport, trend_key
 from watchdogd.engine.state import StateStore
 from watchdogd.model import AuditEntry, Clock, ProbeResult, Reading, RuleStatus, Status, Transition
 
@@ -206,6 +207,8 @@ class Runner:
         return replace(result, readings=tuple(Reading(subject, value, details) for subject in subjects))
 
     def _evaluate(self, rt: RuleRuntime, readings: Sequence[Reading], now: float) -> tuple[Reading, ...]:
+        if rt.rule.predict is not None and rt.trend is not None:
+            readings = predict_readings(rt.trend, readings, now, rt.rule.predict)
         evaluation = evaluate(rt.subjects, readings, rt.rule.thresholds, now)
         rt.subjects = evaluation.states  # status sees the new states now, not after the evidence
         evidence = self._evidence(rt, readings, evaluation.transitions, now)
@@ -216,7 +219,7 @@ class Runner:
                     evidence if change.new is Status.FIRING else None,
                 )
             )
-        breaching = [r.subject for r in (*evaluation.firing, *evaluation.pending)]
+        breaching = [*(r.subject for r in (*evaluation.firing, *evaluation.pending)), *evaluation.held]
         gave_up = rt.guard.gave_up_at is not None
         rt.guard = guards.observe(rt.guard, breaching, now, rt.rule.guard)
         if gave_up and rt.guard.gave_up_at is None:
@@ -244,6 +247,10 @@ class Runner:
         if data != rt.saved:  # most runs change nothing durable: skip the fsync
             self.store.save_rule(rt.rule.name, data)
             rt.saved = data
+        now = self._clock()
+        if rt.trend is not None and not 0 <= now - rt.trend_saved < TREND_SAVE_EVERY:
+            self.store.save_kv(trend_key(rt.rule.name), rt.trend.dump())
+            rt.trend_saved = now
 
     # -- dependencies (one outage, one alert) ------------------------------------
 

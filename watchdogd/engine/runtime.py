@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +12,7 @@ from watchdogd.config import ActionConfig, Rule
 from watchdogd.contracts import Action, Probe, ProbeError
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import rule_status
+from watchdogd.core.trend import TrendHistory
 from watchdogd.model import AuditEntry, Clock, Decision, ProbeResult, Reading, RuleStatus, Status, SubjectState
 from watchdogd.registry import Registry
 
@@ -40,6 +41,8 @@ class RuleRuntime:
     absent: bool = False  # its ``optional`` target has never answered on this host
     predecessor: RuleRuntime | None = None  # the runtime a reload replaced, until this one took its state over
     evidence: tuple[float, int] | None = None  # (run time, id) of the evidence its last transition to firing took
+    trend: TrendHistory | None = None  # with ``predict``: each subject's recent values, what the slope is fitted on
+    trend_saved: float = 0.0  # when ``trend`` was last written to the state store (see TREND_SAVE_EVERY)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inherit(self, old: RuleRuntime) -> None:
@@ -128,6 +131,35 @@ class RunReport:
             audit=audit,
             waiting_on=rt.waiting_on,
         )
+
+
+TREND_SAVE_EVERY = 60.0
+"""Seconds between writes of a rule's trend history: a restart loses at most this much of it (the window
+is an hour or more), and an fsync per rule per run would cost more than the prediction."""
+
+
+def trend_key(rule: str) -> str:
+    """The state store's kv key of a rule's trend history."""
+    return f"trend:{rule}"
+
+
+def carried_trend(
+    rule: Rule, before: RuleRuntime | None, load: Callable[[str], Any], now: float
+) -> TrendHistory | None:
+    """The history a (re)built rule starts from: the running rule's if it measures the same thing, else the saved.
+
+    The samples are the probe's own values, so a reload that only changes the line, the horizon or the
+    window keeps them (a new ``over`` re-trims them on the next fit); a copy, because the replaced
+    runtime's run may still be adding to its own.
+    """
+    if rule.predict is None:
+        return None
+    same = before is not None and (before.rule.probe, before.rule.target, before.rule.params) == (
+        rule.probe, rule.target, rule.params
+    )
+    running = before.trend if same and before is not None else None
+    source = running.dump() if running is not None else load(trend_key(rule.name))
+    return TrendHistory.load(source, rule.predict.over, now)
 
 
 class _Disabled:

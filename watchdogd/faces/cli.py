@@ -758,6 +758,17 @@ def rule_timing(rule: Any, fleet_group: str | None = None) -> str:
     )
     if rule.depends_on:
         line += f", depends on {', '.join(rule.depends_on)}"
+    from watchdogd.model import Unit  # noqa: PLC0415 (check-config only; watchdogctl stays light)
+    from watchdogd.units import format_value  # noqa: PLC0415
+
+    seconds = Unit.SECONDS
+    predict = rule.predict
+    if predict is not None:
+        side, level = ("above", predict.above) if predict.above is not None else ("below", predict.below)
+        line += (f", predicts {side} {format_value(level, rule.unit)} within {format_value(predict.within, seconds)}"
+                 f" over {format_value(predict.over, seconds)}")
+    if rule.thresholds.hold:
+        line += f", holds firing {format_value(rule.thresholds.hold, seconds)}"
     if fleet_group is not None:
         line += f", fleet group {fleet_group}"
     return line
