@@ -4,10 +4,11 @@ One container for the whole module, walked through a package's life in
 order: install (enabled, started, READY with a STATUS line), the unit's
 hardening (systemd-analyze security/verify, the capability set the kernel
 really applied), watchdogctl and /metrics, a reload that takes effect, the
-actions doing their job inside the sandbox, a broken reload that keeps the old
-policy, systemd's watchdog restarting a frozen daemon, an upgrade that keeps
-the edited conffile, and remove/purge. Each test leaves the service as the
-next one expects it, and the container is removed whatever happens.
+actions doing their job inside the sandbox, log priorities that journald files
+(text and JSON), a broken reload that keeps the old policy, systemd's watchdog
+restarting a frozen daemon, an upgrade that keeps the edited conffile, and
+remove/purge. Each test leaves the service as the next one expects it, and the
+container is removed whatever happens.
 """
 
 from __future__ import annotations
@@ -130,6 +131,54 @@ def proc_status(box: SystemdContainer, pid: int) -> dict[str, str]:
 
 def journal(box: SystemdContainer) -> str:
     return inside(box, "journalctl", "--no-pager", "-o", "cat", "-u", UNIT).stdout
+
+
+# The daemon's level word -> the PRIORITY= journald must file the line under (sd-daemon(3) prefixes).
+PRIORITY_OF_LEVEL = {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
+TEXT_LINE = re.compile(r"^\S+Z (debug|info|warning|error|critical) ")
+PREFIX_LEFT = re.compile(r"^<\d>")
+
+
+def _level_written(message: str) -> str | None:
+    """The level the daemon wrote in a text or JSON line; None for anything else (systemd's own lines)."""
+    if message.startswith("{"):
+        try:
+            body = json.loads(message)
+        except ValueError:
+            return None
+        return body.get("level") if isinstance(body, dict) else None
+    found = TEXT_LINE.match(message)
+    return found.group(1) if found else None
+
+
+def daemon_lines(box: SystemdContainer, *args: str) -> list[tuple[str, str, str]]:
+    """(level written, PRIORITY filed, MESSAGE) of each line the daemon wrote to stderr, oldest first."""
+    out = inside(box, "journalctl", "--no-pager", "-o", "json", "-u", UNIT, *args).stdout
+    lines = []
+    for raw in out.splitlines():
+        entry = json.loads(raw)
+        message = entry.get("MESSAGE")
+        if entry.get("_TRANSPORT") != "stdout" or not isinstance(message, str):
+            continue
+        assert not PREFIX_LEFT.match(message), f"journald kept the priority prefix: {message}"
+        level = _level_written(message)
+        if level is not None:
+            lines.append((level, str(entry.get("PRIORITY")), message))
+    return lines
+
+
+def journal_cursor(box: SystemdContainer) -> str:
+    """Where the unit's journal ends now: later queries pass --after-cursor to see only what follows."""
+    last = inside(box, "journalctl", "--no-pager", "-o", "json", "-n", "1", "-u", UNIT).stdout
+    return str(json.loads(last)["__CURSOR"])
+
+
+def json_line(box: SystemdContainer, cursor: str, msg: str) -> tuple[str, str, str] | None:
+    """The first JSON line with this ``msg`` the daemon logged after ``cursor``."""
+    for line in daemon_lines(box, f"--after-cursor={cursor}"):
+        if line[2].startswith("{") and json.loads(line[2]).get("msg") == msg:
+            return line
+    return None
 
 
 # --- the policy the tests install -------------------------------------------------------------
@@ -258,6 +307,48 @@ def test_actions_work_inside_the_sandbox(box: SystemdContainer, fixtures_for_act
     home = [e for e in entries if "/home/alice/junk" in json.dumps(e.get("detail", {}))]
     assert home and "Read-only file system" in json.dumps(home[0]), \
         "a path outside ReadWritePaths must fail with a clear reason in the audit log"
+
+
+def test_log_priorities_reach_the_journal(box: SystemdContainer) -> None:
+    """`journalctl -p warning` finds the warnings (issue 19): sandbox-check's firing, not the info lines."""
+    lines = daemon_lines(box)
+    assert {level for level, _, _ in lines} >= {"info", "warning"}, lines
+    wrong = [line for line in lines if line[1] != PRIORITY_OF_LEVEL[line[0]]]
+    assert not wrong, f"filed under the wrong priority: {wrong}"
+    warnings = inside(box, "journalctl", "--no-pager", "-o", "cat", "-p", "warning", "-u", UNIT).stdout
+    assert re.search(r"Z warning firing rule=sandbox-check subject=/srv/trigger/\* ", warnings), warnings
+    assert "started version=" in journal(box)
+    assert "started version=" not in warnings and not re.search(r"Z info ", warnings), warnings
+
+
+def test_json_log_lines_keep_their_priority_and_stay_json(box: SystemdContainer) -> None:
+    """SyslogLevelPrefix= strips `<N>` from a JSON line and leaves the object whole."""
+    good = inside(box, "cat", CONFIG).stdout
+    policy = yaml.safe_load(good)
+    policy["log_format"] = "json"
+    cursor = journal_cursor(box)
+    box.write_file(CONFIG, yaml.safe_dump(policy, sort_keys=False), mode=0o640)
+    try:
+        inside(box, "systemctl", "reload", UNIT)
+        reloaded = wait_until(lambda: json_line(box, cursor, "reloaded"), 30, "the reload logged in JSON")
+        # Not sandbox-check: a pause waits for the rule's lock, which its actions and settle hold.
+        inside(box, "watchdogctl", "pause", "disk-full", "--for", "1m")
+        inside(box, "watchdogctl", "resume", "disk-full")
+        paused = wait_until(lambda: json_line(box, cursor, "rule paused"), 30, "the pause logged in JSON")
+        assert reloaded[1] == "6" and json.loads(reloaded[2])["level"] == "info", reloaded
+        assert paused[1] == "4" and json.loads(paused[2])["rule"] == "disk-full", paused
+        # The whole journal, no cursor: journalctl 252's --after-cursor skips the first match when the
+        # cursor's own entry (an info line) does not pass -p, and the pause line went missing that way.
+        warnings = daemon_lines(box, "-p", "warning")
+        assert paused in warnings and reloaded not in warnings, warnings
+        assert all(level != "info" for level, _, _ in warnings), warnings
+    finally:
+        cursor = journal_cursor(box)
+        box.write_file(CONFIG, good, mode=0o640)
+        inside(box, "systemctl", "reload", UNIT)
+    back = f"--after-cursor={cursor}"
+    wait_until(lambda: any(re.search(r"Z info reloaded ", m) for _, _, m in daemon_lines(box, back)), 30,
+               "the reload back to text logs")
 
 
 def test_broken_config_reload_keeps_the_running_policy(box: SystemdContainer) -> None:

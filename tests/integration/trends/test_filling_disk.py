@@ -113,6 +113,8 @@ def test_a_filling_disk_is_cleaned_before_it_crosses_the_line(
         writer.thread.join(5)
 
     acted_at = writer.usage_at(row["ts"])
+    print(f"acted at {acted_at:.1f}% used, line {LINE}%, projected {row['value_before']:.1f}%, "
+          f"crossing in {row['detail']['trend']['crosses_in']}s")
     peak = max(u for t, u in writer.trace if t <= row["ts"])
     assert peak < LINE, f"the volume reached {peak:.1f}% before the action ran"
     assert acted_at < LINE - 20, f"acted only at {acted_at:.1f}%: no earlier than a plain threshold would"
