@@ -84,13 +84,16 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             self.argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # The reader gets its own queue: after a kill -9 and start() again, the old reader's end-of-stream
+        # marker must land in the old queue, not read as "the new daemon exited".
+        threading.Thread(target=self._pump, args=(self.proc, self._queue), daemon=True).start()
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 30.0) -> str:
         """Return the first new stderr line matching ``predicate``; fail with the log so far."""

@@ -38,6 +38,8 @@ MAX_COUNT = 100_000
 """Upper bound of the action counts (``budget.actions``, ``max_actions.count``): far past any sane limit."""
 MAX_CONFIG_BYTES = 1024 * 1024
 """Largest config file read; a real one is a few KB, and a bigger one is not read into memory at all."""
+HOST_WIDE = "*"
+"""The rule name of host-wide audit and history rows (maintenance mode), so no rule may take it."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -433,6 +435,10 @@ class _Builder:
         dry_run: bool,
     ) -> Rule | None:
         at: KeyPath = ("rules", name)
+        if name == HOST_WIDE:
+            self.problem(at, f"{HOST_WIDE!r} stands for the whole host in the audit log and the history "
+                         "(maintenance mode): give the rule another name")
+            return None
         if not isinstance(body, dict):
             self.problem(at, "a rule must be a mapping (probe, above, actions, ...)")
             return None

@@ -298,6 +298,18 @@ class Daemon:
         self._changed()
         return outcome
 
+    def _pause_all(self, until: float, reason: str | None, by: Mapping[str, Any] | None) -> dict[str, Any]:
+        outcome = self.engine.pause_all(until, reason=reason, by=by)
+        self._changed()
+        return outcome
+
+    def _resume_all(self, by: Mapping[str, Any] | None) -> dict[str, Any]:
+        outcome = self.engine.resume_all(by=by)
+        self._changed()
+        if outcome["ended"] is not None:
+            self.notifications.settle()  # what still fires pages now, not at the next tick
+        return outcome
+
     def _handlers(self) -> Handlers:
         engine = self.engine
         return Handlers(
@@ -315,6 +327,8 @@ class Daemon:
             test_notify=self.notifications.test,
             fleet_views=self.engine.fleet_views,
             evidence=engine.evidence.store.get,
+            pause_all=self._pause_all,
+            resume_all=self._resume_all,
         )
 
     def _health(self) -> tuple[bool, str]:

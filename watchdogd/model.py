@@ -66,10 +66,12 @@ class Decision(enum.Enum):
     SKIPPED_GRACE = "skipped_grace"
     SKIPPED_MAX_PER_RUN = "skipped_max_per_run"
     SKIPPED_PAUSED = "skipped_paused"
+    SKIPPED_MAINTENANCE = "skipped_maintenance"  # the whole host is in maintenance (watchdogctl pause --all)
     SKIPPED_FLEET = "skipped_fleet"  # the rule's fleet group is full or its run window spent
     SKIPPED_FLEET_UNAVAILABLE = "skipped_fleet_unavailable"  # the coordinator did not answer; the group fails closed
     GAVE_UP = "gave_up"  # the run that tipped the rule over max_actions
-    OPERATOR = "operator"  # an operator paused or resumed the rule (action operator.pause / operator.resume)
+    OPERATOR = "operator"  # an operator paused or resumed the rule (action operator.pause / operator.resume),
+    # or the whole host (rule "*": operator.pause_all / operator.resume_all, maintenance.expired at its end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""``predict:`` and ``hold:`` in the policy: what is accepted, and one ``file:line: key: message`` for each mistake."""
+"""Rule keys and names in the policy (``predict:``, ``hold:``, the reserved ``*``): one ``file:line: key: message`` each."""
 
 from __future__ import annotations
 
@@ -69,3 +69,9 @@ predict: {below: 0.5, within: 1h, over: 30m}
 def test_mistakes_name_the_line_and_key(body: str, expected: str, tmp_path: Path) -> None:
     found = problems(rule(body), tmp_path)
     assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_the_host_wide_name_is_not_a_rule_name(tmp_path: Path) -> None:
+    found = problems("rules:\n  '*':\n    probe: host.cpu\n    above: 90\n", tmp_path)
+    assert found == ["w.yaml:2: rules.*: '*' stands for the whole host in the audit log and the history "
+                     "(maintenance mode): give the rule another name"]

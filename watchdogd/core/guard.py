@@ -20,6 +20,7 @@ __all__ = [
     "GuardPolicy",
     "Hold",
     "HostGuard",
+    "Maintenance",
     "RuleGuard",
     "SubjectGuard",
     "Verdict",
@@ -35,14 +36,18 @@ __all__ = [
     "host_guard_from_dict",
     "host_guard_to_dict",
     "host_spend",
+    "in_maintenance",
     "is_gave_up",
     "is_paused",
+    "maintenance_from_dict",
+    "maintenance_to_dict",
     "observe",
     "pause",
     "record_run",
     "resume",
     "rule_guard_from_dict",
     "rule_guard_to_dict",
+    "start_maintenance",
 ]
 
 _FORMAT_VERSION = 1
@@ -119,6 +124,25 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class Maintenance:
+    """Host-wide maintenance mode: no rule acts until ``until`` (inf: until ``resume --all``).
+
+    One record for the whole host, not a pause on every rule: rules added
+    by a reload are covered too, a per-rule pause stays the operator's own
+    business, and ending the maintenance gives every rule back exactly the
+    state it had. ``by`` is who asked (uid, pid, user from SO_PEERCRED),
+    ``reason`` their own words; ``since`` is when it began, kept when a
+    later ``pause --all`` extends or shortens it (``changed_at``).
+    """
+
+    since: float
+    until: float
+    by: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    changed_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The decision for one rule's batch of firing subjects; every candidate appears exactly once."""
 
@@ -192,6 +216,7 @@ def decide(
     in_grace: bool,
     max_per_run: int,
     held: Mapping[str, Hold] | None = None,
+    maintenance: bool = False,
 ) -> Verdict:
     """Which firing subjects to act on now, and why each other one is skipped.
 
@@ -205,16 +230,18 @@ def decide(
     rule, or this one through another subject, acted on it): they are
     skipped as in cooldown, like the rule's own cooldown.
 
-    Rule-wide reasons (pause, give-up, grace) skip the whole batch before any
-    per-subject check, so the audit log names the reason the operator can act
-    on. Give-up and budget are only checked when some subject is actually
-    out of cooldown: a rule that would not act anyway must not give up.
+    Rule-wide reasons (host maintenance, pause, give-up, grace) skip the
+    whole batch before any per-subject check, so the audit log names the
+    reason the operator can act on; ``maintenance`` is the host's
+    (``in_maintenance``), asked by the caller like the grace. Give-up and
+    budget are only checked when some subject is actually out of cooldown:
+    a rule that would not act anyway must not give up.
     """
     if max_per_run < 1:
         raise ValueError(f"max_per_run must be >= 1, got {max_per_run}")
     mode = Decision.DRY_RUN if policy.dry_run else Decision.RAN
     ordered = tuple(dict.fromkeys(candidates))
-    blanket = _rule_gate(rg, now, in_grace)
+    blanket = _rule_gate(rg, now, in_grace, maintenance)
     if blanket is not None:
         return Verdict((), tuple((s, blanket) for s in ordered), mode, False, rg)
 
@@ -237,9 +264,15 @@ def decide(
     return Verdict(allowed, skipped, mode, gives_up, guard)
 
 
-def _rule_gate(rg: RuleGuard, now: float, in_grace: bool) -> Decision | None:
-    """The first rule-wide reason to skip everything, in precedence order."""
+def _rule_gate(rg: RuleGuard, now: float, in_grace: bool, maintenance: bool = False) -> Decision | None:
+    """The first rule-wide reason to skip everything, in precedence order.
+
+    Maintenance comes first: while the whole host is in maintenance that is
+    the reason nothing runs, and the operator who ends it sees the next
+    reason (a pause, a give-up) recorded as it takes over.
+    """
     gates = (
+        (maintenance, Decision.SKIPPED_MAINTENANCE),
         (is_paused(rg, now), Decision.SKIPPED_PAUSED),
         (is_gave_up(rg), Decision.SKIPPED_GAVE_UP),
         (in_grace, Decision.SKIPPED_GRACE),
@@ -355,6 +388,33 @@ def resume(rg: RuleGuard, *, reset: bool = False) -> RuleGuard:
     return replace(rg, paused_until=None)
 
 
+def start_maintenance(
+    current: Maintenance | None,
+    now: float,
+    until: float,
+    *,
+    by: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+) -> Maintenance:
+    """``pause --all``: a new maintenance, or the running one with a new end, asker and reason.
+
+    A second ``pause --all`` replaces the end (longer or shorter: the last
+    word is the operator's) but keeps ``since``, so status and history say
+    how long the host has really been hands-off.
+    """
+    since = current.since if current is not None and in_maintenance(current, now) else now
+    return Maintenance(since=since, until=until, by=dict(by or {}), reason=reason, changed_at=now)
+
+
+def in_maintenance(m: Maintenance | None, now: float) -> bool:
+    """Checks the expiry itself, so maintenance ends on time even before anyone records its end.
+
+    A ``since`` after ``now`` (the wall clock stepped back) still counts:
+    when in doubt the guard errs towards fewer actions.
+    """
+    return m is not None and m.until > now
+
+
 # --------------------------------------------------------------------------- read helpers
 
 
@@ -445,6 +505,37 @@ def host_guard_to_dict(hg: HostGuard) -> dict[str, Any]:
 
 def host_guard_from_dict(d: Mapping[str, Any]) -> HostGuard:
     return HostGuard(action_times=_dec_times(d.get("action_times")))
+
+
+def maintenance_to_dict(m: Maintenance | None) -> dict[str, Any]:
+    """``None`` (not in maintenance) is stored too, as ``{"version": 1}``: the last word on disk wins."""
+    if m is None:
+        return {"version": _FORMAT_VERSION}
+    return {
+        "version": _FORMAT_VERSION,
+        "maintenance": {
+            "since": _enc(m.since),
+            "until": _enc(m.until),
+            "by": dict(m.by),
+            "reason": m.reason,
+            "changed_at": _enc(m.changed_at),
+        },
+    }
+
+
+def maintenance_from_dict(d: Mapping[str, Any] | None) -> Maintenance | None:
+    body = (d or {}).get("maintenance")
+    if not isinstance(body, Mapping):
+        return None
+    by = body.get("by")
+    reason = body.get("reason")
+    return Maintenance(
+        since=_dec(body.get("since")) or 0.0,
+        until=_dec(body.get("until")) or 0.0,
+        by=dict(by) if isinstance(by, Mapping) else {},
+        reason=reason if isinstance(reason, str) else None,
+        changed_at=_dec(body.get("changed_at")) or 0.0,
+    )
 
 
 def holds_to_dict(holds: Mapping[str, Hold]) -> dict[str, Any]:

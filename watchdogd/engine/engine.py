@@ -13,13 +13,14 @@ socket and ``--once``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from watchdogd.config import Config
+from watchdogd.config import HOST_WIDE, Config
 from watchdogd.core import guard as guards
 from watchdogd.counting import tally
 from watchdogd.engine import events as ev
@@ -42,9 +43,18 @@ from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleSnapshot
 from watchdogd.engine.state import StateStore
 from watchdogd.fleet.coordinator import Coordinator, GroupLimits, GroupView
+from watchdogd.logs import event as log_event
 from watchdogd.model import AuditEntry, Clock, Decision, RuleTransition, Status, SubjectState
 
-__all__ = ["Clients", "Engine", "RunReport"]
+__all__ = ["HOST_RULE", "MAINTENANCE_KEY", "Clients", "Engine", "RunReport"]
+
+log = logging.getLogger("watchdogd.engine")
+
+MAINTENANCE_KEY = "maintenance"
+"""The state store's kv key of the host's maintenance mode (``guard.maintenance_to_dict``)."""
+HOST_RULE = HOST_WIDE
+"""The ``rule`` of audit and alert-history rows about the whole host (maintenance mode), as in ``pause --all``;
+config refuses it as a rule name."""
 
 
 TREND_LOCK_WAIT = 1.0
@@ -76,6 +86,9 @@ class Engine:
         self.config = config
         self.config_loaded_at = clock()
         self.last_reload_error: str | None = None
+        # Host-wide maintenance mode: read lock-free (one reference), changed under its lock with its rows.
+        self._maintenance: guards.Maintenance | None = guards.maintenance_from_dict(store.load_kv(MAINTENANCE_KEY))
+        self._maintenance_lock = threading.Lock()
         self._runtimes: dict[str, RuleRuntime] = {}
         self.runner = Runner(
             store=store, events=self.events, clock=clock, stop=self.stop, lookup=self._lookup, optional=self._optional
@@ -88,6 +101,7 @@ class Engine:
             clock=clock,
             stop=self.stop,
             in_grace=self._in_grace,
+            maintenance=self.maintenance,
         )
         self.evidence = EvidenceTaker(EvidenceStore(store), self.runner.pool, clock, config.evidence)
         self.runner.gate, self.runner.evidence, self.gate.evidence = self.gate, self.evidence, self.evidence
@@ -171,6 +185,7 @@ class Engine:
     def run_rule(self, name: str) -> RunReport:
         """Probe, evaluate, act and record one rule. Never raises for probe or action failures."""
         runtime = self._runtime(name)
+        self.settle_maintenance()  # an expired maintenance is on record before this run's actions
         with runtime.lock:
             runtime.settle()
             return self.runner.run(runtime)
@@ -231,6 +246,86 @@ class Engine:
         rt.saved = data
         self.events.publish(ev.Audited(now, rt.rule.name, (replace(entry, id=ids[0]),)))
         self.events.publish(ev.Operator(now, rt.rule.name, what, detail))
+
+    # -- maintenance mode (the whole host) --------------------------------------
+
+    def maintenance(self, now: float) -> guards.Maintenance | None:
+        """The host's maintenance if it is on at ``now``: from memory, for the gate, the pager and snapshots."""
+        current = self._maintenance
+        return current if guards.in_maintenance(current, now) else None
+
+    def pause_all(
+        self, until: float, *, reason: str | None = None, by: Mapping[str, Any] | None = None
+    ) -> dict[str, guards.Maintenance | None]:
+        """Maintenance mode: no rule acts until ``until`` (inf: until ``resume_all``); probes go on.
+
+        A running maintenance is replaced (its ``since`` kept): the new end,
+        asker and reason, recorded with what it replaced. Returns
+        ``maintenance`` (the new one) and ``replaced`` (the one before, or None).
+        """
+        with self._maintenance_lock:
+            now = self.clock()
+            self._settle_maintenance(now)
+            before = self.maintenance(now)
+            new = guards.start_maintenance(before, now, until, by=by, reason=reason)
+            detail = maintenance_detail(new)
+            if before is not None:
+                detail["replaced"] = maintenance_detail(before)
+            kind = "maintenance_start" if before is None else "maintenance_change"
+            self._write_maintenance(new, now, "operator.pause_all", kind, detail)
+        log_event(log, logging.WARNING, "maintenance started" if before is None else "maintenance changed",
+                  until=until, reason=reason, **_who(by))
+        return {"maintenance": new, "replaced": before}
+
+    def resume_all(self, *, by: Mapping[str, Any] | None = None) -> dict[str, guards.Maintenance | None]:
+        """End maintenance mode now; ``ended`` is the maintenance that ended, None when there was none."""
+        with self._maintenance_lock:
+            now = self.clock()
+            self._settle_maintenance(now)
+            ended = self.maintenance(now)
+            if ended is None:
+                return {"ended": None}
+            detail: dict[str, Any] = {"ended": "resumed", "maintenance": maintenance_detail(ended)}
+            if by:
+                detail["by"] = dict(by)
+            self._write_maintenance(None, now, "operator.resume_all", "maintenance_end", detail)
+        log_event(log, logging.WARNING, "maintenance ended", ended="resumed", since=ended.since, **_who(by))
+        return {"ended": ended}
+
+    def settle_maintenance(self) -> None:
+        """Record the end of a maintenance that expired (once; lock-free while there is nothing to do).
+
+        Expiry needs nobody: the gate asks ``maintenance(now)``, which checks
+        the end itself, so the first action after it runs on time. This
+        writes the history rows that say so, from the next rule run (or
+        ``pause --all``/``resume --all``), dated at the expiry itself; after
+        a restart past the expiry, likewise.
+        """
+        current = self._maintenance
+        if current is None or guards.in_maintenance(current, self.clock()):
+            return
+        with self._maintenance_lock:
+            self._settle_maintenance(self.clock())
+
+    def _settle_maintenance(self, now: float) -> None:
+        """Under the maintenance lock."""
+        current = self._maintenance
+        if current is None or guards.in_maintenance(current, now):
+            return
+        detail: dict[str, Any] = {"ended": "expired", "maintenance": maintenance_detail(current)}
+        self._write_maintenance(None, current.until, "maintenance.expired", "maintenance_end", detail)
+        log_event(log, logging.WARNING, "maintenance ended", ended="expired", since=current.since,
+                  until=current.until)
+
+    def _write_maintenance(
+        self, new: guards.Maintenance | None, ts: float, action: str, kind: str, detail: dict[str, Any]
+    ) -> None:
+        """The new state, its operator row and its alert-history row: one transaction, then memory."""
+        entry = AuditEntry(ts, HOST_RULE, "-", action, Decision.OPERATOR, "ok", detail=detail)
+        row = RuleTransition(ts, HOST_RULE, kind, detail=detail)
+        ids = self.store.save_kv_and_history({MAINTENANCE_KEY: guards.maintenance_to_dict(new)}, [entry], [row])
+        self._maintenance = new
+        self.events.publish(ev.Audited(ts, HOST_RULE, (replace(entry, id=ids[0]),)))
 
     # -- views -----------------------------------------------------------------
 
@@ -298,6 +393,7 @@ class Engine:
             transitions_total=self._tallies.transitions_total(),
             sinks=self.events.stats(),
             fleet=self.fleet_stats(now),
+            maintenance=self.maintenance(now),
         )
 
     def fleet_stats(self, now: float) -> FleetStats | None:
@@ -330,6 +426,17 @@ class Engine:
                 self.store.save_kv(trend_key(rt.rule.name), rt.trend.dump())
             finally:
                 rt.lock.release()
+
+
+def maintenance_detail(m: guards.Maintenance) -> dict[str, Any]:
+    """A maintenance as its audit and history rows hold it."""
+    return {"since": m.since, "until": m.until, "by": dict(m.by), "reason": m.reason}
+
+
+def _who(by: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The asker's fields for a log line (``uid=0 pid=4242 user=root``)."""
+    by = by or {}
+    return {"uid": by.get("uid"), "pid": by.get("pid"), "user": by.get("user")}
 
 
 def fleet_plan(config: Config, host: str) -> FleetPlan:

@@ -1,7 +1,7 @@
 """The only path that runs actions: guard -> write-ahead -> act -> verify -> record.
 
-Every safety rule (cooldown, shared holds, budget, give-up, pause, dry-run,
-grace, max_per_run) is applied here and nowhere else. The write-ahead step
+Every safety rule (cooldown, shared holds, budget, give-up, pause, host
+maintenance, dry-run, grace, max_per_run) is applied here and nowhere else. The write-ahead step
 is one transaction: the rule's new cooldown, the shared holds, the budget's
 spend and the "started" rows land together or not at all, so a ``kill -9``
 mid-action can never lead to a repeat the cooldown or the budget forbids.
@@ -42,6 +42,13 @@ SLOT_LOST = ActionResult(
 Remeasure = Callable[[RuleRuntime], ProbeResult]
 """Probe the rule again and evaluate what it saw (the runner's, for verify)."""
 
+MaintenanceAt = Callable[[float], guards.Maintenance | None]
+"""The host's maintenance mode if it is on at that time (the engine's, from memory)."""
+
+
+def _no_maintenance(now: float) -> guards.Maintenance | None:
+    return None
+
 
 class Gate:
     def __init__(
@@ -55,8 +62,10 @@ class Gate:
         stop: threading.Event,
         in_grace: Callable[[float], bool],
         evidence: EvidenceTaker | None = None,
+        maintenance: MaintenanceAt = _no_maintenance,
     ) -> None:
         self.evidence = evidence
+        self._maintenance = maintenance
         self.store = store
         self.budget = budget  # swapped by a reload that changes the budget
         self._events = events
@@ -111,6 +120,7 @@ class Gate:
             in_grace=self._in_grace(now),
             max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
             held=held,
+            maintenance=self._maintenance(now) is not None,
         )
         if not would.allowed:
             return OPEN
@@ -132,9 +142,8 @@ class Gate:
                 for subject, keys in things.items()
                 if (hold := guards.active_hold(self._holds, keys, now)) is not None
             }
-            closed = clearance.closed
-            if closed is None and not self.budget.is_open(now):
-                closed = Decision.SKIPPED_BUDGET
+            closed = clearance.closed or (None if self.budget.is_open(now) else Decision.SKIPPED_BUDGET)
+            maintenance = self._maintenance(now)
             verdict = guards.decide(
                 rt.guard,
                 list(by_subject),
@@ -144,12 +153,16 @@ class Gate:
                 in_grace=self._in_grace(now),
                 max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
                 held=held,
+                maintenance=maintenance is not None,
             )
             unbooked, skips_before = rt.guard, dict(rt.last_skip)  # what a failed write must leave
             rt.guard = verdict.guard
             if verdict.gave_up_now:
                 self._events.publish(ev.GaveUp(now, rule.name, rule.guard.max_actions, rule.guard.max_actions_per))
-            skipped = self._skip_entries(rt, verdict.skipped, by_subject, now, held, clearance=clearance)
+            _forget_maintenance_skips(rt, verdict.allowed)
+            skipped = self._skip_entries(
+                rt, verdict.skipped, by_subject, now, held, clearance=clearance, maintenance=maintenance
+            )
             if not verdict.allowed:
                 clearance.give_back()  # the slot is the fleet's again before the audit write
                 if skipped:
@@ -271,11 +284,13 @@ class Gate:
         held: Mapping[str, guards.Hold],
         *,
         clearance: Clearance,
+        maintenance: guards.Maintenance | None = None,
     ) -> list[AuditEntry]:
         """Audit a skip when its reason changes; a subject in cooldown for an hour is one row, not 240.
 
-        A skip for a shared cooldown names the rule that acted and when, so
-        "why did nothing restart it?" is answered in the row itself.
+        A skip for a shared cooldown names the rule that acted and when, and
+        one for maintenance who put the host in maintenance, why and until
+        when, so "why did nothing restart it?" is answered in the row itself.
         """
         entries: list[AuditEntry] = []
         for subject, decision in skipped:
@@ -286,6 +301,11 @@ class Gate:
             detail: dict[str, Any] = dict(clearance.detail) if decision is clearance.closed else {}
             if hold is not None:
                 detail["held_by"] = {"rule": hold.rule, "action": hold.action, "at": hold.at, "until": hold.until}
+            if decision is Decision.SKIPPED_MAINTENANCE and maintenance is not None:
+                detail["maintenance"] = {
+                    "since": maintenance.since, "until": maintenance.until, "by": dict(maintenance.by),
+                    "reason": maintenance.reason,
+                }
             reason = decision.value.removeprefix("skipped_")
             self._events.publish(ev.Skipped(now, rt.rule.name, subject, reason, None if hold is None else hold.rule))
             entries.extend(
@@ -380,6 +400,13 @@ class Gate:
                 )
             )
         return verified
+
+
+def _forget_maintenance_skips(rt: RuleRuntime, allowed: Sequence[str]) -> None:
+    """Acting ends a subject's maintenance skip, so the next maintenance is audited afresh for it."""
+    for subject in allowed:
+        if rt.last_skip.get(subject) is Decision.SKIPPED_MAINTENANCE:
+            del rt.last_skip[subject]
 
 
 def _with_ids(entries: Sequence[AuditEntry], ids: Sequence[int]) -> tuple[AuditEntry, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from watchdogd.core.guard import Maintenance
 from watchdogd.engine.events import SinkStats
 from watchdogd.model import Cardinality, RuleStatus, RuleTransition, Unit
 
@@ -128,3 +129,4 @@ class EngineSnapshot:
     transitions_total: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (rule, kind) -> count since start
     sinks: tuple[SinkStats, ...] = ()  # event sinks' delivery counts (watchdogd_event_sink_*)
     fleet: FleetStats | None = None  # the fleet budget's groups, slots held here, waits, coordinator counters
+    maintenance: Maintenance | None = None  # the host's maintenance mode while it is on (watchdogctl pause --all)

@@ -797,6 +797,32 @@ class StateStore:
         self._note_audit(ids)
         return ids
 
+    def save_kv_and_history(
+        self,
+        kv: Mapping[str, Mapping[str, Any]],
+        entries: Sequence[AuditEntry],
+        transitions: Sequence[RuleTransition] = (),
+    ) -> list[int]:
+        """Host-wide state (maintenance mode) with its audit rows and alert-history rows, in one transaction.
+
+        Like ``save_rule_and_audit`` for what belongs to no rule: a
+        maintenance that is on disk without its row (or the reverse) would
+        be a change nobody can account for. Returns the audit rows' ids.
+        """
+        blobs = [(key, _dumps_state(value)) for key, value in kv.items()]
+        params = [_audit_params(e) for e in entries]
+        rows = [(r.ts, r.rule, r.kind, r.subject, r.value, _dumps_detail(r.detail)) for r in transitions]
+        with self._tx("save_kv_and_history") as conn:
+            now = self._clock()
+            for key, blob in blobs:
+                conn.execute(_UPSERT_KV, (key, blob, now))
+            ids = self._insert_audit(conn, params)
+            conn.executemany(
+                "INSERT INTO transitions (ts, rule, kind, subject, value, detail) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+        self._note_audit(ids)
+        return ids
+
     def add_audit(self, entries: Sequence[AuditEntry]) -> list[int]:
         params = [_audit_params(e) for e in entries]
         if not params:

@@ -10,7 +10,8 @@ Exit codes (documented in docs/interfaces.md):
 
 * status, run: 0 ok, 1 firing (or a probe down), 2 a rule gave up, 3 daemon unreachable
 * check: Nagios (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
-* pause, resume, reload, history: 0 done, 1 failed (reload rejected), 3 unreachable
+* pause, resume, reload, history: 0 done, 1 failed (reload rejected), 3 unreachable; ``resume --all`` outside
+  maintenance is 0 too ("not in maintenance")
 * any command: 4 the daemon refused the request (unknown rule, an argument it rejects); 2 usage error,
   including an option watchdogctl itself cannot parse (``--since soon``, ``--for 0s``): nothing was sent
 * check-config: 0 valid, 1 invalid
@@ -27,6 +28,7 @@ import socket
 import stat
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -39,12 +41,19 @@ DEFAULT_CONFIG = "/etc/watchdogd/watchdogd.yaml"
 DEFAULT_SOCKET = "/run/watchdogd/control.sock"
 
 EXIT_OK, EXIT_FIRING, EXIT_GAVE_UP, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_USAGE = 2  # argparse's own code for a command line it cannot take
 NAGIOS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
 TIMEOUTS = {"run": 900.0, "reload": 120.0, "fleet": 160.0}
 """Seconds to wait for the daemon; run waits for probes and actions (each bounded by its own timeout), fleet for
 the coordinator (one fleet.coordinator.timeout, under 150 s)."""
 DEFAULT_TIMEOUT = 10.0
+
+MAX_REASON = 200
+"""Characters of a maintenance ``--reason`` at most: one line in status, logs and pages, not a document."""
+_NOT_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories a reason may not hold: controls (newlines, ESC: a forged log line or terminal escape),
+invisible formatting (bidi overrides that make a reason read other than it is), lone surrogates, line breaks."""
 
 _SIMPLE_SCALAR = re.compile(r"^control_socket:[ \t]*([^\s#'\"{}\[\]&*!|>%@`][^#\n]*?)[ \t]*(?:#.*)?$", re.M)
 
@@ -136,6 +145,23 @@ def call(path: str, command: str, args: Mapping[str, Any] | None = None, *, time
         error = reply.get("error") or {}
         raise Refused(str(error.get("code", "error")), str(error.get("message", "request refused")))
     return reply.get("result")
+
+
+def reason_problem(text: str) -> str | None:
+    """What is wrong with ``text`` as a maintenance reason (``pause --all --reason``), or None.
+
+    The reason goes into status, the daemon log, audit rows and pages, read
+    on terminals: one line of plain text, bounded. The daemon checks it too
+    (``watchdogd.faces.control`` uses this very function).
+    """
+    if not text.strip():
+        return "is empty"
+    if len(text) > MAX_REASON:
+        return f"is {len(text)} characters long; at most {MAX_REASON}"
+    bad = next((char for char in text if unicodedata.category(char) in _NOT_TEXT), None)
+    if bad is not None:
+        return f"contains the control character U+{ord(bad):04X}; give one line of plain text"
+    return None
 
 
 # --------------------------------------------------------------------------- socket path
@@ -346,6 +372,9 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
         f"actions per {age(budget['per_seconds'])}, {budget['used_last_hour']} used in the last hour"
     )
     lines = [head, second]
+    maintenance = doc.get("maintenance")  # absent from a daemon older than this watchdogctl
+    if maintenance:
+        lines.insert(0, paint(maintenance_line(maintenance, now), "paused"))
     fleet = doc.get("fleet")
     if fleet:
         groups = "; ".join(
@@ -398,6 +427,26 @@ def render_status(doc: Mapping[str, Any], paint: Palette) -> str:
     return "\n".join(lines)
 
 
+def maintenance_line(m: Mapping[str, Any], now: float) -> str:
+    """``MAINTENANCE until 2026-12-03 14:05:00 (25m left) by alice (uid 1000) (kernel upgrade): ...``."""
+    until = _float(m.get("until"))
+    if until is None or until == float("inf"):
+        when = f"until resumed (since {age(now - float(m['since']))})"
+    else:
+        when = f"until {clock_text(until)} ({age(until - now)} left)"
+    reason = f" ({m['reason']})" if m.get("reason") else ""
+    return (f"MAINTENANCE {when} {who_text(m.get('by'))}{reason}: no rule acts on this host; probes, states and "
+            "alerts go on (`watchdogctl resume --all` ends it)")
+
+
+def who_text(by: Any) -> str:
+    """``by alice (uid 1001)``, ``by uid 1001``, or ``by ?`` for a request without SO_PEERCRED."""
+    by = by if isinstance(by, Mapping) else {}
+    if "uid" not in by:
+        return "by ?"
+    return f"by {by['user']} (uid {by['uid']})" if by.get("user") else f"by uid {by['uid']}"
+
+
 # --------------------------------------------------------------------------- check (Nagios)
 
 
@@ -426,6 +475,8 @@ def nagios(doc: Mapping[str, Any]) -> tuple[int, str]:
         parts.append(_stalled_text(stalled))
     if doc["daemon"]["last_reload_error"]:
         parts.append("last reload failed")
+    if doc.get("maintenance"):  # says why nothing is being fixed; raises nothing by itself
+        parts.append("maintenance (no actions)")
     # The problems by name, then the same count as status, --once and /healthz (waiting and absent
     # rules are shown there, and raise nothing: an outage counts once, a missing service not at all).
     text = "; ".join([*parts, count_line(summary["states"])])
@@ -485,6 +536,7 @@ def _transition_row(change: Mapping[str, Any]) -> list[tuple[str, str]]:
     """A row of the alert history: ``ACTION`` reads ``(state)``, ``OUTCOME`` what the rule or subject became."""
     detail = change.get("detail") or {}
     kind = str(change["kind"])
+    note = _maintenance_note(kind, detail) if kind.startswith("maintenance") else str(detail.get("error") or "")
     return [
         (clock_text(float(change["ts"])), ""),
         (_cut(change["rule"], 30), ""),
@@ -492,14 +544,36 @@ def _transition_row(change: Mapping[str, Any]) -> list[tuple[str, str]]:
         (_cut(change["subject"], 40), ""),
         (kind, _TRANSITION_PAINT.get(kind, "")),
         (change.get("value_text") or _number_text(change.get("value")), ""),
-        (_cut(" ".join(str(detail.get("error") or "").split()), 80), ""),
+        (_cut(" ".join(note.split()), 80), ""),
     ]
+
+
+def _maintenance_note(kind: str, detail: Mapping[str, Any]) -> str:
+    """The ERROR column of a maintenance row of the alert history: who, until when, why; or how it ended."""
+    if kind == "maintenance_end":
+        began = detail.get("maintenance") or {}
+        how = "expired" if detail.get("ended") == "expired" else f"resumed {who_text(detail.get('by'))}"
+        return f"{how}; began {_since_text(began)} {who_text(began.get('by'))}"
+    return _maintenance_terms(detail)
+
+
+def _maintenance_terms(detail: Mapping[str, Any]) -> str:
+    until = _float(detail.get("until"))
+    text = f"{who_text(detail.get('by'))}, " + (
+        "until resumed" if until is None or until == float("inf") else f"until {clock_text(until)}"
+    )
+    return text + (f": {_cut(str(detail['reason']), 60)}" if detail.get("reason") else "")
+
+
+def _since_text(m: Mapping[str, Any]) -> str:
+    since = _float(m.get("since"))
+    return "?" if since is None else clock_text(since)
 
 
 def _outcome(entry: Mapping[str, Any]) -> str:
     """``skipped_cooldown``, ``ran ok``, ``ran failed``, ``dry_run``; ``by alice (uid 1001), ...`` for an operator."""
     if entry["decision"] == "operator":
-        return _operator_outcome(entry)
+        return _maintenance_outcome(entry) if entry["action"] in _MAINTENANCE_ACTIONS else _operator_outcome(entry)
     if entry["result"] in ("n/a", "dry_run"):
         return str(entry["decision"])
     return f"{entry['decision']} {entry['result']}"
@@ -508,10 +582,7 @@ def _outcome(entry: Mapping[str, Any]) -> str:
 def _operator_outcome(entry: Mapping[str, Any]) -> str:
     """An operator's pause or resume: who asked (SO_PEERCRED) and what it did."""
     detail = entry.get("detail") or {}
-    by = detail.get("by") or {}
-    parts = ["by ?"]  # an operator row written without a peer (no SO_PEERCRED)
-    if "uid" in by:
-        parts[0] = f"by {by['user']} (uid {by['uid']})" if by.get("user") else f"by uid {by['uid']}"
+    parts = [who_text(detail.get("by"))]  # "by ?": an operator row written without a peer (no SO_PEERCRED)
     if entry["action"] == "operator.pause":
         until = _float(detail.get("until"))
         parts.append("until resumed" if until is None or until == float("inf") else f"until {clock_text(until)}")
@@ -525,6 +596,20 @@ def _operator_outcome(entry: Mapping[str, Any]) -> str:
         if not detail.get("was_paused", True):
             parts.append("was not paused")
     return ", ".join(parts)
+
+
+_MAINTENANCE_ACTIONS = frozenset({"operator.pause_all", "operator.resume_all", "maintenance.expired"})
+
+
+def _maintenance_outcome(entry: Mapping[str, Any]) -> str:
+    """A row of maintenance mode (rule ``*``): who began it, until when and why; who ended it, or its expiry."""
+    detail = entry.get("detail") or {}
+    if entry["action"] == "operator.pause_all":
+        replaced = " (replaces the one before)" if detail.get("replaced") else ""
+        return f"maintenance {_maintenance_terms(detail)}{replaced}"
+    began = detail.get("maintenance") or {}
+    how = "expired" if entry["action"] == "maintenance.expired" else f"ended {who_text(detail.get('by'))}"
+    return f"maintenance {how} (began {_since_text(began)} {who_text(began.get('by'))})"
 
 
 def _number_text(value: Any) -> str:
@@ -621,7 +706,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def usage_error(message: str) -> int:
+    """One line on stderr and exit 2, nothing sent: a combination argparse itself cannot refuse."""
+    print(f"watchdogctl: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
+    if args.all:
+        return pause_all(args)
+    if args.rule is None:
+        return usage_error("pause: name a rule, or --all for maintenance mode (every rule)")
+    if args.reason is not None:
+        return usage_error("pause: --reason goes with --all (maintenance mode); a rule's pause takes none")
     payload: dict[str, Any] = {"rule": args.rule}
     if args.for_ is not None:
         payload["seconds"] = args.for_
@@ -635,7 +732,57 @@ def cmd_pause(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def pause_all(args: argparse.Namespace) -> int:
+    """Maintenance mode: no rule acts on this host until it expires or ``resume --all``."""
+    if args.rule is not None:
+        return usage_error(f"pause --all takes no rule (it covers every rule), got {args.rule!r}")
+    payload: dict[str, Any] = {}
+    if args.for_ is not None:
+        payload["seconds"] = args.for_
+    if args.reason is not None:
+        problem = reason_problem(args.reason)
+        if problem is not None:
+            return usage_error(f"pause --all: --reason {problem}")
+        payload["reason"] = args.reason.strip()
+    result = _request(args, "pause_all", payload)
+    until = _float(result["maintenance"]["until"])
+    endless = until is None or until == float("inf")
+    when = "until resumed"
+    if until is not None and not endless:
+        when = f"until {clock_text(until)} ({age(until - time.time())})"
+    line = f"maintenance mode {when}: no rule acts on this host; probes, states, status and alerts go on"
+    replaced = result.get("replaced")
+    if replaced:
+        line += f" (replaces the maintenance since {clock_text(float(replaced['since']))} {who_text(replaced['by'])})"
+    print(line)
+    if endless:
+        print("watchdogctl: warning: this maintenance has no end: nothing is fixed on this host until "
+              "`watchdogctl resume --all` (use --for 2h to end it by itself)", file=sys.stderr)
+    return EXIT_OK
+
+
+def resume_all(args: argparse.Namespace) -> int:
+    """End maintenance mode; outside it, say so and succeed (the wanted state holds either way)."""
+    if args.rule is not None:
+        return usage_error(f"resume --all takes no rule (it ends maintenance mode), got {args.rule!r}")
+    if args.reset:
+        return usage_error("resume --all ends maintenance mode only; --reset is per rule (resume RULE --reset)")
+    result = _request(args, "resume_all", {})
+    ended = result.get("ended")
+    if not ended:
+        print("not in maintenance")
+        return EXIT_OK
+    reason = f" ({ended['reason']})" if ended.get("reason") else ""
+    print(f"maintenance mode ended: it began {clock_text(float(ended['since']))} {who_text(ended['by'])}{reason}; "
+          "rules act again per their policy (cooldowns, pauses and give-ups as they were)")
+    return EXIT_OK
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
+    if args.all:
+        return resume_all(args)
+    if args.rule is None:
+        return usage_error("resume: name a rule, or --all to end maintenance mode")
     payload: dict[str, Any] = {"rule": args.rule}
     if args.reset:
         payload["reset"] = True
@@ -873,12 +1020,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "resolved, down, back, gave_up, resumed...)")
     history.add_argument("--json", action="store_true")
 
-    pause = command("pause", "stop a rule's actions (it keeps measuring and alerting)")
-    pause.add_argument("rule")
+    pause = command("pause", "stop a rule's actions (it keeps measuring and alerting); --all: maintenance mode, "
+                    "no rule acts on this host")
+    pause.add_argument("rule", nargs="?", help="the rule (none with --all)")
+    pause.add_argument("--all", action="store_true", help="maintenance mode: every rule, rules added later too")
     pause.add_argument("--for", dest="for_", type=duration, metavar="DURATION",
                        help="e.g. 30m; default: until resumed")
-    resume = command("resume", "lift a pause (a give-up and the max_actions window stay, unless --reset)")
-    resume.add_argument("rule")
+    pause.add_argument("--reason", metavar="TEXT", help=f"with --all: why, shown in status, history and the log "
+                       f"(one line, at most {MAX_REASON} characters)")
+    resume = command("resume", "lift a pause (a give-up and the max_actions window stay, unless --reset); "
+                     "--all: end maintenance mode")
+    resume.add_argument("rule", nargs="?", help="the rule (none with --all)")
+    resume.add_argument("--all", action="store_true", help="end maintenance mode (rule pauses stay)")
     resume.add_argument("--reset", action="store_true",
                         help="also lift a give-up and forget the rule's max_actions window")
     run = command("run", "probe and evaluate a rule now; acts per policy (cooldown, dry-run...)")

@@ -24,7 +24,8 @@ leave ``ROOT_RESERVE`` workers to root.
 Access control is the socket's mode (0660) and group: anyone who can connect
 may pause rules, so the socket is never world-accessible. Mutating commands
 are logged with the caller's uid and pid (SO_PEERCRED); pause and resume are
-also audit rows (``operator.pause``/``operator.resume``) that name them.
+also audit rows (``operator.pause``/``operator.resume``) that name them, and
+so are ``pause_all``/``resume_all`` (maintenance mode, rows of rule ``*``).
 
 The client half lives in ``watchdogd.faces.cli`` (``call``), so that
 ``watchdogctl status`` never imports this module or anything it pulls in.
@@ -52,10 +53,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
+from watchdogd.faces.cli import reason_problem
 from watchdogd.faces.fleetview import fleet_document
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
+    from watchdogd.core.guard import Maintenance
     from watchdogd.engine.evidence import Evidence
     from watchdogd.engine.runtime import RunReport
     from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
@@ -165,6 +168,7 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             "stuck_probe_threads": snap.stuck_probes,
             "state_resets": snap.state_resets,
         },
+        "maintenance": maintenance_document(snap.maintenance),
         "budget": {
             "actions": snap.budget_actions,
             "per_seconds": snap.budget_per,
@@ -201,6 +205,19 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             "stalled": sorted(snap.stalled_rules),
         },
         "rules": rules,
+    }
+
+
+def maintenance_document(m: Maintenance | None) -> dict[str, Any] | None:
+    """The host's maintenance mode (``watchdogctl pause --all``): null when it is off."""
+    if m is None:
+        return None
+    return {
+        "since": m.since,
+        "until": number(m.until),
+        "by": jsonable(m.by),
+        "reason": m.reason,
+        "changed_at": m.changed_at,
     }
 
 
@@ -361,6 +378,16 @@ class Handlers:
     fleet_views: Callable[[], Sequence[GroupView | str] | None] = lambda: None
     """Each fleet group as the coordinator has it (network reads within the fleet timeout), None without a fleet."""
     """Send a test notification to a sink now: the error text, or None when it was delivered."""
+    pause_all: Callable[[float, str | None, Mapping[str, Any] | None], Mapping[str, Any]] = (
+        lambda until, reason, by: _no_maintenance_mode()
+    )
+    """(until, reason, who asked) -> ``maintenance`` (now) and ``replaced`` (before, or None): ``Engine.pause_all``."""
+    resume_all: Callable[[Mapping[str, Any] | None], Mapping[str, Any]] = lambda by: _no_maintenance_mode()
+    """(who asked) -> ``ended``: the maintenance that ended, None when there was none (``Engine.resume_all``)."""
+
+
+def _no_maintenance_mode() -> Mapping[str, Any]:
+    raise RequestError("unknown_command", "this daemon has no maintenance mode")
 
 
 @dataclass(frozen=True)
@@ -378,6 +405,7 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "reset": (bool,),
     "sink": (str,),
     "id": (int,),
+    "reason": (str,),
 }
 _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # command: (required, optional)
@@ -391,8 +419,10 @@ _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "test_notify": (frozenset({"sink"}), frozenset()),
     "show": (frozenset({"id"}), frozenset()),
     "fleet": (frozenset(), frozenset()),
+    "pause_all": (frozenset(), frozenset({"seconds", "reason"})),
+    "resume_all": (frozenset(), frozenset()),
 }
-MUTATING = frozenset({"pause", "resume", "run", "reload", "test_notify"})
+MUTATING = frozenset({"pause", "resume", "run", "reload", "test_notify", "pause_all", "resume_all"})
 
 
 def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
@@ -454,6 +484,8 @@ class Dispatcher:
             "test_notify": self._test_notify,
             "show": self._show,
             "fleet": self._fleet,
+            "pause_all": self._pause_all,
+            "resume_all": self._resume_all,
         }
 
     def handle(self, raw: bytes, peer: Peer | None = None) -> dict[str, Any]:
@@ -498,13 +530,34 @@ class Dispatcher:
 
     def _pause(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])
-        seconds = args.get("seconds")
-        if seconds is not None and not 0 < seconds <= MAX_PAUSE:
-            raise RequestError("bad_request", f"pause: seconds must be more than 0 and at most {MAX_PAUSE:.0f} "
-                               f"({MAX_PAUSE_TEXT}); omit it to pause until resumed")
-        until = math.inf if seconds is None else self.handlers.clock() + seconds
+        until = self._until("pause", args.get("seconds"))
         self.handlers.pause(rule, until, operator(peer))
         return {"rule": rule, "paused_until": number(until)}
+
+    def _until(self, command: str, seconds: float | None) -> float:
+        if seconds is not None and not 0 < seconds <= MAX_PAUSE:
+            raise RequestError("bad_request", f"{command}: seconds must be more than 0 and at most {MAX_PAUSE:.0f} "
+                               f"({MAX_PAUSE_TEXT}); omit it to pause until resumed")
+        return math.inf if seconds is None else self.handlers.clock() + seconds
+
+    def _pause_all(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        until = self._until("pause_all", args.get("seconds"))
+        reason = args.get("reason")
+        if reason is not None:
+            problem = reason_problem(reason)
+            if problem is not None:
+                raise RequestError("bad_request", f"pause_all: reason {problem}")
+            reason = reason.strip()
+        outcome = self.handlers.pause_all(until, reason, operator(peer))
+        return {
+            "maintenance": maintenance_document(outcome["maintenance"]),
+            "replaced": maintenance_document(outcome.get("replaced")),
+        }
+
+    def _resume_all(self, args: dict[str, Any], peer: Peer | None) -> Any:
+        outcome = self.handlers.resume_all(operator(peer))
+        ended = outcome.get("ended")
+        return {"was_in_maintenance": ended is not None, "ended": maintenance_document(ended)}
 
     def _resume(self, args: dict[str, Any], peer: Peer | None) -> Any:
         rule = self._known(args["rule"])

@@ -15,7 +15,8 @@ Naming decisions (documented for operators in docs/interfaces.md):
   containers, units). High-cardinality probes (backends, clients) export
   per-rule aggregates; a pid or connection never becomes a label.
 * "Never" timestamps are 0 so that ``time() < x`` alerts work without
-  ``absent()``; a pause without expiry is ``+Inf``.
+  ``absent()``; a pause without expiry is ``+Inf``, and so is a maintenance
+  mode without one (``watchdogd_maintenance_until_timestamp_seconds``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def _daemon_families(out: _Families, snap: EngineSnapshot, version: str) -> None
          float(snap.budget_remaining)),
         ("probe_threads_stuck", "Probe threads still running after their rule stopped waiting (timeout); "
          "only a restart frees them (stuck_probes_restart).", float(snap.stuck_probes)),
+        ("maintenance", "1 while the host is in maintenance mode (watchdogctl pause --all): no rule acts; "
+         "probes, states and these metrics go on.", float(snap.maintenance is not None)),
+        ("maintenance_until_timestamp_seconds", "When the host's maintenance mode ends; 0 when not in "
+         "maintenance, +Inf when it lasts until watchdogctl resume --all.",
+         0.0 if snap.maintenance is None else snap.maintenance.until),
     )
     for name, documentation, value in gauges:
         out.gauge(PREFIX + name, documentation, []).add_metric([], value)

@@ -13,6 +13,13 @@ not hold, when the subject fired ``repeat.count`` times within
 ``repeat.per``, or when the rule gave up (a rule without actions pages on
 firing); a give-up pages under either. Every page is followed by its
 resolve.
+
+Maintenance mode (``watchdogctl pause --all``) is a silence: while it is on,
+nothing opens a page (the alert history still records every transition,
+and resolves of pages opened before still go out). What still fires when
+it ends is paged then by ``reconcile`` (at ``resume --all``, or within its
+half-minute tick after an expiry) for rules that page on firing; a rule
+that acts first acts again and pages if its fix does not hold.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from watchdogd.config import Config, Rule
 from watchdogd.engine import events as ev
 from watchdogd.engine.outbox import OpenAlert, Outbox, Queued
 from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+from watchdogd.logs import event as log_event
 from watchdogd.model import Clock, Status
 from watchdogd.notifications.message import Notification
 from watchdogd.units import format_duration, format_value
@@ -50,9 +58,18 @@ class Pager:
     name = "notify"
 
     def __init__(
-        self, outbox: Outbox, config: Callable[[], Config], clock: Clock, host: str, wake: Callable[[], None]
+        self,
+        outbox: Outbox,
+        config: Callable[[], Config],
+        clock: Clock,
+        host: str,
+        wake: Callable[[], None],
+        *,
+        maintenance: Callable[[float], bool] = lambda now: False,
     ) -> None:
         self._outbox = outbox
+        self._maintenance = maintenance
+        """Whether the host is in maintenance mode at a time (``Engine.maintenance``): no page opens then."""
         self._config = config
         self._clock = clock
         self._host = host
@@ -72,6 +89,12 @@ class Pager:
             return
         with self._lock:
             page = self._decide(event, rule)
+            if page is not None and page.opens and self._maintenance(self._clock()):
+                if self._sinks(rule):
+                    n = page.notification
+                    log_event(log, logging.INFO, "page held: maintenance mode", rule=n.rule, subject=n.subject,
+                              kind=n.kind)
+                return
             if page is not None:
                 self._put([page], rule)
 
@@ -166,7 +189,7 @@ class Pager:
         config = self._config()
         if rule.dry_run and config.notify.dry_run == "silent":
             return
-        wanted = rule.notify.sinks if rule.notify.sinks is not None else tuple(config.notify.sinks)
+        wanted = self._sinks(rule)
         queued: list[Queued] = []
         opened: list[OpenAlert] = []
         closed: list[tuple[str, str, str]] = []
@@ -187,6 +210,10 @@ class Pager:
                 else:
                     closed.append((sink, n.rule, n.subject))
         self._commit(queued, opened, closed)
+
+    def _sinks(self, rule: Rule) -> tuple[str, ...]:
+        """The sinks a page of ``rule`` would open on: its own list, else every sink."""
+        return tuple(rule.notify.sinks) if rule.notify.sinks is not None else tuple(self._config().notify.sinks)
 
     def _commit(self, queued: list[Queued], opened: list[OpenAlert], closed: list[tuple[str, str, str]]) -> None:
         if not (queued or opened or closed):
@@ -226,6 +253,8 @@ class Pager:
                     queued.append(_closing(alert, now, gone=rule is None or not rule.enabled))
                     closed.append(key)
             self._commit(queued, [], closed)
+            if self._maintenance(now):
+                return  # a silence: what still fires is paged once it ends
             for state in snap.rules:
                 rule = config.rules.get(state.name)
                 if rule is None or not _pages_on_firing(rule):

@@ -50,7 +50,10 @@ class Notifications:
             lambda: self._config().notify.give_up_after,
             tick=lambda: self.pager.reconcile(self._engine.snapshot()),
         )
-        self.pager = Pager(self.outbox, config, clock, self.host, self.deliverer.wake)
+        self.pager = Pager(
+            self.outbox, config, clock, self.host, self.deliverer.wake,
+            maintenance=lambda now: engine.maintenance(now) is not None,
+        )
         engine.events.attach(self.pager, queued=True)
 
     @property
@@ -83,6 +86,11 @@ class Notifications:
             starts_at=now,
         )
         return self.deliverer.send_now(sink, notification)
+
+    def settle(self) -> None:
+        """Page now what the stream did not (maintenance mode just ended): reconcile, then deliver."""
+        self.pager.reconcile(self._engine.snapshot())
+        self.deliverer.wake()
 
     def stats(self) -> list[SinkStats]:
         return self.deliverer.stats()
