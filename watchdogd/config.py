@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import difflib
 import os
-import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from watchdogd import hazards
+from watchdogd.configfiles import FileProblem, Sources, merge_includes, read_text
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
 from watchdogd.core.guard import BudgetPolicy, GuardPolicy
 from watchdogd.core.policy import Thresholds
@@ -36,8 +36,6 @@ FOR_SLACK = 0.25
 """Fraction of a rule's interval by which ``for`` may fall short and still be met (see Thresholds.for_slack)."""
 MAX_COUNT = 100_000
 """Upper bound of the action counts (``budget.actions``, ``max_actions.count``): far past any sane limit."""
-MAX_CONFIG_BYTES = 1024 * 1024
-"""Largest config file read; a real one is a few KB, and a bigger one is not read into memory at all."""
 HOST_WIDE = "*"
 """The rule name of host-wide audit and history rows (maintenance mode), so no rule may take it."""
 M = TypeVar("M", bound=BaseModel)
@@ -227,6 +225,8 @@ class Config:
     """The kinds this config was checked against; the engine and the target clients build from the same."""
     fleet: FleetSection | None = None
     fleet_groups: Mapping[str, str] = field(default_factory=dict)
+    includes: tuple[Path, ...] = ()
+    """The ``include:`` drop-ins read, in order (their rules and targets are in ``rules``/``targets``)."""
     """Rule name -> the fleet group its runs belong to (by ``rules:`` or by an action kind in ``actions:``)."""
 
     def summary(self) -> str:
@@ -237,6 +237,8 @@ class Config:
         if self.fleet is not None:
             groups = len(self.fleet.groups)
             mode += f", fleet budget on {self.fleet.coordinator.kind}: {groups} group{'s' * (groups != 1)}"
+        if self.includes:
+            mode += f", {len(self.includes)} drop-in{'s' * (len(self.includes) != 1)}"
         return (
             f"{len(self.rules)} rule{'s' * (len(self.rules) != 1)}: {enabled} enabled, "
             f"{len(self.rules) - enabled} disabled; "
@@ -251,39 +253,30 @@ class Config:
 def load_config(
     path: Path, *, force_dry_run: bool = False, check_permissions: bool = True, registry: Registry = DEFAULT
 ) -> Config:
-    """Read, check and resolve a config file; raise ConfigError listing every problem."""
-    name = str(path)
+    """Read, check and resolve a config file and its drop-ins; raise ConfigError listing every problem."""
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, /dev/zero would never end it
-            raise ConfigError([f"{name}: cannot read config: not a regular file"])
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows after stat
-    except OSError as exc:
-        raise ConfigError([f"{name}: cannot read config: {exc.strerror}"]) from exc
-    if len(data) > MAX_CONFIG_BYTES:
-        limit = MAX_CONFIG_BYTES // 2**20
-        raise ConfigError([f"{name}: config is larger than {limit} MiB (a real one is a few KB); not reading it"])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([f"{name}:{line}: config is not UTF-8 text"]) from exc
-    if check_permissions and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        # The file decides which commands a root daemon runs: anyone who can write it owns the host.
-        raise ConfigError(
-            [
-                f"{name}: refusing a config writable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                f" run: chmod go-w {name}"
-            ]
-        )
-    return parse_config(text, path, force_dry_run=force_dry_run, registry=registry)
+        text = read_text(path, check_permissions=check_permissions)
+    except FileProblem as exc:
+        raise ConfigError([str(exc)]) from exc
+    return parse_config(
+        text, path, force_dry_run=force_dry_run, registry=registry, check_permissions=check_permissions
+    )
 
 
-def parse_config(text: str, path: Path, *, force_dry_run: bool = False, registry: Registry = DEFAULT) -> Config:
-    """Raises ConfigError and nothing else, whatever ``text`` holds: a reload must never kill the daemon."""
+def parse_config(
+    text: str,
+    path: Path,
+    *,
+    force_dry_run: bool = False,
+    registry: Registry = DEFAULT,
+    check_permissions: bool = True,
+) -> Config:
+    """Raises ConfigError and nothing else, whatever ``text`` holds: a reload must never kill the daemon.
+
+    ``check_permissions`` applies to the drop-ins ``include:`` names (the caller checked ``path``).
+    """
     try:
-        return _parse(text, path, force_dry_run, registry)
+        return _parse(text, path, force_dry_run, registry, check_permissions)
     except ConfigError as exc:
         raise ConfigError([_one_line(problem) for problem in exc.problems]) from exc
     except (RecursionError, MemoryError) as exc:
@@ -293,18 +286,20 @@ def parse_config(text: str, path: Path, *, force_dry_run: bool = False, registry
         raise ConfigError([_one_line(f"{path}:1: cannot check this config ({type(exc).__name__}: {exc})")]) from exc
 
 
-def _parse(text: str, path: Path, force_dry_run: bool, registry: Registry) -> Config:
+def _parse(text: str, path: Path, force_dry_run: bool, registry: Registry, check_permissions: bool) -> Config:
     try:
         located = load_located(text)
     except YamlError as exc:
         raise ConfigError([f"{path}:{exc.line}: {exc.message}"]) from exc
     if not isinstance(located.data, dict):
         raise ConfigError([f"{path}:1: the config must be a mapping of keys (interval, rules, ...)"])
-    builder = _Builder(path, located, registry)
+    sources = merge_includes(path, located, check_permissions=check_permissions)
+    builder = _Builder(path, located, registry, sources)
     config = builder.build(force_dry_run)
-    if builder.problems or config is None:
-        raise ConfigError(sorted(builder.problems, key=_line_number))
-    return config
+    problems = [*sources.problems, *builder.problems]
+    if problems or config is None:
+        raise ConfigError(sorted(problems, key=_file_and_line(path)))
+    return replace(config, includes=tuple(sources.files))
 
 
 def _one_line(problem: str) -> str:
@@ -317,16 +312,19 @@ def _one_line(problem: str) -> str:
 class _Builder:
     """Collects problems while resolving; ``build`` returns None when any was found."""
 
-    def __init__(self, path: Path, located: Located, registry: Registry) -> None:
+    def __init__(self, path: Path, located: Located, registry: Registry, sources: Sources | None = None) -> None:
         self.path = path
         self.registry = registry
         self.located = located
+        self.sources = sources or Sources(dict(located.data))
         self.problems: list[str] = []
         self.broken_targets: set[tuple[str, str]] = set()  # already reported: rules naming them stay quiet
 
     def problem(self, key_path: KeyPath, message: str) -> None:
-        line = self.located.line_of(key_path)
-        self.problems.append(f"{self.path}:{line}: {_dotted(key_path)}: {message}")
+        """One ``file:line: key.path: message``, in the file (main or drop-in) that defined the key."""
+        origins = self.sources.origins
+        path, located = origins.get(key_path[:2]) or origins.get(key_path[:3]) or (self.path, self.located)
+        self.problems.append(f"{path}:{located.line_of(key_path)}: {_dotted(key_path)}: {message}")
 
     def validate(self, model: type[M], data: Any, at: KeyPath) -> M | None:
         if data is None:
@@ -367,7 +365,7 @@ class _Builder:
     # -- phases ---------------------------------------------------------------
 
     def build(self, force_dry_run: bool) -> Config | None:
-        data = dict(self.located.data)
+        data = dict(self.sources.data)
         sections = self.validate(_Sections, {k: data.pop(k) for k in ("targets", "rules") if k in data}, ())
         raw = self.validate(_RawConfig, data, ())
         if sections is None:
@@ -821,6 +819,16 @@ def _cycles(rules: Mapping[str, Rule]) -> list[tuple[str, ...]]:
                     path.append(dep)
                     stack.append(iter(rules[dep].depends_on))
     return list(found)
+
+
+def _file_and_line(main: Path) -> Callable[[str], tuple[bool, str, int]]:
+    """Problems sorted by file (the main file first) and line."""
+    prefix = f"{main}:"
+
+    def key(problem: str) -> tuple[bool, str, int]:
+        return (not problem.startswith(prefix), problem.split(":", 1)[0], _line_number(problem))
+
+    return key
 
 
 def _line_number(problem: str) -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from watchdogd import config as config_module
-from watchdogd.config import MAX_CONFIG_BYTES, ConfigError, load_config, parse_config
+from watchdogd.config import ConfigError, load_config, parse_config
+from watchdogd.configfiles import MAX_CONFIG_BYTES
 from watchdogd.yamlsource import MAX_ALIASES, MAX_VALUES
 
 RULE = "rules:\n  r:\n    probe: host.cpu\n    above: 90\n"

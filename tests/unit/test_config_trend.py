@@ -1,4 +1,4 @@
-"""Rule keys and names in the policy (``predict:``, ``hold:``, the reserved ``*``): one ``file:line: key: message`` each."""
+"""Rule keys and names (``predict:``, ``hold:``, the reserved ``*``): one ``file:line: key: message`` each."""
 
 from __future__ import annotations
 
