@@ -32,6 +32,8 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_INCLUDED_FILES = 256
 """Drop-ins read at most: a glob matching a directory of thousands is a mistake, not a policy."""
 DROPIN_KEYS = ("rules", "targets")
+INCLUDE_KEY = "include"
+"""The main file's top-level key naming the drop-ins (read here, before the config model sees the rest)."""
 
 
 class FileProblem(Exception):
@@ -81,10 +83,10 @@ def merge_includes(main: Path, located: Located, *, check_permissions: bool) -> 
     """Read the drop-ins ``include:`` names and merge their rules and targets; collect every problem."""
     data = dict(located.data)
     sources = Sources(data)
-    patterns = data.pop("include", None)
+    patterns = data.pop(INCLUDE_KEY, None)
     if patterns is None:
         return sources
-    where = f"{main}:{located.line_of(('include',))}: include"
+    where = f"{main}:{located.line_of((INCLUDE_KEY,))}: {INCLUDE_KEY}"
     if isinstance(patterns, str):
         patterns = [patterns]
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):

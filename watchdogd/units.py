@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from watchdogd.model import Unit
 
@@ -206,15 +206,34 @@ _FORMATTERS: dict[Unit, Callable[[float], str]] = {
     Unit.PER_SECOND: lambda v: f"{v:.2f}/s",
 }
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# What editors validate (the shipped JSON Schema, watchdogctl schema): the YAML forms, not the parsed float.
+_DURATION_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION_RE.pattern}],
+     "description": "seconds, or a duration like 30s, 5m, 1h, 7d"}
+)
+_SIZE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPkmgtp][iI]?[bB]|[bB])?\s*$"  # _SIZE_RE without (?i): ECMA regex
+_SIZE_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _SIZE_PATTERN}],
+     "description": "bytes, or a size like 512MiB, 2GB"}
+)
+_PERCENT_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _PERCENT_RE.pattern}],
+     "description": "a percentage: 90 or 90%"}
+)
+
+Duration = Annotated[float, BeforeValidator(parse_duration), _DURATION_SCHEMA]
 """Seconds, written as ``30s``/``5m``/``1h``/``7d`` in YAML; 0 to 365 days."""
-Interval = Annotated[float, BeforeValidator(duration_between(MIN_INTERVAL, MAX_INTERVAL))]
+Interval = Annotated[float, BeforeValidator(duration_between(MIN_INTERVAL, MAX_INTERVAL)), _DURATION_SCHEMA]
 """How often a rule runs: 0.1s to 1 day."""
-Timeout = Annotated[float, BeforeValidator(duration_between(0.0, MAX_TIMEOUT, exclusive_low=True))]
+Timeout = Annotated[
+    float, BeforeValidator(duration_between(0.0, MAX_TIMEOUT, exclusive_low=True)), _DURATION_SCHEMA
+]
 """How long a probe or action may take: more than 0, at most 1 day."""
-ShortDuration = Annotated[float, BeforeValidator(duration_between(0.0, MAX_INTERVAL))]
+ShortDuration = Annotated[float, BeforeValidator(duration_between(0.0, MAX_INTERVAL)), _DURATION_SCHEMA]
 """Waits tied to one run (``jitter``, ``verify_after``): 0 to 1 day."""
-Window = Annotated[float, BeforeValidator(duration_between(0.0, MAX_DURATION, exclusive_low=True))]
+Window = Annotated[
+    float, BeforeValidator(duration_between(0.0, MAX_DURATION, exclusive_low=True)), _DURATION_SCHEMA
+]
 """A rate window (``per``): a 0s window never fills, which would turn its limit off."""
-Size = Annotated[float, BeforeValidator(parse_size)]
-Percent = Annotated[float, BeforeValidator(parse_percent)]
+Size = Annotated[float, BeforeValidator(parse_size), _SIZE_SCHEMA]
+Percent = Annotated[float, BeforeValidator(parse_percent), _PERCENT_SCHEMA]

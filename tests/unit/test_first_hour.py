@@ -17,6 +17,7 @@ import yaml
 
 from tests.unit.test_engine import BASE, Clock, make_engine
 from watchdogd.config import _RawConfig, _RawRule, _Sections
+from watchdogd.configfiles import INCLUDE_KEY
 from watchdogd.daemon import parse_args
 from watchdogd.engine.statedir import LOCK_NAME, StateError, StateLock
 from watchdogd.faces import cli
@@ -263,7 +264,7 @@ def test_the_doc_scan_sees_what_it_checks() -> None:
     assert "docker.container" not in named_kinds(REPO / "packaging/man/watchdogd.yaml.5")
 
 
-TOP_KEYS = set(_RawConfig.model_fields) | set(_Sections.model_fields)
+TOP_KEYS = set(_RawConfig.model_fields) | set(_Sections.model_fields) | {INCLUDE_KEY}
 RULE_KEYS = {field.alias or name for name, field in _RawRule.model_fields.items()}
 
 

@@ -873,6 +873,14 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(_args: argparse.Namespace) -> int:
+    """The policy's JSON Schema for editors (the same as the shipped watchdogd.schema.json)."""
+    from watchdogd.configschema import render  # noqa: PLC0415 (heavy: only this command)
+
+    sys.stdout.write(render())
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
@@ -962,6 +970,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "fleet": cmd_fleet,
     "check-config": cmd_check_config,
+    "schema": cmd_schema,
 }
 
 
@@ -1049,6 +1058,7 @@ def build_parser() -> argparse.ArgumentParser:
     test_notify.add_argument("sink")
     check_config = command("check-config", "validate a config file without a daemon")
     check_config.add_argument("path")
+    command("schema", "print the policy's JSON Schema (for editors; check-config stays the authority)")
     return parser
 
 

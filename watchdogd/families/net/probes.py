@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from watchdogd import __version__
 from watchdogd.contracts import (
@@ -385,7 +385,13 @@ def _status_ranges(value: Any) -> Any:
     return ranges
 
 
-StatusRanges = Annotated[list[tuple[int, int]], BeforeValidator(_status_ranges)]
+_STATUS = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*([1-5]xx|\d{3}(\s*-\s*\d{3})?)\s*$"}]}
+StatusRanges = Annotated[
+    list[tuple[int, int]],
+    BeforeValidator(_status_ranges),
+    WithJsonSchema({"anyOf": [_STATUS, {"type": "array", "items": _STATUS}],
+                    "description": "statuses: 200, 200-299 or 2xx, or a list of them"}),
+]
 
 
 class HttpParams(Params):

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from watchdogd.contracts import Params, ProbeError
 from watchdogd.families.process import procfs
@@ -46,8 +46,17 @@ def _compile(pattern: str | None, key: str) -> str | None:
     return pattern
 
 
-NameList = Annotated[list[str], BeforeValidator(_one_or_many)]
-UserList = Annotated[list[str | int], BeforeValidator(_one_or_many)]
+NameList = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+_USER = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+UserList = Annotated[
+    list[str | int],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [_USER, {"type": "array", "items": _USER, "minItems": 1}]}),
+]
 
 
 class ProcessSelector(Params):
