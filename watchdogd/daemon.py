@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from watchdogd import __version__
+from watchdogd import __version__, buildinfo
 from watchdogd.clients import close_clients, open_clients
 from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path, load_config
 from watchdogd.counting import count_line, tally
@@ -92,10 +92,13 @@ class Daemon:
         self.notifications = Notifications(self.engine, lambda: self.engine.config, clock, transports)
         self.scheduler = Scheduler(self._run_rule, clock)
         self.notifier = notify.Notifier.from_env()
-        deliveries = self.notifications.stats
-        self.exposition = Exposition(build_registry(self.engine.snapshot, __version__, deliveries=deliveries))
+        deliveries, runs = self.notifications.stats, self.scheduler.progress.run_counts
+        self.build = buildinfo.current(__version__)  # once: files under .git are read at start only
+        self.exposition = Exposition(
+            build_registry(self.engine.snapshot, self.build, deliveries=deliveries, runs=runs)
+        )
         self._textfile_registry = build_registry(
-            self.engine.snapshot, __version__, process=False, deliveries=deliveries
+            self.engine.snapshot, self.build, process=False, deliveries=deliveries, runs=runs
         )
         self.http: MetricsServer | None = None
         self.control: ControlServer | None = None
@@ -131,6 +134,7 @@ class Daemon:
             logging.INFO,
             "started",
             version=__version__,
+            revision=self.build.revision,
             config=str(self.config.path),
             summary=self.config.summary(),
             http=f"{self.config.listen} ({describe(self.http.web)})" if self.http else None,

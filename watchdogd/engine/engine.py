@@ -394,6 +394,8 @@ class Engine:
             sinks=self.events.stats(),
             fleet=self.fleet_stats(now),
             maintenance=self.maintenance(now),
+            probe_failures=self.runner.probe_failures(),
+            action_skips=self._tallies.action_skips(),
         )
 
     def fleet_stats(self, now: float) -> FleetStats | None:

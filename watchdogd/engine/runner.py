@@ -1,8 +1,12 @@
 """One run of one rule: wait on dependencies -> probe under its timeout -> evaluate -> hand firing to the gate.
 
 The runner turns a probe's outcome into readings and subject states; it
-never decides about actions (the gate does) and never logs or counts (it
-publishes events). A probe that overruns its timeout is abandoned, never
+never decides about actions (the gate does) and never logs (it publishes
+events). The one thing it counts itself is failed probe runs
+(``probe_failures``): one per run, not an edge, so as an event each would go
+through every sink (the history queue, the pager) only to be dropped there;
+a dict increment here costs less, and the runner lives across reloads, so
+the counts do too. A probe that overruns its timeout is abandoned, never
 waited for, so one stuck probe costs one thread and not the schedule.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -55,6 +60,8 @@ class Runner:
         self._lookup = lookup
         self._optional = optional  # whether a target ("kind/name") is marked ``optional``
         self.pool = ProbePool()
+        self._failures: Counter[str] = Counter()  # rule -> failed probe runs since start
+        self._failures_lock = threading.Lock()  # rules run in parallel, each under its own lock only
         self._seen_lock = threading.Lock()
         # Targets that have answered at least once on this host, ever: from then on a failure is an outage.
         self._seen: dict[str, float] = {
@@ -104,6 +111,9 @@ class Runner:
         was_up = rt.last.up if rt.last is not None else True
         rt.last, rt.last_run = result, result.finished_at
         rule = rt.rule
+        if not result.up and not self._stop.is_set():  # a probe cut short by a stop is no failure
+            with self._failures_lock:
+                self._failures[rule.name] += 1
         if not result.up and was_up:
             self._events.publish(
                 ev.ProbeDown(result.finished_at, rule.name, rule.probe, result.error, rule.on_down == "fire")
@@ -111,6 +121,17 @@ class Runner:
         elif result.up and not was_up:
             self._events.publish(ev.ProbeUp(result.finished_at, rule.name, rule.probe))
         return result
+
+    def probe_failures(self) -> dict[str, int]:
+        """Per rule, failed probe runs since start (``watchdogd_probe_failures_total``).
+
+        Every run ``_record`` keeps as down: failed, raised, timed out or still
+        hung, the gate's verify re-probes included. Not counted: a failure of
+        an optional target never seen on this host (absent), one a dependency
+        in trouble explains (the rule waits), and a probe cut short by a stop.
+        """
+        with self._failures_lock:
+            return dict(self._failures)
 
     # -- probing -----------------------------------------------------------------
 

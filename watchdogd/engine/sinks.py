@@ -28,6 +28,11 @@ _TRANSITIONS = {
     Status.OK: (logging.INFO, "resolved"),
 }
 _ACTED = frozenset({Decision.RAN, Decision.DRY_RUN})
+SKIP_DECISIONS: tuple[Decision, ...] = tuple(
+    d for d in Decision if d not in (Decision.RAN, Decision.DRY_RUN, Decision.OPERATOR)
+)
+"""Guard decisions that did not run the action (``gave_up`` included: the run that tipped over ``max_actions``)."""
+_SKIPS = frozenset(SKIP_DECISIONS)
 
 
 def _changed(e: ev.SubjectChanged) -> tuple[int, str, dict[str, Any]]:
@@ -153,6 +158,7 @@ class Tallies:
         self._lock = threading.Lock()
         self._actions: Counter[tuple[str, str, str]] = Counter()
         self._transitions: Counter[tuple[str, str]] = Counter()
+        self._skips: Counter[tuple[str, str, str]] = Counter()
         self._last: dict[tuple[str, str], AuditEntry] = dict(last or {})
         self._changes: dict[str, RuleTransition] = {}
 
@@ -164,6 +170,8 @@ class Tallies:
                 for entry in event.entries:
                     if entry.decision in _ACTED:
                         self._last[(entry.rule, entry.action)] = entry
+                    elif entry.decision in _SKIPS:  # a skip row is published once, as it is written
+                        self._skips[(entry.rule, entry.action, entry.decision.value)] += 1
             elif (row := _history_row(event)) is not None and row.kind in TRANSITION_KINDS:
                 self._transitions[(row.rule, row.kind)] += 1
                 self._changes[row.rule] = row
@@ -175,6 +183,11 @@ class Tallies:
     def transitions_total(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self._transitions)
+
+    def action_skips(self) -> dict[tuple[str, str, str], int]:
+        """(rule, action, decision) -> audited skips since start: one per audit row, so once per change of reason."""
+        with self._lock:
+            return dict(self._skips)
 
     def last_actions(self) -> dict[tuple[str, str], AuditEntry]:
         with self._lock:

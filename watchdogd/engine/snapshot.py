@@ -130,3 +130,6 @@ class EngineSnapshot:
     sinks: tuple[SinkStats, ...] = ()  # event sinks' delivery counts (watchdogd_event_sink_*)
     fleet: FleetStats | None = None  # the fleet budget's groups, slots held here, waits, coordinator counters
     maintenance: Maintenance | None = None  # the host's maintenance mode while it is on (watchdogctl pause --all)
+    probe_failures: Mapping[str, int] = field(default_factory=dict)  # rule -> failed probe runs since start
+    # (rule, action, decision) -> audited skips since start (watchdogd_action_skips_total)
+    action_skips: Mapping[tuple[str, str, str], int] = field(default_factory=dict)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,9 +35,13 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from watchdogd.buildinfo import UNKNOWN as UNKNOWN_REVISION
+from watchdogd.buildinfo import BuildInfo
+from watchdogd.engine.scheduler import RunCounts
+from watchdogd.engine.sinks import SKIP_DECISIONS
 from watchdogd.engine.snapshot import EngineSnapshot, FleetStats, RuleSnapshot
 from watchdogd.logs import event
-from watchdogd.model import Cardinality, RuleStatus, Unit
+from watchdogd.model import Cardinality, Decision, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
 
 log = logging.getLogger(__name__)
@@ -101,25 +106,29 @@ def _probe_labels(rule: RuleSnapshot) -> list[str]:
     return [rule.name, rule.probe, rule.target or ""]
 
 
-def families(snap: EngineSnapshot, version: str) -> Iterator[Metric]:
+def families(snap: EngineSnapshot, build: BuildInfo) -> Iterator[Metric]:
     """Every watchdogd_* family for one snapshot."""
     out = _Families()
-    _daemon_families(out, snap, version)
+    _daemon_families(out, snap, build)
     for rule in snap.rules:
         _rule_families(out, rule)
         _probe_families(out, rule)
         _reading_families(out, rule)
         _last_action_families(out, rule)
+    _probe_failure_counters(out, snap)
     _action_counters(out, snap)
+    _skip_counters(out, snap)
     _event_families(out, snap)
     yield from out
     if snap.fleet is not None:
         yield from _fleet_families(snap.fleet)
 
 
-def _daemon_families(out: _Families, snap: EngineSnapshot, version: str) -> None:
-    out.gauge(PREFIX + "build_info", "Build information; the value is always 1.", ["version"]).add_metric(
-        [version], 1.0
+def _daemon_families(out: _Families, snap: EngineSnapshot, build: BuildInfo) -> None:
+    out.gauge(PREFIX + "build_info", "Build information; the value is always 1. revision: the git commit it was "
+              "built from (unknown when neither the package build nor a checkout said); python_version: the "
+              "interpreter it runs on.", ["version", "revision", "python_version"]).add_metric(
+        [build.version, build.revision, build.python_version], 1.0
     )
     gauges: tuple[tuple[str, str, float], ...] = (
         ("start_time_seconds", "When the daemon started, as a Unix timestamp.", snap.started_at),
@@ -229,6 +238,39 @@ def _last_action_families(out: _Families, rule: RuleSnapshot) -> None:
                 labels, float(last.result != "failed"))
 
 
+def _probe_failure_counters(out: _Families, snap: EngineSnapshot) -> None:
+    counts = dict(snap.probe_failures)
+    for rule in snap.rules:
+        if rule.enabled:
+            counts.setdefault(rule.name, 0)
+    failures = out.counter(PREFIX + "probe_failures", "Probe runs that failed (down, raised or timed out, the "
+                           "verify re-probes after an action included), every failed run, not only the change "
+                           "to down; since start. Not counted: an optional target never seen on this host, a "
+                           "failure while a dependency is in trouble.", ["rule"])
+    for rule_name, count in sorted(counts.items()):
+        failures.add_metric([rule_name], float(count))
+
+
+FLEET_SKIPS = frozenset({Decision.SKIPPED_FLEET, Decision.SKIPPED_FLEET_UNAVAILABLE})
+"""Skip reasons only a rule under a fleet budget can see: pre-set to 0 only when one is configured."""
+
+
+def _skip_counters(out: _Families, snap: EngineSnapshot) -> None:
+    counts = dict(snap.action_skips)
+    reasons = [d.value for d in SKIP_DECISIONS if snap.fleet is not None or d not in FLEET_SKIPS]
+    for rule in snap.rules:
+        for kind in rule.actions:
+            for reason in reasons:
+                counts.setdefault((rule.name, kind, reason), 0)
+    skips = out.counter(PREFIX + "action_skips", "Guard decisions not to run an action, by reason (the audit "
+                        "log's decision: skipped_cooldown, skipped_budget, skipped_maintenance, gave_up...), "
+                        "since start. Counts audited skips: a subject skipped again for the same reason run "
+                        "after run is audited, and counted, once per change of reason.",
+                        ["rule", "action", "reason"])
+    for (rule_name, action, reason), count in sorted(counts.items()):
+        skips.add_metric([rule_name, action, reason], float(count))
+
+
 def _action_counters(out: _Families, snap: EngineSnapshot) -> None:
     counts = dict(snap.actions_total)
     for rule in snap.rules:
@@ -335,6 +377,33 @@ def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
     return iter(out)
 
 
+def run_families(counts: RunCounts) -> Iterator[Metric]:
+    """The scheduler's missed and late runs, per rule (every scheduled rule from 0)."""
+    out = _Families()
+    missed = out.counter(PREFIX + "rule_runs_missed", "Scheduled runs of the rule that never ran, since start: "
+                         "due while its previous run still went on (a run never overlaps itself), or waiting "
+                         "for a worker thread past the misfire grace (one interval).", ["rule"])
+    for rule_name, count in sorted(counts.missed.items()):
+        missed.add_metric([rule_name], float(count))
+    late = out.counter(PREFIX + "rule_runs_late", "Runs of the rule handed to a worker thread more than max(1s, "
+                       "a quarter of its interval) after their scheduled time (jitter included), since start.",
+                       ["rule"])
+    for rule_name, count in sorted(counts.late.items()):
+        late.add_metric([rule_name], float(count))
+    return iter(out)
+
+
+class RunsCollector(Collector):
+    def __init__(self, counts: Callable[[], RunCounts]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        return run_families(self._counts())
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
 class DeliveryCollector(Collector):
     def __init__(self, stats: Callable[[], Sequence[SinkStats]]) -> None:
         self._stats = stats
@@ -349,12 +418,12 @@ class DeliveryCollector(Collector):
 class SnapshotCollector(Collector):
     """Turns ``snapshot()`` into metric families at each collection."""
 
-    def __init__(self, snapshot: Callable[[], EngineSnapshot], version: str) -> None:
+    def __init__(self, snapshot: Callable[[], EngineSnapshot], build: BuildInfo) -> None:
         self._snapshot = snapshot
-        self._version = version
+        self._build = build
 
     def collect(self) -> Iterable[Metric]:
-        return families(self._snapshot(), self._version)
+        return families(self._snapshot(), self._build)
 
     def describe(self) -> Iterable[Metric]:
         # Empty on purpose: the registry would otherwise call collect() (and take a snapshot) at registration.
@@ -363,21 +432,30 @@ class SnapshotCollector(Collector):
 
 def build_registry(
     snapshot: Callable[[], EngineSnapshot],
-    version: str,
+    build: BuildInfo | str,
     *,
     process: bool = True,
     deliveries: Callable[[], Sequence[SinkStats]] | None = None,
+    runs: Callable[[], RunCounts] | None = None,
 ) -> CollectorRegistry:
     """A private registry: nothing another library registers globally leaks into our /metrics.
 
+    ``build``: what ``watchdogd_build_info`` says (``buildinfo.current`` at
+    start); a bare version string stands for that version with an unknown
+    revision (tests and benches that build a registry of their own).
     ``process=False`` for the textfile: node_exporter exports its own
     ``process_*`` series, and duplicates would make it reject the file.
     ``deliveries``: the notification sinks' figures (the outbox).
+    ``runs``: the scheduler's missed and late runs (``Progress.run_counts``).
     """
+    if isinstance(build, str):
+        build = BuildInfo(build, UNKNOWN_REVISION, platform.python_version())
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, version))
+    registry.register(SnapshotCollector(snapshot, build))
     if deliveries is not None:
         registry.register(DeliveryCollector(deliveries))
+    if runs is not None:
+        registry.register(RunsCollector(runs))
     if process:
         ProcessCollector(registry=registry)
     return registry
