@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.packaging.support import REPO, Packages, busybox, run
+from watchdogd import buildinfo
 
 # Builds (two packages, once per session) and a booted container take longer than the default timeout.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -88,6 +89,23 @@ def test_deb_metadata_and_contents(packages: Packages) -> None:
         assert not [f for f in files if fragment in f], f"{fragment} must not be shipped"
 
 
+def test_package_names_the_commit_it_was_built_from(packages: Packages) -> None:
+    """watchdogd_build_info's revision: the installed package has no .git beside it, so the build writes it."""
+    commit = buildinfo.git_revision(REPO)  # read from .git as the build's `git rev-parse HEAD` saw it
+    name = f"opt/watchdogd/lib/python3.11/site-packages/watchdogd/{buildinfo.GENERATED}"
+    if commit is None:
+        assert name not in {f.lstrip("/") for f in deb_files(packages.deb)}, "no checkout, no revision to claim"
+        return
+    assert f'REVISION = "{commit}"' in deb_member(packages.deb, name).decode()
+
+
+def test_deb_keeps_debians_habit_enabled_and_started_on_install(packages: Packages) -> None:
+    """Debian enables and starts a daemon on install (dh_installsystemd); the rpm does not (see below)."""
+    postinst = deb_member(packages.deb, "postinst", control=True).decode()
+    assert 'deb-systemd-helper enable "$UNIT"' in postinst
+    assert "action=start" in postinst and 'deb-systemd-invoke "$action" "$UNIT"' in postinst
+
+
 def test_man_pages_render_without_warnings(tmp_path: Path) -> None:
     for page in sorted((REPO / "packaging" / "man").glob("*.[0-9]")):
         proc = run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z", str(page)], timeout=30,
@@ -98,26 +116,44 @@ def test_man_pages_render_without_warnings(tmp_path: Path) -> None:
 def test_rpm_queries(packages: Packages) -> None:
     rpm = str(packages.rpm)
     files = run(["rpm", "-qlp", rpm], timeout=60, what="rpm -qlp").stdout.split()
-    for path in (*EXPECTED_FILES, "/usr/lib/systemd/system/watchdogd.service",
-                 "/usr/lib/systemd/system-preset/90-watchdogd.preset"):
+    for path in (*EXPECTED_FILES, "/usr/lib/systemd/system/watchdogd.service"):
         assert path in files, f"{path} missing from the .rpm"
     assert not [f for f in files if f.startswith("/lib/")], "rpm units belong in /usr/lib/systemd"
+    # Fedora/RHEL habit: the distribution's and the admin's presets decide, and they say disabled.
+    assert not [f for f in files if "system-preset" in f], "the rpm must not ship a preset enabling itself"
 
     assert run(["rpm", "-qpc", rpm], timeout=60, what="rpm -qpc").stdout.split() == ["/etc/watchdogd/watchdogd.yaml"]
     flags = run(["rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", rpm], timeout=60,
                 what="rpm -qp --qf FILEFLAGS").stdout
     assert re.search(r"^cn /etc/watchdogd/watchdogd\.yaml$", flags, re.M), "conffile must be %config(noreplace)"
 
-    scripts = run(["rpm", "-qp", "--scripts", rpm], timeout=60, what="rpm -qp --scripts").stdout
-    for scriptlet in ("preinstall", "postinstall", "preuninstall", "postuninstall"):
-        assert f"{scriptlet} scriptlet (using /bin/sh)" in scripts
-    assert "groupadd -r watchdogd" in scripts
-    assert "preset watchdogd.service" in scripts  # %systemd_post
-    assert "disable watchdogd.service" in scripts and "stop watchdogd.service" in scripts  # %systemd_preun
-    assert "try-restart watchdogd.service" in scripts  # %systemd_postun_with_restart
+    scripts = rpm_scriptlets(packages.rpm)
+    assert sorted(scripts) == ["postinstall", "postuninstall", "preinstall", "preuninstall"], sorted(scripts)
+    assert "groupadd -r watchdogd" in scripts["preinstall"]
+    # %systemd_post: the preset decides on a first install; nothing is enabled or started by hand.
+    assert "systemctl --no-reload preset watchdogd.service" in scripts["postinstall"]
+    assert not re.search(r"\b(enable|start|restart|--now)\b", scripts["postinstall"]), scripts["postinstall"]
+    # %systemd_preun: stop and disable on erase only.
+    for command in ("disable watchdogd.service", "stop watchdogd.service"):
+        assert command in scripts["preuninstall"]
+    # %systemd_postun_with_restart: only what was running is restarted.
+    assert "try-restart watchdogd.service" in scripts["postuninstall"]
 
     requires = run(["rpm", "-qpR", rpm], timeout=60, what="rpm -qpR").stdout
     assert "/usr/bin/python3.11" in requires
+
+
+def rpm_scriptlets(rpm: Path) -> dict[str, str]:
+    """``rpm -qp --scripts`` split by scriptlet, comments left out (they may mention what the code must not do)."""
+    listing = run(["rpm", "-qp", "--scripts", str(rpm)], timeout=60, what="rpm -qp --scripts").stdout
+    scripts: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in listing.splitlines():
+        if header := re.fullmatch(r"(\w+) scriptlet \(using /bin/sh\):", line):
+            current = scripts.setdefault(header[1], [])
+        elif not line.lstrip().startswith("#"):
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in scripts.items()}
 
 
 @pytest.fixture
@@ -181,3 +217,54 @@ def test_changelog_names_the_version(packages: Packages) -> None:
     assert f"- {packages.next_version}" in changelog.splitlines()[0]
     text = gzip.decompress(deb_member(packages.deb, "usr/share/doc/watchdogd/changelog.Debian.gz")).decode()
     assert text.startswith(f"watchdogd ({packages.version}) stable; urgency=medium\n"), text[:200]
+
+
+SYSTEMCTL_LOG = "var/tmp/systemctl.log"
+
+
+def pretend_systemd_runs(root: Path) -> Path:
+    """Make the scratch root look booted with systemd to the scriptlets; return the log of their systemctl calls.
+
+    /run/systemd/system is what the scriptlets test for; the systemctl shim
+    records its arguments; /usr/bin/python3.11 stands in for the interpreter
+    the venv links to, and says yes to ``watchdogctl check-config``.
+    """
+    (root / "run/systemd/system").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shims = {
+        "usr/bin/systemctl": f'#!/bin/sh\necho "$*" >> /{SYSTEMCTL_LOG}\n',
+        "usr/bin/python3.11": "#!/bin/sh\nexit 0\n",
+    }
+    for path, text in shims.items():
+        (root / path).write_text(text)
+        (root / path).chmod(0o755)
+    log = root / SYSTEMCTL_LOG
+    log.write_text("")
+    return log
+
+
+def drain(log: Path) -> list[str]:
+    calls = log.read_text().splitlines()
+    log.write_text("")
+    return calls
+
+
+def test_rpm_scriptlets_leave_enablement_to_the_presets(packages: Packages, scratch_root: Path) -> None:
+    """%systemd_post / %systemd_preun / %systemd_postun_with_restart, as systemctl sees them.
+
+    A first install only applies the presets (disabled on Fedora/RHEL: the
+    package ships none), never enables or starts; an upgrade try-restarts
+    (a stopped daemon stays stopped); an erase disables and stops.
+    """
+    root = scratch_root
+    log = pretend_systemd_runs(root)
+    rpm_in(root, "--initdb")
+    rpm_in(root, "-i", "--nodeps", str(packages.rpm))
+    assert drain(log) == ["--system daemon-reload", "--no-reload preset watchdogd.service"]
+    assert not list((root / "usr/lib/systemd").glob("system-preset/*")), "no preset of our own"
+
+    rpm_in(root, "-U", "--nodeps", str(packages.next_rpm))
+    assert drain(log) == ["--system daemon-reload", "try-restart watchdogd.service"]
+
+    rpm_in(root, "-e", "--nodeps", "watchdogd")
+    assert drain(log) == ["--no-reload disable watchdogd.service", "stop watchdogd.service", "--system daemon-reload"]
