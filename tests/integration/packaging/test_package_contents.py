@@ -37,6 +37,12 @@ EXPECTED_FILES = (
     "/usr/share/man/man8/watchdogd.8.gz",
     "/usr/share/man/man8/watchdogctl.8.gz",
     "/usr/share/man/man5/watchdogd.yaml.5.gz",
+    "/etc/watchdogd/conf.d",
+    "/usr/share/watchdogd/watchdogd.schema.json",
+    "/usr/share/watchdogd/monitoring/prometheus/watchdogd.rules.yml",
+    "/usr/share/watchdogd/monitoring/prometheus/watchdogd.rules.test.yml",
+    "/usr/share/watchdogd/monitoring/grafana/watchdogd.json",
+    "/usr/share/watchdogd/monitoring/README.md",
 )
 NOT_SHIPPED = ("/site-packages/pip/", "/site-packages/setuptools/", "direct_url.json", "/tests/integration/")
 
