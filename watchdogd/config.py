@@ -87,7 +87,7 @@ class _RawConfig(_Strict):
     interval: Interval = 15.0
     jitter: ShortDuration | None = None
     probe_timeout: Timeout = 10.0
-    listen: str | None = "127.0.0.1:9469"
+    listen: str | None = "127.0.0.1:19469"
     web_config_file: str | None = None
     textfile_dir: str | None = None
     state_dir: str = "/var/lib/watchdogd"

@@ -404,7 +404,7 @@ class Daemon:
         except ListenError:
             if self.http is None:
                 raise
-        # The new address overlaps the old one (0.0.0.0:9469 -> 127.0.0.1:9469): free it and retry,
+        # The new address overlaps the old one (0.0.0.0:19469 -> 127.0.0.1:19469): free it and retry,
         # and put the old one back if that fails too.
         old = self.http
         old.close()

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = """\
 # a comment that must survive
 interval: 15s
-listen: 127.0.0.1:9469        # /metrics
+listen: 127.0.0.1:19469        # /metrics
 state_dir: /var/lib/watchdogd
 rules:
   disk:

@@ -128,10 +128,10 @@ def test_basic_auth_accepts_right_and_rejects_wrong_credentials() -> None:
 
 
 def test_parse_listen_forms() -> None:
-    assert parse_listen("127.0.0.1:9469") == (socket.AF_INET, ("127.0.0.1", 9469))
-    assert parse_listen("[::1]:9469")[0] == socket.AF_INET6
-    assert parse_listen(":9469") == (socket.AF_INET6, ("::", 9469))
-    for bad in ("9469", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"):
+    assert parse_listen("127.0.0.1:19469") == (socket.AF_INET, ("127.0.0.1", 19469))
+    assert parse_listen("[::1]:19469")[0] == socket.AF_INET6
+    assert parse_listen(":19469") == (socket.AF_INET6, ("::", 19469))
+    for bad in ("19469", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"):
         with pytest.raises(ListenError, match="listen"):
             parse_listen(bad)
 

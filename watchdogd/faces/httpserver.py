@@ -321,10 +321,10 @@ def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 def parse_listen(listen: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
-    """``127.0.0.1:9469``, ``[::1]:9469``, ``localhost:9469`` or ``:9469`` (all addresses, like Go)."""
+    """``127.0.0.1:19469``, ``[::1]:19469``, ``localhost:19469`` or ``:19469`` (all addresses, like Go)."""
     host, sep, port_text = listen.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ListenError(f"listen: {listen!r} is not host:port (e.g. 127.0.0.1:9469 or [::1]:9469)")
+        raise ListenError(f"listen: {listen!r} is not host:port (e.g. 127.0.0.1:19469 or [::1]:19469)")
     port = int(port_text)
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not host:
@@ -466,7 +466,7 @@ def _listening_socket(family: socket.AddressFamily, address: tuple[str, int]) ->
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            # ":9469" means every address, IPv4 included, as it does for node_exporter.
+            # ":19469" means every address, IPv4 included, as it does for node_exporter.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
         sock.listen(BACKLOG)

@@ -36,7 +36,7 @@ def test_promtool_check_rules_accepts_the_shipped_rules() -> None:
 
 def test_promtool_unit_tests_pass_including_two_hosts_with_one_policy() -> None:
     text = RULE_TESTS.read_text()
-    assert 'instance="a:9469"' in text and 'instance="b:9469"' in text  # the two-host series sets are there
+    assert 'instance="a:19469"' in text and 'instance="b:19469"' in text  # the two-host series sets are there
     done = promtool("test", "rules", str(RULE_TESTS))
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 

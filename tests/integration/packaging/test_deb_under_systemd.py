@@ -116,7 +116,7 @@ def http_get(box: SystemdContainer, path: str) -> tuple[int, str]:
     """GET on the daemon's listen address with the container's own python3 (it has no curl)."""
     script = (
         "import sys, urllib.request\n"
-        "with urllib.request.urlopen('http://127.0.0.1:9469' + sys.argv[1], timeout=10) as r:\n"
+        "with urllib.request.urlopen('http://127.0.0.1:19469' + sys.argv[1], timeout=10) as r:\n"
         "    sys.stdout.write(str(r.status) + '\\n' + r.read().decode())\n"
     )
     out = inside(box, "/usr/bin/python3", "-c", script, path).stdout
