@@ -92,15 +92,13 @@ class Gate:
         """
         by_subject = {reading.subject: reading for reading in firing}
         things = {subject: _things(rt, reading) for subject, reading in by_subject.items()}
-        clearance = self._clear(rt, list(by_subject), things, now)
+        clearance = self._clear(rt, things, now)
         try:
             return self._act(rt, by_subject, things, clearance, now)
         finally:
             clearance.give_back()
 
-    def _clear(
-        self, rt: RuleRuntime, subjects: list[str], things: Mapping[str, Mapping[str, str]], now: float
-    ) -> Clearance:
+    def _clear(self, rt: RuleRuntime, things: Mapping[str, Mapping[str, str]], now: float) -> Clearance:
         """Ask a fleet budget for a slot, only when the guard would let the run start (without the lock).
 
         The guard's answer is checked again under the lock; asking first
@@ -109,22 +107,38 @@ class Gate:
         budget, rule = self.budget, rt.rule
         if not budget.governs(rule.name):
             return OPEN
-        holds = self._holds  # swapped whole under the lock, so this reference is one consistent map
-        held = {s: h for s in subjects if (h := guards.active_hold(holds, things[s], now)) is not None}
-        would = guards.decide(
-            rt.guard,
-            subjects,
-            now,
-            rule.guard,
-            budget_closed=None,
-            in_grace=self._in_grace(now),
-            max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
-            held=held,
-            maintenance=self._maintenance(now) is not None,
-        )
+        # self._holds is swapped whole under the lock, so reading it here sees one consistent map.
+        would, _held = self._decide(rt, things, now, None, self._maintenance(now))
         if not would.allowed:
             return OPEN
         return budget.clear(rule.name, rule.guard.dry_run, now)
+
+    def _decide(
+        self,
+        rt: RuleRuntime,
+        things: Mapping[str, Mapping[str, str]],
+        now: float,
+        budget_closed: Decision | None,
+        maintenance: guards.Maintenance | None,
+    ) -> tuple[guards.Verdict, dict[str, guards.Hold]]:
+        """The guard's verdict on the subjects of ``things`` (in order), with the shared holds that apply.
+
+        Asked twice per run: before the lock to decide whether a fleet slot is worth asking for
+        (``budget_closed`` None), and under it to decide for good.
+        """
+        held = {s: h for s, keys in things.items() if (h := guards.active_hold(self._holds, keys, now)) is not None}
+        verdict = guards.decide(
+            rt.guard,
+            list(things),
+            now,
+            rt.rule.guard,
+            budget_closed=budget_closed,
+            in_grace=self._in_grace(now),
+            max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
+            held=held,
+            maintenance=maintenance is not None,
+        )
+        return verdict, held
 
     def _act(
         self,
@@ -137,24 +151,9 @@ class Gate:
         rule = rt.rule
         spend: Spend | None = None
         with self._lock:
-            held = {
-                subject: hold
-                for subject, keys in things.items()
-                if (hold := guards.active_hold(self._holds, keys, now)) is not None
-            }
             closed = clearance.closed or (None if self.budget.is_open(now) else Decision.SKIPPED_BUDGET)
             maintenance = self._maintenance(now)
-            verdict = guards.decide(
-                rt.guard,
-                list(by_subject),
-                now,
-                rule.guard,
-                budget_closed=closed,
-                in_grace=self._in_grace(now),
-                max_per_run=min(action.params.max_per_run for action, _ in rt.actions),
-                held=held,
-                maintenance=maintenance is not None,
-            )
+            verdict, held = self._decide(rt, things, now, closed, maintenance)  # things: by_subject's keys
             unbooked, skips_before = rt.guard, dict(rt.last_skip)  # what a failed write must leave
             rt.guard = verdict.guard
             if verdict.gave_up_now:
