@@ -247,10 +247,18 @@ class ProbeSpec:
     """The probe answers "is it there?": failing to measure *is* the finding (``on_down: fire`` by default)."""
     subjects: str = field(kw_only=True)
     """What each reading's subject names, a key of ``SUBJECT_KINDS``."""
+    shared: Callable[[Clock], Any] | None = field(default=None, kw_only=True)
+    """A family's object shared by every probe of this kind in the engine (one /proc scan per cycle, the
+    mount table read only when it changes): built once per engine by calling it with the clock, kept across
+    reloads, and handed to the factory in place of the target client. Host-local probes only: a probe with a
+    ``target_kind`` shares through its target client instead. Two specs naming the same callable get the
+    same object, so ``host.disk`` and ``host.inodes`` read one mount table."""
 
     def __post_init__(self) -> None:
         if self.subjects not in SUBJECT_KINDS:
             raise ValueError(f"unknown subject kind {self.subjects!r}")
+        if self.shared is not None and self.target_kind is not None:
+            raise ValueError("a probe with a target shares through its target client, not `shared`")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from watchdogd.engine.runtime import (
     Clients,
     RuleRuntime,
     RunReport,
+    SharedObjects,
     build_runtime,
     carried_trend,
     restore,
@@ -90,6 +91,7 @@ class Engine:
         self._maintenance: guards.Maintenance | None = guards.maintenance_from_dict(store.load_kv(MAINTENANCE_KEY))
         self._maintenance_lock = threading.Lock()
         self._runtimes: dict[str, RuleRuntime] = {}
+        self._shared = SharedObjects(clock)
         self.runner = Runner(
             store=store, events=self.events, clock=clock, stop=self.stop, lookup=self._lookup, optional=self._optional
         )
@@ -131,7 +133,7 @@ class Engine:
             old = self._runtimes.get(name)
             if old is not None and not same_measurement(old.rule, rule):
                 old = None
-            runtime = build_runtime(rule, config.registry, clients, self.clock, previous=old)
+            runtime = build_runtime(rule, config.registry, clients, self.clock, previous=old, shared=self._shared)
             if old is not None:
                 # Keep pending timers, cooldowns and give-ups across a reload that did not change what is
                 # measured: copied now for status, taken over again (settle) once the old run is done.

@@ -169,15 +169,47 @@ class _Disabled:
         raise ProbeError("rule is disabled")
 
 
+class SharedObjects:
+    """The families' shared objects (``ProbeSpec.shared``), one per callable, for the engine's lifetime.
+
+    Kept across reloads like target clients are, so a probe kept by a reload
+    still holds the object the new probes get. Built on first use: a policy
+    without process rules never scans /proc.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._objects: dict[Callable[[Clock], Any], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, make: Callable[[Clock], Any]) -> Any:
+        with self._lock:
+            if make not in self._objects:
+                self._objects[make] = make(self._clock)
+            return self._objects[make]
+
+
 def build_runtime(
-    rule: Rule, registry: Registry, clients: Clients, clock: Clock, previous: RuleRuntime | None = None
+    rule: Rule,
+    registry: Registry,
+    clients: Clients,
+    clock: Clock,
+    previous: RuleRuntime | None = None,
+    *,
+    shared: SharedObjects | None = None,
 ) -> RuleRuntime:
-    """``previous``: the same rule's runtime before a reload that did not change what it measures."""
+    """``previous``: the same rule's runtime before a reload that did not change what it measures.
+
+    ``shared``: where host-local probes get their family's shared object
+    (``ProbeSpec.shared``); without it (tests) each probe gets its own.
+    """
     if not rule.enabled:
         return RuleRuntime(rule=rule, probe=_Disabled(), actions=())
     probe_spec = registry.probes[rule.probe]
     kind, target = probe_spec.target_kind, rule.target
     probe_client = clients.get((kind, target)) if kind is not None and target is not None else None
+    if probe_spec.shared is not None:
+        probe_client = shared.get(probe_spec.shared) if shared is not None else probe_spec.shared(clock)
     hung, hung_since = None, None
     if previous is not None and previous.probe_client is probe_client and previous.rule.enabled:
         # Same probe on the same connection: keep its memory (rate baselines, log offsets, RSS
