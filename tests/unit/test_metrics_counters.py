@@ -29,7 +29,7 @@ from watchdogd.buildinfo import BuildInfo
 from watchdogd.config import parse_config
 from watchdogd.contracts import ProbeError
 from watchdogd.engine.engine import Engine
-from watchdogd.engine.scheduler import JobSpec, Progress, RunCounts, Scheduler, late_after
+from watchdogd.engine.scheduler import JobSpec, Progress, RunCounts, Scheduler, bucket_id, late_after
 from watchdogd.engine.sinks import SKIP_DECISIONS
 from watchdogd.engine.snapshot import EngineSnapshot
 from watchdogd.engine.state import StateStore
@@ -319,9 +319,9 @@ def test_late_means_past_a_quarter_interval_and_at_least_a_second(every: float, 
 
 def test_missed_event_is_counted_and_a_reload_keeps_the_counts() -> None:
     scheduler = Scheduler(lambda name: None, time.time)
-    scheduler.replace([JobSpec("r", 10.0, 0.0), JobSpec("gone", 10.0, 0.0)])
+    scheduler.replace([JobSpec("r", 10.0, 0.0), JobSpec("gone", 20.0, 0.0)])
     due = datetime.now(UTC)
-    for job in ("r", "gone", "never-configured"):
+    for job in (bucket_id(10.0, 0.0), bucket_id(20.0, 0.0), "never-configured"):
         scheduler._on_event(JobExecutionEvent(EVENT_JOB_MISSED, job, "default", due))
     scheduler.progress.submitted("r", due.timestamp() - 100, 10.0)
     scheduler.replace([JobSpec("r", 10.0, 0.0), JobSpec("new", 10.0, 0.0)])
