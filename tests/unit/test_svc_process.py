@@ -118,43 +118,43 @@ def test_selector_rejects_bad_params(params: dict[str, Any], message: str) -> No
 def test_select_by_cmdline_user_and_exclusion(spawn: Callable[..., Any], token: str) -> None:
     children = [spawn(IDLE, token, str(i)) for i in range(3)]
     pids = {c.pid for c in children}
-    found = ProcessSelection(ProcessSelector(cmdline=token)).select()
+    found = ProcessSelection(ProcessSelector(cmdline=token)).select()[0]
     assert {p.pid for p in found} == pids
     assert all(p.uid == os.geteuid() for p in found)
-    only_two = ProcessSelection(ProcessSelector(cmdline=token, exclude_cmdline=f"{token} 2$")).select()
+    only_two = ProcessSelection(ProcessSelector(cmdline=token, exclude_cmdline=f"{token} 2$")).select()[0]
     assert {p.pid for p in only_two} == pids - {children[2].pid}
     me = str(os.geteuid())
-    assert {p.pid for p in ProcessSelection(ProcessSelector(cmdline=token, user=me)).select()} == pids
-    assert ProcessSelection(ProcessSelector(cmdline=token, exclude_users=[me])).select() == []
+    assert {p.pid for p in ProcessSelection(ProcessSelector(cmdline=token, user=me)).select()[0]} == pids
+    assert ProcessSelection(ProcessSelector(cmdline=token, exclude_users=[me])).select()[0] == []
 
 
 def test_selection_forgets_exited_processes(spawn: Callable[..., Any], token: str) -> None:
     selection = ProcessSelection(ProcessSelector(cmdline=token))
     child = spawn(IDLE, token)
-    assert [p.pid for p in selection.select()] == [child.pid]
+    assert [p.pid for p in selection.select()[0]] == [child.pid]
     child.kill()
     child.wait()
-    assert selection.select() == []
+    assert selection.select()[0] == []
 
 
 def test_unknown_user_is_a_probe_error() -> None:
     with pytest.raises(ProbeError, match="no such user 'no-such-user-xyz'"):
-        ProcessSelection(ProcessSelector(user="no-such-user-xyz")).select()
+        ProcessSelection(ProcessSelector(user="no-such-user-xyz")).select()[0]
 
 
 def test_pidfile_selection(tmp_path: Path, spawn: Callable[..., Any], token: str) -> None:
     pidfile = tmp_path / "app.pid"
     selection = ProcessSelection(ProcessSelector(pidfile=str(pidfile)))
-    assert selection.select() == []  # no pidfile: not running
+    assert selection.select()[0] == []  # no pidfile: not running
     child = spawn(IDLE, token)
     pidfile.write_text(f"{child.pid}\n")
-    assert [p.pid for p in selection.select()] == [child.pid]
+    assert [p.pid for p in selection.select()[0]] == [child.pid]
     # The same pidfile written long before the process started: a stale pidfile, a reused pid.
     os.utime(pidfile, (time.time() - 3600, time.time() - 3600))
-    assert selection.select() == []
+    assert selection.select()[0] == []
     pidfile.write_text("garbage\n")
     with pytest.raises(ProbeError, match="does not hold a pid"):
-        selection.select()
+        selection.select()[0]
 
 
 # --------------------------------------------------------------------------- probes

@@ -2,8 +2,9 @@
 
 Every probe here is cheap enough to run the whole family every few seconds
 (see ``bench/bench_host_probes.py``: the budget is 5 ms for one of each).
-That is why the mount table is parsed only when its text changes, and why
-CPU usage comes from our own ``cpu_times()`` deltas instead of a sleeping
+That is why the mount table is read only when the kernel says it changed
+(``MountTable``, shared by ``host.disk`` and ``host.inodes``), and why CPU
+usage comes from our own ``cpu_times()`` deltas instead of a sleeping
 sample.
 """
 
@@ -14,8 +15,11 @@ import glob
 import heapq
 import os
 import re
+import select
 import stat
-from collections.abc import Iterable, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -256,28 +260,107 @@ def _depth_key(mount: Mount) -> tuple[int, str]:
     return (mount.mountpoint.count("/") if mount.mountpoint != "/" else 0, mount.mountpoint)
 
 
-class _MountSelection:
-    """The filesystems a probe reports, recomputed only when the mount table text changes."""
+class MountTable:
+    """The parsed mount table, re-read only after the kernel flags a change; shared by every filesystem rule.
 
-    def __init__(self, params: FilesystemParams) -> None:
+    An open ``/proc/self/mountinfo`` is pollable: a mount or unmount in our
+    namespace marks the descriptor with POLLPRI|POLLERR (proc_pid_mounts(5)).
+    Each ``current()`` polls it with a zero timeout; the poll itself consumes
+    the flag (the kernel records the event it reported), so a change is seen
+    once and the table read again right after. A change between that poll
+    and the read flags the descriptor again: at worst one extra read, never
+    a missed change. Without ``select.poll``, or where polling the file fails,
+    the table is read on every call, as before, and parsed only when its text
+    changed.
+
+    ``generation`` grows with every parse, so a rule recomputes its own
+    selection only when the table moved. One lock serialises ``host.disk``
+    and ``host.inodes`` running at once: one read and one parse serve both.
+    """
+
+    def __init__(self, path: str | None = None, poller: Callable[[], select.poll] | None = None) -> None:
+        self._path = path if path is not None else MOUNTINFO
+        self._make_poller = poller if poller is not None else getattr(select, "poll", None)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._closer: weakref.finalize[[int], MountTable] | None = None
+        self._poll: select.poll | None = None
+        self._raw = ""
+        self._mounts: dict[str, Mount] = {}
+        self.generation = 0
+        self.reads = 0
+        """How many times the table was read (for tests and benchmarks)."""
+
+    def current(self) -> tuple[int, dict[str, Mount]]:
+        """(generation, mountpoint -> mount) as of now. Raises ProbeError when the table cannot be read."""
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._open()
+                    self._read()
+                elif self._poll is None or self._poll.poll(0):
+                    self._read()
+            except OSError as exc:
+                self._close()  # open afresh next time
+                raise ProbeError(f"cannot read the mount table {self._path}: {exc}") from exc
+            return self.generation, self._mounts
+
+    def _open(self) -> None:
+        fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = fd
+        self._closer = weakref.finalize(self, os.close, fd)  # closed with the table (the engine's lives on)
+        self._poll = None
+        if self._make_poller is not None:
+            try:
+                poll = self._make_poller()
+                poll.register(fd, select.POLLPRI | select.POLLERR)
+                poll.poll(0)
+            except (OSError, ValueError):
+                return  # not pollable here: read on every call
+            self._poll = poll
+
+    def _read(self) -> None:
+        assert self._fd is not None
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 65536):
+            chunks.append(chunk)
+        self.reads += 1
+        raw = b"".join(chunks).decode("utf-8", "surrogateescape")
+        if raw != self._raw:
+            self._raw, self._mounts = raw, parse_mountinfo(raw)
+            self.generation += 1
+
+    def _close(self) -> None:
+        if self._closer is not None:
+            self._closer()  # runs once: a later collection cannot close a reused descriptor number
+        self._fd, self._closer, self._poll = None, None, None
+
+
+def mount_table(clock: Clock) -> MountTable:
+    """``ProbeSpec.shared`` of ``host.disk`` and ``host.inodes``: one descriptor and one parse per engine."""
+    return MountTable()
+
+
+class _MountSelection:
+    """The filesystems a probe reports, recomputed only when the shared mount table changes."""
+
+    def __init__(self, params: FilesystemParams, table: MountTable | None) -> None:
+        self._table = table if table is not None else MountTable()
         self._wanted = params.mountpoints
         self._exclude_fstypes = frozenset(params.exclude_fstypes)
         patterns = params.exclude_mountpoints
         self._exclude_mp = (
             re.compile("|".join(fnmatch.translate(p) for p in patterns)).match if patterns else None
         )
-        self._raw = ""
+        self._generation = -1
         self._selected: list[Mount] = []
 
     def current(self) -> list[Mount]:
-        try:
-            with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise ProbeError(f"cannot read the mount table {MOUNTINFO}: {exc}") from exc
-        if raw != self._raw:
-            selected = self._select(parse_mountinfo(raw))
-            self._raw, self._selected = raw, selected
+        generation, mounts = self._table.current()
+        if generation != self._generation:
+            selected = self._select(mounts)  # a missing mountpoint raises here, and again next run
+            self._generation, self._selected = generation, selected
         return self._selected
 
     def _select(self, mounts: dict[str, Mount]) -> list[Mount]:
@@ -323,8 +406,8 @@ class DiskProbe:
     so 100 % means ordinary processes get ENOSPC.
     """
 
-    def __init__(self, params: FilesystemParams, clock: Clock) -> None:
-        self._selection = _MountSelection(params)
+    def __init__(self, params: FilesystemParams, table: MountTable | None, clock: Clock) -> None:
+        self._selection = _MountSelection(params, table)
         self._strict = params.mountpoints is not None
 
     def measure(self) -> list[Reading]:
@@ -349,8 +432,8 @@ class DiskProbe:
 class InodesProbe:
     """Percent of inodes used: a disk can be "full" with free space when small files ate the inodes."""
 
-    def __init__(self, params: FilesystemParams, clock: Clock) -> None:
-        self._selection = _MountSelection(params)
+    def __init__(self, params: FilesystemParams, table: MountTable | None, clock: Clock) -> None:
+        self._selection = _MountSelection(params, table)
         self._strict = params.mountpoints is not None
 
     def measure(self) -> list[Reading]:
@@ -514,12 +597,12 @@ PROBES: dict[str, ProbeSpec] = {
         "load average per logical core", subjects="host",
     ),
     "host.disk": ProbeSpec(
-        FilesystemParams, local_probe(DiskProbe), Unit.PERCENT, Cardinality.LOW,
-        "disk space used percent per mountpoint, as df shows it", subjects="mount",
+        FilesystemParams, DiskProbe, Unit.PERCENT, Cardinality.LOW,
+        "disk space used percent per mountpoint, as df shows it", subjects="mount", shared=mount_table,
     ),
     "host.inodes": ProbeSpec(
-        FilesystemParams, local_probe(InodesProbe), Unit.PERCENT, Cardinality.LOW,
-        "inodes used percent per mountpoint", subjects="mount",
+        FilesystemParams, InodesProbe, Unit.PERCENT, Cardinality.LOW,
+        "inodes used percent per mountpoint", subjects="mount", shared=mount_table,
     ),
     "host.file_age": ProbeSpec(
         FileAgeParams, local_probe(FileAgeProbe), Unit.SECONDS, Cardinality.LOW,

@@ -8,8 +8,14 @@ metric labels: ``process.rss`` takes ``above: 2GiB``, ``process.age``
 the others have one ``pid:<pid>`` subject per process. The selection
 parameters (name, cmdline, user, pidfile) are the same for all of them.
 
-Rates (CPU, RSS growth) are measured over ``time.monotonic()``, which is the
-clock the kernel's accounting follows; the wall clock may step under NTP.
+Every process rule of the engine reads the same scan of ``/proc``
+(``table.ProcessTable``, the family's ``ProbeSpec.shared`` object): a
+reading may be up to one second older than the run reporting it, and
+twenty rules due in the same second cost one scan, not twenty.
+
+Rates (CPU, RSS growth) are measured between the times of the snapshots
+they come from, on ``time.monotonic()``, which is the clock the kernel's
+accounting follows; the wall clock may step under NTP.
 """
 
 from __future__ import annotations
@@ -27,9 +33,8 @@ from pydantic import Field, model_validator
 from watchdogd.contracts import Cardinality, Clock, EvidenceLimits, Probe, ProbeError, ProbeSpec, Reading, Unit
 from watchdogd.families.process import procfs
 from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector, process_name
+from watchdogd.families.process.table import ProcessTable, Snapshot, process_table
 from watchdogd.units import Duration
-
-Monotonic = Callable[[], float]
 
 
 class ProcessParams(ProcessSelector):
@@ -53,15 +58,14 @@ class RssGrowthParams(ProcessSelector):
 
 
 class _ProcessProbe:
-    """Selection plus the boot-time lookup every per-process reading needs."""
+    """A selection over the engine's shared process table (a private one when built without it)."""
 
-    def __init__(self, params: ProcessSelector, monotonic: Monotonic = time.monotonic) -> None:
-        self._selection = ProcessSelection(params)
-        self._monotonic = monotonic
+    def __init__(self, params: ProcessSelector, table: ProcessTable | None = None) -> None:
+        self._selection = ProcessSelection(params, table)
 
-    def _select(self) -> tuple[list[Proc], float]:
+    def _select(self) -> tuple[list[Proc], Snapshot]:
         try:
-            return self._selection.select(), procfs.boot_time()
+            return self._selection.select()
         except OSError as exc:
             raise ProbeError(f"cannot list processes: {exc}") from exc
 
@@ -80,8 +84,8 @@ class CountProbe(_ProcessProbe):
 
     MAX_PIDS_IN_DETAILS = 20
 
-    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
-        super().__init__(params, monotonic)
+    def __init__(self, params: ProcessParams, table: ProcessTable | None = None) -> None:
+        super().__init__(params, table)
         self._subject = params.describe()
 
     def measure(self) -> list[Reading]:
@@ -95,18 +99,19 @@ class RssProbe(_ProcessProbe):
     """Resident memory per process, in bytes."""
 
     def measure(self) -> list[Reading]:
-        procs, boot = self._select()
-        return [Reading(f"pid:{p.pid}", float(p.stat.rss), p.details(boot)) for p in procs]
+        procs, at = self._select()
+        return [Reading(f"pid:{p.pid}", float(p.stat.rss), p.details(at.boot_time)) for p in procs]
 
 
 class AgeProbe(_ProcessProbe):
     """Seconds since each process started (on the boot clock, so a wall-clock step cannot skew it)."""
 
     def measure(self) -> list[Reading]:
-        procs, boot = self._select()
-        now = procfs.uptime()
+        procs, at = self._select()
         return [
-            Reading(f"pid:{p.pid}", max(0.0, now - p.stat.start_ticks / procfs.CLOCK_TICKS), p.details(boot))
+            Reading(
+                f"pid:{p.pid}", max(0.0, at.uptime - p.stat.start_ticks / procfs.CLOCK_TICKS), p.details(at.boot_time)
+            )
             for p in procs
         ]
 
@@ -118,16 +123,18 @@ class CpuProbe(_ProcessProbe):
     previous sample, so the value is its lifetime average (as ps(1) shows it)
     rather than nothing: ``--once`` and a freshly started daemon still see a
     process that has been spinning for an hour.
+
+    The interval is between the scans the two runs read (``Snapshot.taken``),
+    not between the runs, so a shared snapshot cannot skew the rate.
     """
 
-    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
-        super().__init__(params, monotonic)
+    def __init__(self, params: ProcessParams, table: ProcessTable | None = None) -> None:
+        super().__init__(params, table)
         self._last: dict[tuple[int, int], tuple[int, float]] = {}
 
     def measure(self) -> list[Reading]:
-        procs, boot = self._select()
-        now = self._monotonic()
-        up = procfs.uptime()
+        procs, at = self._select()
+        now = at.taken
         previous, self._last = self._last, {}
         readings = []
         for p in procs:
@@ -137,11 +144,11 @@ class CpuProbe(_ProcessProbe):
                 seconds, sample = now - before[1], "interval"
                 used = (ticks - before[0]) / procfs.CLOCK_TICKS
             else:
-                seconds, sample = up - p.stat.start_ticks / procfs.CLOCK_TICKS, "lifetime"
+                seconds, sample = at.uptime - p.stat.start_ticks / procfs.CLOCK_TICKS, "lifetime"
                 used = ticks / procfs.CLOCK_TICKS
             percent = max(0.0, used / seconds * 100.0) if seconds > 0 else 0.0
             self._last[p.key] = (ticks, now)
-            details = p.details(boot)
+            details = p.details(at.boot_time)
             details.update(sample=sample, threads=p.stat.threads)
             readings.append(Reading(f"pid:{p.pid}", percent, details))
         return readings
@@ -223,15 +230,15 @@ class RssGrowthProbe(_ProcessProbe):
     ``--once`` reports no subjects.
     """
 
-    def __init__(self, params: RssGrowthParams, monotonic: Monotonic = time.monotonic) -> None:
-        super().__init__(params, monotonic)
+    def __init__(self, params: RssGrowthParams, table: ProcessTable | None = None) -> None:
+        super().__init__(params, table)
         self._window = params.window
         self._span_needed = params.span_needed
         self._history: dict[tuple[int, int], RssHistory] = {}
 
     def measure(self) -> list[Reading]:
-        procs, boot = self._select()
-        now = self._monotonic()
+        procs, at = self._select()
+        now = at.taken
         previous, self._history = self._history, {}
         readings = []
         for p in procs:
@@ -241,7 +248,7 @@ class RssGrowthProbe(_ProcessProbe):
             span = history.span()
             if span < self._span_needed:
                 continue
-            details = p.details(boot)
+            details = p.details(at.boot_time)
             details.update(rss=p.stat.rss, span=round(span, 1), samples=history.n)
             readings.append(Reading(f"pid:{p.pid}", history.per_hour(), details))
         return readings
@@ -260,8 +267,8 @@ class FdsProbe(_ProcessProbe):
 
     LIMIT_TTL = 60.0
 
-    def __init__(self, params: ProcessParams, monotonic: Monotonic = time.monotonic) -> None:
-        super().__init__(params, monotonic)
+    def __init__(self, params: ProcessParams, table: ProcessTable | None = None) -> None:
+        super().__init__(params, table)
         self._limits: dict[tuple[int, int], tuple[int | None, float]] = {}
 
     def _limit(self, p: Proc, now: float) -> int | None:
@@ -273,8 +280,8 @@ class FdsProbe(_ProcessProbe):
         return limit
 
     def measure(self) -> list[Reading]:
-        procs, boot = self._select()
-        now = self._monotonic()
+        procs, at = self._select()
+        now = at.taken
         readings = []
         denied: list[int] = []
         for p in procs:
@@ -287,7 +294,7 @@ class FdsProbe(_ProcessProbe):
             except OSError:
                 continue  # exited meanwhile
             percent = fds / limit * 100.0 if limit else 0.0
-            details: dict[str, Any] = p.details(boot)
+            details: dict[str, Any] = p.details(at.boot_time)
             details.update(fds=fds, soft_limit=limit if limit is not None else "unlimited")
             readings.append(Reading(f"pid:{p.pid}", percent, details))
         live = {p.key for p in procs}
@@ -428,9 +435,11 @@ def _fit_rows(sections: dict[str, Any], key: str, max_bytes: int) -> dict[str, A
     return sections
 
 
-def _factory(cls: Callable[[Any], Probe]) -> Callable[[Any, Any, Clock], Probe]:
-    def build(params: Any, _target: Any, _clock: Clock) -> Probe:
-        return cls(params)
+def _factory(cls: Callable[[Any, ProcessTable | None], Probe]) -> Callable[[Any, Any, Clock], Probe]:
+    """The engine hands every process probe its shared ``ProcessTable`` in place of a target client."""
+
+    def build(params: Any, table: Any, _clock: Clock) -> Probe:
+        return cls(params, table)
 
     return build
 
@@ -438,26 +447,29 @@ def _factory(cls: Callable[[Any], Probe]) -> Callable[[Any, Any, Clock], Probe]:
 PROBES: dict[str, ProbeSpec] = {
     "process.count": ProbeSpec(
         ProcessParams, _factory(CountProbe), Unit.COUNT, Cardinality.LOW,
-        "number of matching processes (below: 1 = not running)", subjects="process",
+        "number of matching processes (below: 1 = not running)", subjects="process", shared=process_table,
     ),
     "process.cpu": ProbeSpec(
         ProcessParams, _factory(CpuProbe), Unit.PERCENT, Cardinality.HIGH,
-        "CPU percent of one core per matching process, since the previous run", subjects="pid",
+        "CPU percent of one core per matching process, since the previous run",
+        subjects="pid", shared=process_table,
     ),
     "process.rss": ProbeSpec(
         ProcessParams, _factory(RssProbe), Unit.BYTES, Cardinality.HIGH,
-        "resident memory per matching process", subjects="pid",
+        "resident memory per matching process", subjects="pid", shared=process_table,
     ),
     "process.rss_growth": ProbeSpec(
         RssGrowthParams, _factory(RssGrowthProbe), Unit.BYTES, Cardinality.HIGH,
-        "resident memory growth per hour over a window, per matching process (leaks)", subjects="pid",
+        "resident memory growth per hour over a window, per matching process (leaks)",
+        subjects="pid", shared=process_table,
     ),
     "process.fds": ProbeSpec(
         ProcessParams, _factory(FdsProbe), Unit.PERCENT, Cardinality.HIGH,
-        "open file descriptors as percent of the soft limit, per matching process", subjects="pid",
+        "open file descriptors as percent of the soft limit, per matching process",
+        subjects="pid", shared=process_table,
     ),
     "process.age": ProbeSpec(
         ProcessParams, _factory(AgeProbe), Unit.SECONDS, Cardinality.HIGH,
-        "seconds since each matching process started", subjects="pid",
+        "seconds since each matching process started", subjects="pid", shared=process_table,
     ),
 }

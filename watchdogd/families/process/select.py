@@ -1,11 +1,10 @@
 """Which processes a ``process.*`` rule is about: by name, command line, user or pidfile.
 
-The selection runs every cycle over every process on the host, so it is
-built to cost one ``/proc/<pid>/stat`` read per process: what rarely changes
-(command line, user, whether it matches) is cached per ``(pid, start_ticks)``
-and re-read only when the kernel name changes (an ``exec``) or while the
-process is young (a daemon forks, then sets its title and drops privileges
-in its first moments).
+The selection runs every cycle over every process on the host, so it reads
+nothing itself: it filters the engine's shared scan (``table.ProcessTable``:
+one ``/proc/<pid>/stat`` read per process per cycle for every rule), whose
+slow facts (command line, user) are read once per process, only when some
+rule's criteria reach them.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, mo
 
 from watchdogd.contracts import Params, ProbeError
 from watchdogd.families.process import procfs
+from watchdogd.families.process.table import SETTLE_SECONDS, Facts, ProcessTable, Snapshot, process_name
 
-SETTLE_SECONDS = 5.0
-"""Cached facts about a process younger than this are read again on the next run."""
+__all__ = ["SETTLE_SECONDS", "Proc", "ProcessSelection", "ProcessSelector", "process_name"]
 
 PIDFILE_SLACK = 2.0
 """A process started this long after its pidfile was written is not the one that wrote it."""
@@ -145,112 +144,91 @@ class Proc:
         }
 
 
-@dataclass(slots=True)
-class _Known:
-    start_ticks: int
-    comm: str
-    settled: bool
-    proc: Proc | None  # None: seen, does not match
-
-
-def process_name(comm: str, argv: tuple[str, ...]) -> str:
-    """The kernel truncates names to 15 characters; like ps and psutil, complete them from argv[0]."""
-    if len(comm) >= 15 and argv:
-        base = os.path.basename(argv[0])
-        if base.startswith(comm):
-            return base
-    return comm
-
-
 class ProcessSelection:
-    """Selects processes for one probe instance; owns its cache (never shared between rules)."""
+    """Selects processes for one probe instance from the engine's shared ``ProcessTable``.
 
-    def __init__(self, selector: ProcessSelector, proc: str = procfs.PROC) -> None:
+    The criteria are checked cheapest first, so a process is rejected on
+    what the scan already read (its kernel name) before its command line or
+    owner is read: ``name: nginx`` reads the argv of nginx processes (and of
+    15-character names that may be truncated ones), not of every process.
+    No verdict is cached per rule: the facts are cached once in the table,
+    and re-checking them costs about what a per-rule cache lookup would,
+    without a copy of the host's process list per rule.
+    """
+
+    def __init__(self, selector: ProcessSelector, table: ProcessTable | None = None) -> None:
         self._sel = selector
-        self._proc = proc
+        # Without the engine's table nothing shares a scan, so a private one scans on every run.
+        self._table = table if table is not None else ProcessTable(max_age=0.0)
+        self._proc = self._table.proc
         self._names = frozenset(selector.name) if selector.name else None
         self._cmdline = re.compile(selector.cmdline).search if selector.cmdline else None
         self._exclude = re.compile(selector.exclude_cmdline).search if selector.exclude_cmdline else None
         self._uids: frozenset[int] | None = None
         self._exclude_uids: frozenset[int] | None = None
-        self._known: dict[int, _Known] = {}
-        self._user_names: dict[int, str] = {}
+        self._known: Facts | None = None  # pidfile selections: the facts of the one pid they name
+        self._last_taken: float | None = None  # the snapshot this selection read last: never handed it again
 
-    def select(self) -> list[Proc]:
-        """Every live, non-kernel, non-zombie process that matches, as of now."""
+    def select(self) -> tuple[list[Proc], Snapshot]:
+        """Every live, non-kernel, non-zombie process that matches, and the snapshot it was chosen from.
+
+        The snapshot may be up to the table's ``max_age`` old, but is never the one
+        this selection read last (see ``table``).
+        """
         if self._sel.user is not None and self._uids is None:
             self._uids = _resolve_users(self._sel.user, "user")
         if self._exclude_uids is None:
             self._exclude_uids = _resolve_users(self._sel.exclude_users, "exclude_users")
         if self._sel.pidfile is not None:
             return self._from_pidfile(self._sel.pidfile)
-        now = procfs.uptime(self._proc)
-        selected: list[Proc] = []
-        seen: set[int] = set()
-        for pid in procfs.list_pids(self._proc):
-            stat = procfs.read_stat(pid, self._proc)
-            if stat is None:
-                continue
-            seen.add(pid)
-            proc = self._match(stat, now)
+        snapshot = self._table.scan(after=self._last_taken)
+        self._last_taken = snapshot.taken
+        selected = []
+        for stat, facts in snapshot.processes:
+            proc = self._match(stat, facts)
             if proc is not None:
                 selected.append(proc)
-        for gone in self._known.keys() - seen:
-            del self._known[gone]
-        return selected
+        return selected, snapshot
 
-    def _match(self, stat: procfs.Stat, now: float) -> Proc | None:
-        if stat.kernel_thread or stat.zombie:
-            return None
-        known = self._known.get(stat.pid)
-        if known is None or known.start_ticks != stat.start_ticks or known.comm != stat.comm or not known.settled:
-            known = self._learn(stat, now)
-            if known is None:
-                return None
-            self._known[stat.pid] = known
-        if known.proc is None:
-            return None
-        # The cached facts are kept; the stat (CPU, RSS, state) is this instant's.
-        return Proc(stat, known.proc.name, known.proc.cmdline, known.proc.uid, known.proc.user)
-
-    def _learn(self, stat: procfs.Stat, now: float) -> _Known | None:
-        """Read the slow facts (argv, uid) once and decide whether the process matches."""
-        argv = procfs.read_cmdline(stat.pid, self._proc)
-        uid = procfs.read_uid(stat.pid, self._proc)
-        if uid is None:
-            return None  # gone meanwhile
-        age = now - stat.start_ticks / procfs.CLOCK_TICKS
-        name = process_name(stat.comm, argv)
-        cmdline = " ".join(argv) if argv else f"[{stat.comm}]"
-        proc = Proc(stat, name, cmdline, uid, self._user_name(uid))
-        matched = self._matches(proc, bool(argv))
-        return _Known(stat.start_ticks, stat.comm, age >= SETTLE_SECONDS, proc if matched else None)
-
-    def _matches(self, proc: Proc, has_argv: bool) -> bool:
+    def _match(self, stat: procfs.Stat, facts: Facts) -> Proc | None:
         assert self._exclude_uids is not None
-        if self._names is not None and proc.name not in self._names and proc.stat.comm not in self._names:
-            return False
-        if self._uids is not None and proc.uid not in self._uids:
-            return False
-        if proc.uid in self._exclude_uids:
-            return False
-        if self._cmdline is not None and not (has_argv and self._cmdline(proc.cmdline)):
-            return False
-        return not (self._exclude is not None and self._exclude(proc.cmdline))
+        proc = self._proc
+        names = self._names
+        # Only a name the kernel truncated (15 characters) can still match on argv[0].
+        truncated = len(stat.comm) >= 15
+        if names is not None and stat.comm not in names and not (truncated and facts.command(proc)[0] in names):
+            return None
+        uid: int | None = None
+        if self._uids is not None or self._exclude_uids:
+            uid = facts.uid(proc)
+            if uid is None or (self._uids is not None and uid not in self._uids) or uid in self._exclude_uids:
+                return None
+        name, cmdline, has_argv = facts.command(proc)
+        if self._cmdline is not None and not (has_argv and self._cmdline(cmdline)):
+            return None
+        if self._exclude is not None and self._exclude(cmdline):
+            return None
+        if uid is None:
+            uid = facts.uid(proc)
+            if uid is None:
+                return None  # gone meanwhile
+        # The kept facts, with this snapshot's stat (CPU, RSS, state).
+        return Proc(stat, name, cmdline, uid, self._table.user_name(uid))
 
-    def _from_pidfile(self, path: str) -> list[Proc]:
+    def _from_pidfile(self, path: str) -> tuple[list[Proc], Snapshot]:
         """The process a pidfile names, if it is still the one that wrote the file.
 
         A missing pidfile means the service is not running (count 0), which
         is exactly what a "count below 1" rule is for; an unreadable or
-        garbled one is an error the operator must see.
+        garbled one is an error the operator must see. One pid is read
+        directly rather than from a scan of every process.
         """
         try:
             with open(path, encoding="ascii", errors="replace") as handle:
                 text = handle.read(64)
             written = os.stat(path).st_mtime
         except FileNotFoundError:
-            return []
+            return [], self._table.instant()
         except OSError as exc:
             raise ProbeError(f"cannot read pidfile {path}: {exc.strerror}") from exc
         try:
@@ -259,26 +237,23 @@ class ProcessSelection:
             raise ProbeError(f"pidfile {path} does not hold a pid (starts with {text[:20]!r})") from None
         if pid <= 0:
             raise ProbeError(f"pidfile {path} holds an invalid pid {pid}")
+        instant = self._table.instant()
         stat = procfs.read_stat(pid, self._proc)
-        if stat is None:
-            return []
-        started = procfs.boot_time(self._proc) + stat.start_ticks / procfs.CLOCK_TICKS
-        if started > written + PIDFILE_SLACK:
-            return []  # a stale pidfile whose pid now belongs to a newer, unrelated process
-        proc = self._match(stat, procfs.uptime(self._proc))
-        # Only this pid is cached: a pidfile that changes hands must not grow the cache forever.
-        self._known = {pid: self._known[pid]} if pid in self._known else {}
-        return [proc] if proc is not None else []
+        if stat is None or stat.kernel_thread or stat.zombie:
+            return [], instant
+        if instant.boot_time + stat.start_ticks / procfs.CLOCK_TICKS > written + PIDFILE_SLACK:
+            return [], instant  # a stale pidfile whose pid now belongs to a newer, unrelated process
+        facts = self._known if self._known is not None and _same(self._known, stat) else None
+        if facts is None:
+            facts = self._table.facts(stat, instant.uptime)
+        # Only this pid's facts are kept: a pidfile that changes hands must not grow a cache.
+        self._known = facts if facts.settled else None
+        proc = self._match(stat, facts)
+        return ([proc] if proc is not None else []), instant
 
-    def _user_name(self, uid: int) -> str:
-        name = self._user_names.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._user_names[uid] = name
-        return name
+
+def _same(facts: Facts, stat: procfs.Stat) -> bool:
+    return facts.pid == stat.pid and facts.start_ticks == stat.start_ticks and facts.comm == stat.comm
 
 
 def _resolve_users(users: Iterable[str | int], key: str) -> frozenset[int]:
