@@ -4,12 +4,20 @@ Budget (issue 6): ``docker.containers`` over 200 containers in at most 300 ms.
 Prints the figures; starts dockerd and builds the image if needed (like the
 tests); removes every container it made, even when interrupted.
 
-    python bench/bench_docker.py [--containers 200] [--runs 20]
+Issue 17 (one ``docker ps`` per engine per cycle): ``--cycle-rules N`` also
+times cycles of N ``docker.containers`` rules on the one engine (each its own
+selection): our CPU per cycle, dockerd's (from /proc, its pid file) and how
+many listings a cycle sent. The script runs unchanged on older code (no
+shared listing: one per rule), so a copy of it under the old tree, run from
+there, gives the "before".
+
+    python bench/bench_docker.py [--containers 200] [--runs 20] [--cycle-rules 10] [--cycle-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +40,56 @@ from watchdogd.model import Reading
 
 BUDGET_MS = 300.0
 LABEL = "watchdogd-bench.run"
+CYCLES = 40
+DOCKERD_PID = Path("/var/run/docker.pid")
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system, children excluded) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cycle_cost(engine: DockerEngine, prefix: str, run: str, rules: int) -> None:
+    """CPU per cycle of ``rules`` container rules on one engine, ours and dockerd's, and listings per cycle."""
+    selections: list[dict[str, object]] = [
+        {"names": [f"{prefix}-*"]},
+        {"names": [f"{prefix}-0*"]},
+        {"names": [f"{prefix}-*"], "labels": [f"{LABEL}={run}"]},
+        {"names": [f"{prefix}-1*"], "labels": [LABEL]},
+        {"names": [f"{prefix}-*"], "exclude_names": [f"{prefix}-00*"]},
+    ]
+    probes = [ContainersProbe(ContainersParams(**selections[i % len(selections)]), engine, time.time)  # type: ignore[arg-type]
+              for i in range(rules)]
+    listings = [0]
+    containers = engine.containers
+
+    def counting(filters: object, *, all_states: bool = True) -> object:
+        listings[0] += 1
+        return containers(filters, all_states=all_states)  # type: ignore[arg-type]
+
+    engine.containers = counting  # type: ignore[method-assign]
+    for probe in probes:
+        probe.measure()  # warm up: inspects of the crashed ones cached per probe
+    shared = getattr(engine, "_listing", None)  # a new cycle, without waiting out max_age
+    dockerd = int(DOCKERD_PID.read_text()) if DOCKERD_PID.exists() else None
+    ours, theirs, walls = [], [], []
+    listings[0] = 0
+    for _ in range(CYCLES):
+        if shared is not None:
+            shared.forget()
+        cpu, wall = time.process_time(), time.perf_counter()
+        engine_cpu = process_cpu(dockerd) if dockerd else 0.0
+        for probe in probes:
+            probe.measure()
+        ours.append((time.process_time() - cpu) * 1000)
+        walls.append((time.perf_counter() - wall) * 1000)
+        theirs.append(((process_cpu(dockerd) if dockerd else 0.0) - engine_cpu) * 1000)
+    engine.containers = containers  # type: ignore[method-assign]
+    print(f"cycle of {rules} docker.containers rules on one engine ({CYCLES} cycles): listings/cycle "
+          f"{listings[0] / CYCLES:.1f}; watchdogd CPU median {statistics.median(ours):.1f} ms, "
+          f"dockerd CPU {statistics.fsum(theirs) / CYCLES:.1f} ms (mean, 10 ms ticks), "
+          f"wall median {statistics.median(walls):.1f} ms")
 
 
 def timed(fn: Callable[[], list[Reading]], runs: int) -> tuple[list[float], list[Reading]]:
@@ -60,6 +118,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--containers", type=int, default=200)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cycle-rules", type=int, default=10, help="container rules per cycle (0: skip)")
+    parser.add_argument("--cycle-only", action="store_true", help="only the cycle figures")
     args = parser.parse_args()
 
     url = ensure_dockerd()
@@ -86,6 +146,10 @@ def main() -> int:
         print(f"created {len(ids)} containers ({args.containers // 4} exit 3) in {time.perf_counter() - started:.1f} s"
               f" on dockerd {api.version()['Version']}, {api.info()['NCPU']} CPUs")
         names = [f"{prefix}-*"]
+        if args.cycle_rules:
+            cycle_cost(engine, prefix, run, args.cycle_rules)
+        if args.cycle_only:
+            return 0
 
         healthy_only = ContainersProbe(ContainersParams(names=names, conditions=["unhealthy"]), engine, time.time)
         healthy_only.measure()  # SDK import, client, event replay: once per daemon life

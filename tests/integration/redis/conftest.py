@@ -65,7 +65,9 @@ def make_target() -> Iterator[Callable[..., RedisTarget]]:
     targets: list[RedisTarget] = []
 
     def make(url: str, **params: Any) -> RedisTarget:
-        target = RedisTarget(RedisTargetParams(url=url, **params))
+        # No reuse of a shared INFO snapshot: these tests change the server between two measures and check
+        # the change at once (test_shared_info.py checks the sharing, with the daemon's own clients).
+        target = RedisTarget(RedisTargetParams(url=url, **params), info_max_age=0.0)
         targets.append(target)
         return target
 

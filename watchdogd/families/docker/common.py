@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
@@ -46,8 +46,9 @@ def label_matches(spec: str, labels: Mapping[str, str]) -> bool:
 class Selection(Params):
     """Which containers a probe looks at: names (globs), labels, compose project and services.
 
-    ``labels`` and ``compose_project`` go to the engine as list filters (all
-    must match); the name globs and the excludes are applied here.
+    ``labels`` and ``compose_project`` are the engine's list filters (all
+    must match), applied to the engine's shared listing with the engine's
+    semantics (``LIST_FILTERS``); the name globs and the excludes too.
     """
 
     names: list[str] = Field(default=["*"], min_length=1)
@@ -92,13 +93,41 @@ def container_name(row: Mapping[str, Any]) -> str:
     return own[0].lstrip("/")
 
 
+def _all_labels(specs: Sequence[str], row: Mapping[str, Any]) -> bool:
+    labels = row.get("Labels") or {}
+    return all(label_matches(spec, labels) for spec in specs)
+
+
+def _any_status(statuses: Sequence[str], row: Mapping[str, Any]) -> bool:
+    return row.get("State") in statuses
+
+
+LIST_FILTERS: Mapping[str, Callable[[Sequence[str], Mapping[str, Any]], bool]] = {
+    "label": _all_labels,
+    "status": _any_status,
+}
+"""The engine's ``GET /containers/json`` filters, applied here to the shared listing with the engine's own
+semantics: every ``label`` must match (``key`` or ``key=value``, split at the first ``=``); ``status`` is
+any of the values, compared with the row's ``State`` (created, restarting, running, removing, paused,
+exited, dead), exactly as the engine compares them. A filter not in this table is sent to the engine in a
+listing of the rule's own."""
+
+
+def list_filtered(engine: DockerEngine, filters: Mapping[str, Sequence[str]]) -> Sequence[Mapping[str, Any]]:
+    """The containers matching ``filters``, from the engine's shared listing when every filter is known here."""
+    if any(key not in LIST_FILTERS for key in filters):
+        return engine.containers({key: list(values) for key, values in filters.items()})
+    checks = [(LIST_FILTERS[key], values) for key, values in filters.items() if values]
+    return [row for row in engine.listing() if all(check(values, row) for check, values in checks)]
+
+
 def selected(
     engine: DockerEngine, selection: Selection, extra: Mapping[str, list[str]] | None = None
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The selected containers by name, with their (read-only, possibly shared) listing rows."""
     filters: dict[str, list[str]] = {**selection.server_filters(), **(extra or {})}
-    rows = engine.containers(filters)
     chosen = []
-    for row in rows:
+    for row in list_filtered(engine, filters):
         name = container_name(row)
         if selection.matches(name, row.get("Labels") or {}):
             chosen.append((name, row))

@@ -1,7 +1,8 @@
 """Docker probes: problem containers and reclaimable disk (memory and CPU live in ``docker_resources``).
 
 Subjects are container names (the operator selects them, so they may be
-metric labels). Every probe makes one listing call per run; what the list
+metric labels). The container probes of one engine share one listing per
+cycle (``DockerEngine.listing``, filtered here per rule); what the list
 cannot say is fetched only for the few containers that need it:
 
 * ``docker.containers`` inspects only containers the list already shows in

@@ -184,7 +184,7 @@ class Sampler:
         return cores
 
 
-def _running(engine: DockerEngine, selection: Selection) -> list[tuple[str, dict[str, Any]]]:
+def _running(engine: DockerEngine, selection: Selection) -> list[tuple[str, Mapping[str, Any]]]:
     return selected(engine, selection, {"status": ["running"]})
 
 

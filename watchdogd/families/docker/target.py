@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from watchdogd.contracts import Clock, Params, ProbeError, TargetParams, TargetSpec
 from watchdogd.families.docker.events import EVENT_FILTERS, EventFollower, EventHistory
+from watchdogd.sharedread import MAX_AGE, SharedRead
 from watchdogd.units import Duration
 
 T = TypeVar("T")
@@ -33,6 +35,9 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 POOL_SIZE = 40
 """HTTP connections kept to the engine: the stats fallback runs 32 calls at once (``docker_resources``)."""
+LISTED = ("Id", "Names", "Image", "State", "Status", "Labels", "Created")
+"""The fields of a ``GET /containers/json`` row kept in the shared listing: what selection, the probes and
+their details read. The rest (ports, mounts, networks) is dropped at once: it would only be memory."""
 LOG_READ_MAX = 1 << 20
 """Bytes of a container's log tail read at most: Docker splits a log line at 16 KiB, so 20 lines fit."""
 
@@ -189,6 +194,7 @@ class DockerEngine:
         name: str = "docker",
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        listing_max_age: float = MAX_AGE,
     ) -> None:
         self.params = params
         self.url = params.url
@@ -204,6 +210,12 @@ class DockerEngine:
         self._mem_total: float | None = None
         self.history = EventHistory(clock)
         self.events = EventFollower(self.history, self._open_events, clock, name)
+        # One listing for every rule of this engine due in the same cycle, reused for ``listing_max_age``
+        # seconds unless a container event (start, die, ...) arrived or the event stream changed state since.
+        self._listing = SharedRead(
+            self._list_all, max_age=listing_max_age, monotonic=monotonic,
+            version=lambda: (self.history.last_time_nano, self.events.synced),
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -267,6 +279,7 @@ class DockerEngine:
         stops from crashes, and must be back as soon as the engine is.
         """
         cap = max(0.0, min(BACKOFF_MAX, seconds))
+        self._listing.limit(seconds)  # no rule gets the same listing on two of its runs
         with self._lock:
             self._max_delay = cap
             self._delay = min(self._delay, cap)
@@ -338,8 +351,27 @@ class DockerEngine:
         return self.call("engine ping", get, timeout=limit)
 
     def containers(self, filters: Mapping[str, Any], *, all_states: bool = True) -> list[dict[str, Any]]:
-        """One listing call (``GET /containers/json``): names, labels, State and Status text."""
+        """One listing call (``GET /containers/json``) of its own: for actions, which never act on a shared one."""
         return self.call("listing containers", lambda api: api.containers(all=all_states, filters=dict(filters)))
+
+    def listing(self) -> tuple[Mapping[str, Any], ...]:
+        """Every container (``docker ps -a``), read once for all the probes of this engine due together.
+
+        Rows are read-only (``LISTED`` fields, labels as a read-only mapping,
+        names as a tuple): every probe gets the same rows. At most
+        ``listing_max_age`` old, and never older than the last container
+        event the follower saw (see ``SharedRead``).
+        """
+        return self._listing.get()
+
+    @property
+    def listing_reads(self) -> int:
+        """Listings actually sent to the engine through ``listing`` (tests and benchmarks count them)."""
+        return self._listing.reads
+
+    def _list_all(self) -> tuple[Mapping[str, Any], ...]:
+        rows = self.containers({})
+        return tuple(_frozen_row(row) for row in rows)
 
     def inspect(self, container: str) -> dict[str, Any] | None:
         """Full inspect, or None when the container no longer exists."""
@@ -470,16 +502,25 @@ class DockerEngine:
         return lines[-tail:] if tail > 0 else [], cut
 
     def start(self, container: str) -> None:
-        self.call(f"starting container {container}", lambda api: api.start(container))
+        try:
+            self.call(f"starting container {container}", lambda api: api.start(container))
+        finally:
+            self._listing.forget()  # what we just changed is seen by the next probe, events or not
 
     def restart(self, container: str, stop_timeout: float) -> None:
-        # The SDK adds stop_timeout to the HTTP timeout itself.
-        self.call(
-            f"restarting container {container}", lambda api: api.restart(container, timeout=int(stop_timeout))
-        )
+        try:
+            # The SDK adds stop_timeout to the HTTP timeout itself.
+            self.call(
+                f"restarting container {container}", lambda api: api.restart(container, timeout=int(stop_timeout))
+            )
+        finally:
+            self._listing.forget()
 
     def remove_container(self, container: str) -> None:
-        self.call(f"removing container {container}", lambda api: api.remove_container(container, v=False))
+        try:
+            self.call(f"removing container {container}", lambda api: api.remove_container(container, v=False))
+        finally:
+            self._listing.forget()
 
     def images(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         return self.call("listing images", lambda api: api.images(all=False, filters=dict(filters)))
@@ -505,6 +546,20 @@ class DockerEngine:
     def synced_history(self, timeout: float) -> EventHistory | None:
         """The event history once the replay of buffered events is done; None if not within ``timeout``."""
         return self.history if self.events.wait_synced(timeout) else None
+
+
+def _frozen_row(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A listing row cut to ``LISTED`` and made read-only, so probes sharing it cannot change it for each other."""
+    kept: dict[str, Any] = {}
+    for key in LISTED:
+        if key in row:
+            value = row[key]
+            if isinstance(value, dict):
+                value = MappingProxyType(dict(value))
+            elif isinstance(value, list):
+                value = tuple(value)
+            kept[key] = value
+    return MappingProxyType(kept)
 
 
 def _timed_out(exc: BaseException) -> bool:

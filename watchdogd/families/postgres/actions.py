@@ -151,6 +151,8 @@ def _signal(
     by_check: dict[str, list[_Backend]] = {}
     for backend in backends:
         by_check.setdefault(backend.check, []).append(backend)
+    if signal != "dry_run":
+        client.forget_activity()  # whatever happens below, the next probe reads pg_stat_activity afresh
     for check, group in by_check.items():
         statement = sql.SQL(q.SIGNAL).format(  # constants from queries.py only
             check=sql.SQL(q.BREACH_CHECKS[check]),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from watchdogd.contracts import (
 )
 from watchdogd.evidencefit import fit
 from watchdogd.families.postgres import queries as q
+from watchdogd.families.postgres.activity import Activity
 from watchdogd.families.postgres.filters import BackendFilter, BackendSelector
 from watchdogd.families.postgres.target import (
     APPLICATION_NAME,
@@ -61,17 +62,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _require_visibility(rows: Iterable[Row], client: PostgresClient) -> None:
+def _require_visibility(activity: Activity, client: PostgresClient) -> None:
     """Fail loudly when the role cannot see other sessions, instead of reporting a comfortable nothing."""
-    hidden = sum(1 for row in rows if row["hidden"])
-    if hidden:
+    if activity.hidden:
         raise PostgresPermissionError(
-            f"permission denied: the role of {client.label} cannot see {hidden} other session(s) in "
+            f"permission denied: the role of {client.label} cannot see {activity.hidden} other session(s) in "
             "pg_stat_activity; GRANT pg_monitor to it (see docs/postgres.md)"
         )
 
 
-def backend_details(row: Row, check: str, mark: datetime | None) -> dict[str, Any]:
+def backend_details(row: Mapping[str, Any], check: str, mark: datetime | None) -> dict[str, Any]:
     """What an action needs to find exactly this backend in exactly this breach, and what the audit shows."""
     return {
         "pid": row["pid"],
@@ -329,14 +329,14 @@ class _BackendAgeProbe(_DescribesServer):
         self._select = BackendSelector(params)
 
     def measure(self) -> list[Reading]:
-        rows = self._client.query(q.BACKENDS, {"states": list(self.STATES), "self": APPLICATION_NAME})
-        _require_visibility(rows, self._client)
+        activity = self._client.activity()
+        _require_visibility(activity, self._client)
         readings = []
-        for row in rows:
+        for row in activity.backends(self.STATES, APPLICATION_NAME):
             mark = row[self.MARK]
             if mark is None or not self._select(row):
                 continue
-            seconds = max(0.0, (row["now"] - mark).total_seconds())
+            seconds = max(0.0, (activity.now - mark).total_seconds())
             readings.append(Reading(f"pid:{row['pid']}", seconds, backend_details(row, self.CHECK, mark)))
         return readings
 
@@ -391,22 +391,19 @@ class BlockingProbe(_DescribesServer):
         self._roots_only = params.roots_only
 
     def measure(self) -> list[Reading]:
-        rows = self._client.query(q.BLOCKING)
-        _require_visibility(rows, self._client)
+        activity = self._client.activity()
+        _require_visibility(activity, self._client)
         waits: dict[int, set[int]] = {}  # blocker -> direct waiters
         waiting: set[int] = set()
-        info: dict[int, Row] = {}
-        for row in rows:
-            if row["waiter"] is None:
-                continue  # the one row of an incident-free server
-            waits.setdefault(row["blocker"], set()).add(row["waiter"])
-            waiting.add(row["waiter"])
-            info.setdefault(row["blocker"], row)
+        for waiter, blocker in activity.waits():
+            waits.setdefault(blocker, set()).add(waiter)
+            waiting.add(waiter)
         readings = []
         for blocker, direct in sorted(waits.items()):
-            row = info[blocker]
-            if blocker == 0 or row["backend_type"] != "client backend" or row["application_name"] == APPLICATION_NAME:
-                continue  # a prepared transaction, a worker, or ourselves: nothing a runbook may signal
+            row = activity.by_pid.get(blocker)
+            if (blocker == 0 or row is None or row["backend_type"] != "client backend"
+                    or row["application_name"] == APPLICATION_NAME):
+                continue  # a prepared transaction, gone, a worker, or ourselves: nothing a runbook may signal
             if (self._roots_only and blocker in waiting) or not self._select(row):
                 continue
             total = _reachable(blocker, waits)
@@ -488,27 +485,23 @@ class ConnectionsProbe(_DescribesServer):
         self._client = client
 
     def measure(self) -> list[Reading]:
-        rows = self._client.query(q.CONNECTIONS)
-        _require_visibility(rows, self._client)
-        first = rows[0]
-        reserved = int(first["superuser_reserved"]) + int(first["reserved"])
-        usable = max(1, int(first["max_connections"]) - reserved)
+        activity = self._client.activity()
+        _require_visibility(activity, self._client)
+        reserved = activity.superuser_reserved + activity.reserved
+        usable = max(1, activity.max_connections - reserved)
         by_db: dict[str, int] = {}
         by_user: dict[str, int] = {}
         by_state: dict[str, int] = {}
         used = 0
-        for row in rows:
-            n = int(row["n"])
-            if not n:
-                continue  # the LEFT JOIN's empty group
-            used += n
+        for row in activity.client_slots():
+            used += 1
             for table, key in ((by_db, row["datname"]), (by_user, row["usename"]), (by_state, row["state"])):
                 name = key if key is not None else "-"
-                table[name] = table.get(name, 0) + n
+                table[name] = table.get(name, 0) + 1
         return [Reading("connections", used / usable * 100.0, {
             "used": used,
             "usable": usable,
-            "max_connections": int(first["max_connections"]),
+            "max_connections": activity.max_connections,
             "reserved": reserved,
             "by_database": _top(by_db),
             "by_user": _top(by_user),

@@ -14,74 +14,47 @@ age in one result is measured against the same instant.
 
 from __future__ import annotations
 
-# -- per-backend probes ---------------------------------------------------------------------
+# -- per-backend probes and connections: one read of pg_stat_activity ------------------------------
 
-BACKENDS = """
-SELECT a.pid,
-       a.backend_type IS NULL AS hidden,
+ACTIVITY = """
+SELECT s.max_connections, s.superuser_reserved, s.reserved, s.now,
+       a.pid, a.pid = pg_backend_pid() AS ours,
+       a.backend_type, a.backend_type IS NULL AS hidden,
        a.backend_start, a.usename, a.datname, a.application_name,
        host(a.client_addr) AS client_addr,
-       a.state, a.state_change, a.query_start, a.xact_start,
-       COALESCE(r.rolsuper, false) AS superuser,
-       now() AS now
-FROM pg_stat_activity a
+       a.state, a.state_change, a.query_start, a.xact_start, a.wait_event_type,
+       CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END AS blocked_by,
+       COALESCE(r.rolsuper, false) AS superuser
+FROM (SELECT current_setting('max_connections')::int AS max_connections,
+             current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+             COALESCE(current_setting('reserved_connections', true), '0')::int AS reserved,
+             now() AS now) s
+LEFT JOIN pg_stat_activity a ON true
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.pid <> pg_backend_pid()
-  AND (a.backend_type IS NULL
-       OR (a.backend_type = 'client backend'
-           AND a.state = ANY (%(states)s)
-           AND a.application_name IS DISTINCT FROM %(self)s))
 """
-"""Client backends in the given states, plus any row we may not see (``backend_type`` hidden).
+"""Every backend, ours included, with what ``postgres.idle``/``idle_in_transaction``/``long_query``,
+``postgres.blocking`` and ``postgres.connections`` need: read once per target per cycle
+(``PostgresClient.activity``) and filtered in Python (``activity.py``).
 
 Rows we may not see matter: a role without ``pg_read_all_stats`` gets NULL
-state for other users' sessions, so a probe that skipped them would report
-"no idle connections" while hundreds exist.
-"""
+``backend_type`` and state for other users' sessions (``hidden``), so a probe
+that skipped them would report "no idle connections" while hundreds exist.
 
-BLOCKING = """
-WITH edges AS (
-    SELECT w.pid AS waiter, b.pid AS blocker
-    FROM pg_stat_activity w
-    CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)
-    WHERE w.wait_event_type = 'Lock'
-)
-SELECT v.hidden, e.waiter, e.blocker,
-       a.pid, a.backend_type, a.backend_start, a.usename, a.datname, a.application_name,
-       host(a.client_addr) AS client_addr,
-       a.state, a.state_change, a.query_start, a.xact_start,
-       COALESCE(r.rolsuper, false) AS superuser,
-       now() AS now
-FROM (SELECT count(*) FILTER (WHERE backend_type IS NULL) > 0 AS hidden FROM pg_stat_activity) v
-LEFT JOIN edges e ON true
-LEFT JOIN pg_stat_activity a ON a.pid = e.blocker
-LEFT JOIN pg_roles r ON r.oid = a.usesysid
-"""
-"""Who waits on whom. ``pg_blocking_pids`` is called only for backends waiting on a lock.
+``pg_blocking_pids`` is called only for backends waiting on a lock (CASE
+evaluates it for those rows alone): the docs warn that it is not cheap, and
+this keeps the cost proportional to the incident, not to the number of
+connections. A blocker with pid 0 is a prepared transaction (no backend,
+nothing to signal).
 
-The one-row ``v`` makes the result never empty, so "this role cannot see
-other sessions" is noticed even when nothing waits (a role without
-``pg_read_all_stats`` sees no waits at all).
-
-The docs warn that it is not cheap; restricting it to the waiters keeps the
-cost proportional to the incident, not to the number of connections. A
-blocker with pid 0 is a prepared transaction (no backend: nothing to signal).
+The settings are for ``postgres.connections``: client backends are what
+``max_connections`` counts (walsenders, autovacuum and background workers
+have their own slots since PostgreSQL 12); the reserved slots are for
+superusers (and, on 16+, ``pg_use_reserved_connections``), so applications
+hit the wall before ``max_connections``. The one-row ``s`` makes the result
+never empty.
 """
 
 # -- aggregate probes ---------------------------------------------------------------------------
-
-CONNECTIONS = """
-SELECT s.max_connections, s.superuser_reserved, s.reserved,
-       a.datname, a.usename, a.state, a.backend_type IS NULL AS hidden, count(a.pid) AS n
-FROM (SELECT current_setting('max_connections')::int AS max_connections,
-             current_setting('superuser_reserved_connections')::int AS superuser_reserved,
-             COALESCE(current_setting('reserved_connections', true), '0')::int AS reserved) s
-LEFT JOIN pg_stat_activity a ON a.backend_type = 'client backend' OR a.backend_type IS NULL
-GROUP BY s.max_connections, s.superuser_reserved, s.reserved, a.datname, a.usename, a.state, 7
-"""
-"""Client backends are what ``max_connections`` counts (walsenders, autovacuum and background workers
-have their own slots since PostgreSQL 12); the reserved slots are for superusers (and, on 16+,
-``pg_use_reserved_connections``), so applications hit the wall before ``max_connections``."""
 
 REPLICAS = """
 SELECT s.pid, s.application_name, host(s.client_addr) AS client_addr, s.client_port,

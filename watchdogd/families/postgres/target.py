@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, PrivateAttr, model_validator
 
 from watchdogd.contracts import ProbeError, TargetParams, TargetSpec
+from watchdogd.families.postgres import queries as q
+from watchdogd.families.postgres.activity import Activity
 from watchdogd.secrets import resolve_secret
+from watchdogd.sharedread import MAX_AGE, SharedRead
 from watchdogd.units import Duration
 
 if TYPE_CHECKING:
@@ -167,7 +170,13 @@ class PostgresClient:
     fast with a clear message instead of piling up behind it.
     """
 
-    def __init__(self, params: PostgresParams, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        params: PostgresParams,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        activity_max_age: float = MAX_AGE,
+    ) -> None:
         self.params = params
         self.label = params.label
         self._monotonic = monotonic
@@ -182,6 +191,10 @@ class PostgresClient:
         self._max_backoff = params.max_backoff
         self._last_error = ""
         self._closed = False
+        # One pg_stat_activity read for every backend probe of this target due in the same cycle.
+        self._activity = SharedRead(
+            lambda: Activity.of(self.query(q.ACTIVITY)), max_age=activity_max_age, monotonic=monotonic
+        )
 
     def retry_within(self, seconds: float) -> None:
         """Never hold back the next connect attempt longer than ``seconds`` (``TargetSpec.retry_within``).
@@ -191,6 +204,7 @@ class PostgresClient:
         than after a backoff longer than the rules' interval.
         """
         cap = max(0.0, min(self.params.max_backoff, seconds))
+        self._activity.limit(seconds)  # no rule gets the same pg_stat_activity read on two of its runs
         self._max_backoff = cap
         self._retry_at = min(self._retry_at, self._monotonic() + cap)
 
@@ -309,6 +323,23 @@ class PostgresClient:
                     if attempt == 2 or fresh:
                         raise PostgresUnavailable(f"connection lost: {error.args[0]}") from None
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def activity(self) -> Activity:
+        """Every backend, read once for all the probes of this target due together (``activity.py``).
+
+        At most ``activity_max_age`` old (from the moment the read started);
+        a failed read is not kept (see ``SharedRead``). ``forget_activity``
+        after signalling backends, so the next probe sees what we changed.
+        """
+        return self._activity.get()
+
+    def forget_activity(self) -> None:
+        self._activity.forget()
+
+    @property
+    def activity_reads(self) -> int:
+        """``pg_stat_activity`` reads actually sent through ``activity`` (tests and benchmarks count them)."""
+        return self._activity.reads
 
     def server_version(self) -> int:
         """``server_version_num`` of the current connection (160002 for 16.2), for version-specific SQL."""

@@ -115,6 +115,7 @@ class ClientKillAction:
         if dry_run:
             return ItemResult(reading.subject, True, f"would kill {label}", info)
         try:
+            self._target.forget_info()  # the next probe counts the clients afresh
             gone = self._target.command("CLIENT", "KILL", "ID", info["id"])
         except RedisError as exc:
             return ItemResult(reading.subject, False, f"not killed: {exc}", info)
@@ -223,6 +224,8 @@ class DeleteKeysAction:
         """Delete once per run, however many subjects breached: the pattern, not the subject, says what."""
         progress = _Progress()
         deadline = time.monotonic() + self._params.timeout
+        if not dry_run:
+            self._target.forget_info()  # the next probe sees the memory freed
         try:
             self._sweep(progress, deadline, dry_run)
         except RedisError as exc:

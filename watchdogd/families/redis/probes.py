@@ -79,7 +79,17 @@ def as_info(reply: Any) -> InfoSection:
 
 
 def read_info(target: RedisTarget, *sections: str) -> list[InfoSection]:
-    """Several INFO sections in one round trip (multi-section INFO needs Redis 7; a pipeline works on all)."""
+    """Several INFO sections in one round trip (multi-section INFO needs Redis 7; a pipeline works on all).
+
+    From the server's snapshot shared by every probe due in the same cycle
+    (``RedisTarget.info``); each section is a copy, so no probe sees
+    another's changes.
+    """
+    return [dict(as_info(reply)) for reply in target.info(sections)]
+
+
+def read_info_fresh(target: RedisTarget, *sections: str) -> list[InfoSection]:
+    """``read_info`` in a round trip of its own: for evidence, which must show the server as it is now."""
     return [as_info(reply) for reply in target.pipeline([("INFO", name) for name in sections])]
 
 
@@ -145,7 +155,7 @@ SECTION_SLOWLOG = "slowlog"
 
 
 def _info_sections(target: RedisTarget, max_items: int) -> dict[str, Any]:
-    server, clients, memory, stats, replication, keyspace = read_info(
+    server, clients, memory, stats, replication, keyspace = read_info_fresh(
         target, "server", "clients", "memory", "stats", "replication", "keyspace")
     server = {**server, **{name: replication[name] for name in ("role", "connected_slaves", "master_link_status")
                            if name in replication}}
@@ -582,7 +592,9 @@ class _Counters:
         self._tracker = counters.Tracker(window)
 
     def next(self) -> counters.Observed | counters.Gap:
-        server, stats = read_info(self._target, "server", "stats")
+        # A round trip of its own, not the shared snapshot: a rate needs a new sample on every run, whatever
+        # the timing of the runs (a re-measure right after the run, a test) and the snapshot's reuse.
+        server, stats = read_info_fresh(self._target, "server", "stats")
         try:
             current = counters.sample(server, stats, self._names, self._clock())
         except ValueError as exc:

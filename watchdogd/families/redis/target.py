@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -28,6 +29,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 
 from watchdogd.contracts import ProbeError, TargetParams, TargetSpec
 from watchdogd.secrets import resolve_secret
+from watchdogd.sharedread import MAX_AGE, SharedRead
 from watchdogd.units import Duration
 
 if TYPE_CHECKING:
@@ -243,7 +245,9 @@ class RedisTarget:
     clients to a server that may itself be short of them.
     """
 
-    def __init__(self, params: RedisTargetParams, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, params: RedisTargetParams, clock: Callable[[], float] = time.monotonic, *, info_max_age: float = MAX_AGE
+    ) -> None:
         self.params = params
         self.name = describe(params)
         self.client_name = CLIENT_NAME
@@ -251,6 +255,10 @@ class RedisTarget:
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._backoff = Backoff(params.reconnect_max, clock)
+        # One INFO round trip for every probe of this server due in the same cycle: the sections any
+        # probe asked for so far (the set only grows: a probe's sections are asked for on its first run).
+        self._info_sections: frozenset[str] = frozenset()
+        self._info = SharedRead(self._read_info, max_age=info_max_age, monotonic=clock)
 
     # -- public API used by probes and actions -------------------------------------------
 
@@ -268,6 +276,40 @@ class RedisTarget:
             return list(pipe.execute())
 
         return self.run(execute)
+
+    def info(self, sections: Sequence[str]) -> list[Any]:
+        """The INFO replies for ``sections`` (as ``pipeline`` returns them), from the server's shared snapshot.
+
+        Every probe of this server due in the same cycle is served by one
+        pipeline of INFO for all the sections the probes use (``SharedRead``:
+        at most ``info_max_age`` old, counted from when it was sent; a
+        failed read is not kept). The replies are shared: callers copy what
+        they keep (``probes.read_info`` does). Rates stay exact: their
+        interval is the server's own ``server_time_usec`` of the snapshot.
+        """
+        wanted = frozenset(sections)
+        if not wanted <= self._info_sections:
+            with self._lock:
+                self._info_sections |= wanted
+            self._info.forget()  # a section no snapshot holds yet: read them all again, once
+        snapshot = self._info.get()
+        if not wanted <= snapshot.keys():  # read before our sections were added, by another probe
+            self._info.forget()
+            snapshot = self._info.get()
+        return [snapshot[name] for name in sections]
+
+    def forget_info(self) -> None:
+        """After an action of ours (a client killed, keys deleted): the next probe reads INFO afresh."""
+        self._info.forget()
+
+    @property
+    def info_reads(self) -> int:
+        """INFO round trips actually sent through ``info`` (tests and benchmarks count them)."""
+        return self._info.reads
+
+    def _read_info(self) -> Mapping[str, Any]:
+        names = sorted(self._info_sections)
+        return MappingProxyType(dict(zip(names, self.pipeline([("INFO", name) for name in names]), strict=True)))
 
     def run(self, operation: Callable[[redis.Redis], T]) -> T:
         """Run ``operation`` with the live client, mapping failures to this module's errors."""
@@ -315,6 +357,7 @@ class RedisTarget:
         of the rules on this server, so a Redis that is back is seen on each
         rule's next run. (The backoff is already reset by any answer.)
         """
+        self._info.limit(seconds)  # no rule gets the same INFO snapshot on two of its runs
         with self._lock:
             self._backoff.cap(self.params.reconnect_max, seconds)
 
