@@ -1,0 +1,191 @@
+"""Where the daemon's RSS goes: each import's share, step by step in a fresh interpreter, and the daemon itself.
+
+Issue 17 asks for a host-only policy in 35 MiB and the shipped policy in 2 x
+node_exporter; most of the daemon's RSS is what it imports. This prints:
+
+1. **Steps**: one fresh interpreter imports the steps below in order and
+   reports VmRSS after each, so a step's delta is what it adds on top of the
+   steps before it (a module already loaded by an earlier step costs
+   nothing again: the order is the daemon's own, stdlib pieces first).
+2. **Floor**: the interpreter plus the required third-party stack alone
+   (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, pydantic and
+   sqlite3 for the state): what no change to watchdogd's own code can go below.
+3. **Daemon**: the real daemon (``python -m watchdogd.daemon``) with (a) a
+   host-only policy and (b) the shipped policy (``etc/watchdogd/watchdogd.yaml``
+   with state_dir, control_socket and listen moved), VmRSS once every rule has
+   run once, and which client libraries it loaded.
+
+Run it with the interpreter of a clean venv (bench/run's, or
+``python3 -m venv V && V/bin/pip install .``): a development interpreter with
+hundreds of distributions makes pydantic's plugin scan and APScheduler's
+entry points look bigger than they are.
+
+    python bench/bench_imports.py [--no-daemon] [--settle SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "etc" / "watchdogd" / "watchdogd.yaml"
+HOST_ONLY_TARGET_MIB = 35.0
+
+STEPS: tuple[tuple[str, str], ...] = (
+    ("stdlib: threading, logging, json, dataclasses, typing", "threading, logging, json, dataclasses, typing"),
+    ("stdlib: ssl", "ssl"),
+    ("stdlib: asyncio", "asyncio"),
+    ("stdlib: email, http.client, http.server, urllib.request",
+     "email.message, http.client, http.server, urllib.request"),
+    ("stdlib: sqlite3", "sqlite3"),
+    ("psutil", "psutil"),
+    ("yaml", "yaml"),
+    ("sdnotify", "sdnotify"),
+    # ``import pydantic`` alone is lazy: BaseModel's modules load on first use.
+    ("pydantic (BaseModel, fields, types)", "pydantic, pydantic.main, pydantic.fields, pydantic.types"),
+    ("apscheduler (background scheduler, thread pool)",
+     "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval"),
+    ("prometheus_client", "prometheus_client"),
+    ("bcrypt", "bcrypt"),
+    ("watchdogd.model, units, contracts", "watchdogd.model, watchdogd.units, watchdogd.contracts"),
+    ("watchdogd.registry (no family)", "watchdogd.registry"),
+    ("watchdogd.config", "watchdogd.config"),
+    ("watchdogd.engine.engine", "watchdogd.engine.engine"),
+    ("watchdogd.engine.scheduler", "watchdogd.engine.scheduler"),
+    ("watchdogd.faces (exporter, httpserver, control, notify)",
+     "watchdogd.faces.exporter, watchdogd.faces.httpserver, watchdogd.faces.control, watchdogd.faces.notify"),
+    ("watchdogd.daemon (the rest)", "watchdogd.daemon"),
+    ("families.host", "watchdogd.families.host"),
+    ("families.process, files, exec, logs", "watchdogd.families.process, watchdogd.families.files, "
+     "watchdogd.families.exec, watchdogd.families.logs"),
+    ("families.net, systemd", "watchdogd.families.net, watchdogd.families.systemd"),
+    ("families.postgres, redis, docker (no client library)",
+     "watchdogd.families.postgres, watchdogd.families.redis, watchdogd.families.docker"),
+    ("psycopg", "psycopg"),
+    ("redis", "redis"),
+    ("docker", "docker"),
+)
+
+REQUIRED = ("psutil, yaml, sdnotify, sqlite3, prometheus_client, "
+            "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval")
+PYDANTIC = "pydantic.main, pydantic.fields, pydantic.types"
+
+PROBE = """
+import gc, importlib, json, sys
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+out = [('interpreter', rss())]
+for label, names in json.loads(sys.argv[1]):
+    for name in names.split(','):
+        importlib.import_module(name.strip())
+    gc.collect()
+    out.append((label, rss()))
+print(json.dumps(out))
+"""
+
+HOST_ONLY = """\
+state_dir: {tmp}/state
+control_socket: {tmp}/c.sock
+listen: 127.0.0.1:0
+rules:
+  cpu: {{probe: host.cpu, above: 90, for: 5m}}
+  memory: {{probe: host.memory, above: 90}}
+  swap: {{probe: host.swap, above: 80}}
+  load: {{probe: host.load, above: 20}}
+  disk: {{probe: host.disk, above: 90}}
+  inodes: {{probe: host.inodes, above: 90}}
+  backup: {{probe: host.file_age, params: {{path: /var/backups/*}}, above: 2d}}
+"""
+
+
+def steps(pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, int]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(pairs)], capture_output=True, text=True,
+                          check=False, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "import probe failed")
+    return [(label, int(kib)) for label, kib in json.loads(proc.stdout)]
+
+
+def print_steps(title: str, rows: list[tuple[str, int]]) -> None:
+    print(f"\n{title}\n| step | RSS MiB | + MiB |\n|---|---|---|")
+    previous = 0
+    for label, kib in rows:
+        print(f"| {label} | {kib / 1024:.1f} | {(kib - previous) / 1024:+.1f} |")
+        previous = kib
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def loaded(pid: int) -> list[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return [name for name in ("psycopg", "redis", "docker") if f"/{name}/" in maps or f"{name}_binary" in maps]
+
+
+def shipped_config(tmp: Path) -> str:
+    """The shipped policy byte for byte but for its paths and listen address."""
+    text = SHIPPED.read_text()
+    for key, value in (("state_dir", f"{tmp}/state"), ("control_socket", f"{tmp}/c.sock"),
+                       ("listen", "127.0.0.1:0")):
+        text, count = re.subn(rf"(?m)^{key}:.*$", f"{key}: {value}", text)
+        if count == 0:
+            text = f"{key}: {value}\n" + text
+    return text
+
+
+def daemon_rss(text: str, settle: float) -> tuple[int, list[str]]:
+    """VmRSS of a real daemon after ``settle`` seconds (every rule has run once by then), and its client libraries."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "w.yaml"
+        config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
+        config.chmod(0o600)
+        proc = subprocess.Popen([sys.executable, "-m", "watchdogd.daemon", "--config", str(config), "--dry-run"],
+                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(settle)  # the rules' first cycle: nothing to wait on from outside
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {proc.returncode}")
+            return rss_kib(proc.pid), loaded(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--no-daemon", action="store_true", help="only the import steps and the floor")
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds before the daemon's RSS is read")
+    args = parser.parse_args()
+    print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
+    print_steps("Import steps (cumulative, one fresh interpreter)", steps(STEPS))
+    (_, bare), (_, required), (_, chosen) = steps((("required", REQUIRED), ("pydantic", PYDANTIC)))
+    print(f"\nfloor: interpreter {bare / 1024:.1f} MiB + required libraries (psutil, APScheduler, PyYAML, "
+          f"prometheus-client, sdnotify, sqlite3) {(required - bare) / 1024:.1f} MiB = {required / 1024:.1f} MiB; "
+          f"+ pydantic {(chosen - required) / 1024:.1f} MiB = {chosen / 1024:.1f} MiB, "
+          f"before any of watchdogd's own code (host-only target {HOST_ONLY_TARGET_MIB:.0f} MiB)")
+    if args.no_daemon:
+        return 0
+    host_kib, host_libs = daemon_rss(HOST_ONLY, args.settle)
+    print(f"daemon RSS, host-only policy, after its first cycles: {host_kib / 1024:.1f} MiB "
+          f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {', '.join(host_libs) or 'none'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        full_kib, full_libs = daemon_rss(shipped_config(Path(tmp)), args.settle)
+    print(f"daemon RSS, shipped policy, after its first cycles: {full_kib / 1024:.1f} MiB "
+          f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: {', '.join(full_libs) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
