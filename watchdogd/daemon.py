@@ -35,7 +35,7 @@ from watchdogd.faces.httpserver import ListenError, MetricsServer, WebConfig, We
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
-from watchdogd.memory import limit_malloc_arenas
+from watchdogd.memory import limit_malloc_arenas, release_free_memory
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.notifications.service import Notifications, NotifyConfigError, build_transports
 
@@ -45,6 +45,9 @@ EXIT_OK, EXIT_FIRING, EXIT_CONFIG, EXIT_STOP_OVERDUE = 0, 1, 2, 3
 STOP_DEADLINE = 75.0
 """Seconds a stop may take (actions in flight finishing): under the unit's TimeoutStopSec=90s."""
 PRUNE_EVERY = 3600.0
+TRIM_EVERY = 60.0
+"""Seconds between handing free heap pages back to the kernel (glibc ``malloc_trim``): 0.2-1 ms each, and
+about 14 MiB of RSS at 1,000 rules that glibc would otherwise keep after each cycle's garbage."""
 STATUS_EVERY = 2.0
 """Seconds between sd_notify STATUS refreshes (sent only when the text changed)."""
 INTERFACE_ERRORS = (ControlError, ListenError, WebConfigError, TextfileError)
@@ -107,6 +110,7 @@ class Daemon:
         self._status_due = 0.0
         self._pings_withheld = False
         self._last_prune = 0.0
+        self._last_trim = 0.0
         self.stop_deadline = STOP_DEADLINE
 
     @property
@@ -212,6 +216,7 @@ class Daemon:
             old_coordinator.close()  # its lease goes: a slot still held under it ends that run (docs/fleet.md)
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
+        release_free_memory()  # the old config's objects are gone: give their pages back now
         return True, config.summary()
 
     def _housekeeping(self) -> None:
@@ -222,6 +227,9 @@ class Daemon:
             settled = self.notifications.outbox.prune(now - self.config.history_retention)
             if removed or settled:
                 event(log, logging.INFO, "pruned history", rows=removed, notifications=settled)
+        if now - self._last_trim >= TRIM_EVERY:
+            self._last_trim = now
+            release_free_memory()
 
     def request_stop(self) -> None:
         self.stop_event.set()

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from watchdogd.engine.rulepool import RulePool
+from watchdogd.engine.rulepool import RulePool, thread_runnable
 
 
 def test_a_burst_of_cheap_runs_is_worked_off_by_the_minimum_threads() -> None:
@@ -95,3 +95,45 @@ def test_shutdown_drops_waiting_runs_waits_for_running_ones_and_refuses_new_ones
     assert finished.is_set() and not dropped.is_set()
     with pytest.raises(RuntimeError):
         pool.submit(dropped.set)
+
+
+def test_workers_waiting_for_a_cpu_get_no_helpers() -> None:
+    """On a busy host cheap runs take long too; a thread more would only queue for the same CPU."""
+    pool = RulePool(max_threads=64, min_threads=1, spawn_after=0.01, runnable=lambda tid: True)
+    release, started = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        started.set()
+        release.wait(30)
+
+    pool.submit(hang)
+    assert started.wait(10)
+    ran = threading.Event()
+    pool.submit(ran.set)
+    assert not ran.wait(0.3)  # the supervisor looked many times and saw a runnable worker each time
+    assert pool.threads == 1
+    release.set()
+    assert ran.wait(10)
+    pool.shutdown()
+
+
+def test_thread_state_tells_blocked_from_runnable() -> None:
+    blocked, inside = threading.Event(), threading.Event()
+    tid: list[int] = []
+
+    def wait() -> None:
+        tid.append(threading.get_native_id())
+        inside.set()
+        blocked.wait(30)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        assert thread_runnable(threading.get_native_id())  # this thread, running now
+        # The other thread may not have reached its wait yet: blocked within a few checks.
+        assert any(not thread_runnable(tid[0]) for _ in range(10_000))
+        assert not thread_runnable(2**22 + 12345)  # no such thread: counted as blocked
+    finally:
+        blocked.set()
+        thread.join()

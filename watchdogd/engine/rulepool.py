@@ -8,10 +8,13 @@ cost memory (stacks, malloc arenas) and CPU (hand-offs), most of all on a
 busy host, where cheap runs take longer and the pool grew further.
 
 Here ``min_threads`` workers take runs in order. A run waiting while every
-worker has been on its current run for longer than ``spawn_after`` (a probe
-waiting on the network, an action) gets a new worker, up to ``max_threads``:
-a slow or hung run never delays the others by more than ``spawn_after``,
-while a burst of cheap runs is worked off by the few threads there are. A
+worker has been on its current run for longer than ``spawn_after`` and is
+*blocked* (sleeping in the kernel: a probe waiting on the network, an
+action) gets a new worker, up to ``max_threads``: a slow or hung run never
+delays the others by more than ``spawn_after``, while a burst of cheap runs
+is worked off by the few threads there are. A worker that is runnable but
+waiting for a CPU (a busy host) gets no helper: another thread would only
+wait for the same CPU, and that is how the old pool grew on busy hosts. A
 supervisor thread makes that check only while runs wait. Workers above
 ``min_threads`` retire after ``idle_timeout`` idle.
 """
@@ -34,6 +37,15 @@ SPAWN_AFTER = 0.025
 IDLE_TIMEOUT = 60.0
 
 
+def thread_runnable(tid: int) -> bool:
+    """Whether the thread is running or waiting for a CPU (state R), not blocked; unknown counts as blocked."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split(maxsplit=1)[0] == b"R"
+    except (OSError, IndexError):
+        return False
+
+
 class RulePool:
     def __init__(
         self,
@@ -44,6 +56,7 @@ class RulePool:
         idle_timeout: float = IDLE_TIMEOUT,
         name: str = "rule",
         monotonic: Callable[[], float] = time.monotonic,
+        runnable: Callable[[int], bool] = thread_runnable,
     ) -> None:
         self._max = max(max_threads, min_threads, 1)
         self._min = max(min_threads, 1)
@@ -51,12 +64,13 @@ class RulePool:
         self._idle_timeout = idle_timeout
         self._name = name
         self._monotonic = monotonic
+        self._runnable = runnable
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # workers wait here for runs
         self._backlog = threading.Condition(lock)  # the supervisor waits here for runs left waiting
         self._exited = threading.Condition(lock)  # shutdown waits here for workers to end
         self._jobs: deque[Job] = deque()
-        self._busy: dict[int, float] = {}  # worker serial -> when it took its current run
+        self._busy: dict[int, tuple[float, int]] = {}  # worker serial -> (when it took its run, its tid)
         self._threads = 0
         self._idle = 0
         self._started = 0
@@ -109,12 +123,13 @@ class RulePool:
         threading.Thread(target=self._work, args=(serial,), name=f"{self._name}-{serial}", daemon=True).start()
 
     def _stalled(self, now: float) -> bool:
-        """Runs wait and no worker is free or about to be: every one has been busy for ``spawn_after``."""
+        """Runs wait and no worker will be free soon: each is blocked on one run for ``spawn_after``."""
         return (
             bool(self._jobs)
             and not self._idle
             and self._threads < self._max
-            and all(now - since >= self._spawn_after for since in self._busy.values())
+            and all(now - since >= self._spawn_after for since, _ in self._busy.values())
+            and not any(self._runnable(tid) for _, tid in self._busy.values())
         )
 
     # -- threads ---------------------------------------------------------------
@@ -133,7 +148,7 @@ class RulePool:
                     self._retire()
                     return
                 job = self._jobs.popleft()
-                self._busy[serial] = self._monotonic()
+                self._busy[serial] = (self._monotonic(), threading.get_native_id())
                 self._cond.release()
                 try:
                     job()
