@@ -261,11 +261,12 @@ def use_colour(choice: str, stream: TextIO, env: Mapping[str, str]) -> bool:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]], paint: Palette) -> str:
     """Aligned columns; each cell is (text, colour key). Widths ignore colour codes."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for index, (text, _) in enumerate(row):
-            widths[index] = max(widths[index], len(text))
+    widths = [max(len(h), max((len(row[index][0]) for row in rows), default=0)) for index, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    if not paint.enabled:  # the common case (a pipe, Nagios, cron): no call per cell
+        lines += ["  ".join([text.ljust(width) for (text, _), width in zip(row, widths, strict=True)]).rstrip()
+                  for row in rows]
+        return "\n".join(lines)
     for row in rows:
         cells = [paint(text.ljust(width), key) for (text, key), width in zip(row, widths, strict=True)]
         lines.append("  ".join(cells).rstrip())
@@ -669,8 +670,22 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
+STATUS_VIEW_ARGS: Mapping[str, Any] = {"view": "summary"}
+"""What the status table and ``check`` ask for: each rule cut to what they print (``status --json`` asks for all)."""
+
+
+def _status_view(args: argparse.Namespace) -> Any:
+    """The summary view of status; from a daemon older than the view, the whole document (one more round trip)."""
+    try:
+        return _request(args, "status", STATUS_VIEW_ARGS)
+    except Refused as exc:
+        if exc.code != "bad_request" or "'view'" not in exc.message:
+            raise
+    return _request(args, "status")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    doc = _request(args, "status")
+    doc = _request(args, "status") if args.json else _status_view(args)
     if args.json:
         _print_json(doc)
     else:
@@ -680,7 +695,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        doc = _request(args, "status")
+        doc = _status_view(args)
     except (Unreachable, Refused) as exc:
         print(f"WATCHDOGD UNKNOWN - {exc}")
         return 3

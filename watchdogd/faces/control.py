@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import heapq
 import json
 import logging
 import math
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from watchdogd.core.guard import Maintenance
     from watchdogd.engine.evidence import Evidence
     from watchdogd.engine.runtime import RunReport
-    from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot
+    from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleSnapshot
     from watchdogd.fleet.coordinator import GroupView
     from watchdogd.model import AuditEntry, RuleTransition, Unit
 
@@ -93,6 +94,11 @@ MAX_SOCKET_PATH = 107
 SOCKET_MODE = 0o660
 MAX_LISTED = 20
 """Subjects listed per rule in status (high-cardinality rules can have thousands; the count is always exact)."""
+SUMMARY_LISTED = 2
+"""Subjects listed per rule in the summary view: the status table names two and counts the rest."""
+VIEWS = ("full", "summary")
+"""``status`` views: ``full`` (the default, and ``status --json``) and ``summary``, what the status table
+and ``check`` print (``_rule_summary``), a fraction of the bytes at 1,000 rules."""
 HISTORY_LIMIT = 10_000
 MAX_PAUSE = 365 * 86400.0
 """Longest timed pause, in seconds: ``units.MAX_DURATION``, the cap ``watchdogctl pause --for`` applies too
@@ -140,15 +146,32 @@ def jsonable(value: Any) -> Any:
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(jsonable(message), allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    """One reply line. Documents built here are JSON already, so they go straight to the encoder.
+
+    Walking a 1,000-rule status document through ``jsonable`` first cost
+    more than encoding it; only a message holding what JSON cannot carry
+    (a non-finite float, a set, an object) takes that walk, and then
+    encodes exactly as before.
+    """
+    try:
+        text = json.dumps(message, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = json.dumps(jsonable(message), allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8") + b"\n"
 
 
 # --------------------------------------------------------------------------- documents (the schemas)
 
 
-def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str, Any]:
-    """What ``status`` returns; the schema is documented in docs/interfaces.md."""
-    rules = [_rule_document(rule) for rule in snap.rules]
+def status_document(snap: EngineSnapshot, *, pid: int, version: str, view: str = "full") -> dict[str, Any]:
+    """What ``status`` returns; the schema is documented in docs/interfaces.md.
+
+    The ``summary`` view is the same document with each rule cut to what
+    the status table and ``check`` print, and ``"view": "summary"`` added;
+    the default (``full``) is unchanged, so older clients see no difference.
+    """
+    summary = view == "summary"
+    rules = [_rule_summary(rule) if summary else _rule_document(rule) for rule in snap.rules]
     enabled = [doc for doc in rules if doc["enabled"]]
     states: dict[str, int] = {}
     for doc in rules:
@@ -205,7 +228,7 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str
             "stalled": sorted(snap.stalled_rules),
         },
         "rules": rules,
-    }
+    } | ({"view": "summary"} if summary else {})
 
 
 def maintenance_document(m: Maintenance | None) -> dict[str, Any] | None:
@@ -221,51 +244,48 @@ def maintenance_document(m: Maintenance | None) -> dict[str, Any] | None:
     }
 
 
-def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
+def _rule_summary(rule: RuleSnapshot, listed_at_most: int = SUMMARY_LISTED) -> dict[str, Any]:
+    """A rule in the summary view: what ``render_status``, ``nagios`` and the summary lists read, nothing more.
+
+    The full document (``_rule_document``) is this plus the rule's
+    description, probe, timing details and last change; the shared keys
+    carry the same values in both views.
+    """
     from watchdogd.units import format_value  # noqa: PLC0415 (daemon side only; keeps watchdogctl light)
 
+    unit = rule.unit
+
     def value(subject: str, raw: float) -> dict[str, Any]:
-        return {"subject": subject, "value": number(raw), "text": format_value(raw, rule.unit)}
+        return {"subject": subject, "value": number(raw), "text": format_value(raw, unit)}
 
     def listed(values: Mapping[str, float]) -> dict[str, Any]:
-        worst_first = sorted(values.items(), key=lambda item: item[1], reverse=rule.above is not None)
-        return {"count": len(values), "subjects": [value(s, v) for s, v in worst_first[:MAX_LISTED]]}
+        if not values:  # most rules, most of the time: nothing to rank
+            return {"count": 0, "subjects": []}
+        pick = heapq.nlargest if rule.above is not None else heapq.nsmallest  # == sorted(...)[:n], in O(n)
+        worst_first = pick(listed_at_most, values.items(), key=_second)
+        return {"count": len(values), "subjects": [value(s, v) for s, v in worst_first]}
 
     worst = _worst(rule)
-    last = max(rule.last_actions, key=lambda action: action.ts, default=None)
+    last = max(rule.last_actions, key=_ts, default=None)
     return {
         "name": rule.name,
-        "description": rule.description,
-        "probe": rule.probe,
-        "target": rule.target,
         "severity": rule.severity,
         "state": rule.status.value,
         "enabled": rule.enabled,
         "dry_run": rule.dry_run,
-        "unit": rule.unit.value,
         "cardinality": rule.cardinality.value,
         "interval_seconds": rule.every,
         "timeout_seconds": rule.timeout,
-        "timeout_source": rule.timeout_source,
         "on_down": rule.on_down,
-        "depends_on": list(rule.depends_on),
         "waiting_on": list(rule.waiting_on),
-        "last_change": None if rule.last_change is None else {
-            "kind": rule.last_change.kind,
-            "ts": rule.last_change.ts,
-            "subject": rule.last_change.subject,
-            "value": number(rule.last_change.value),
-        },
         "threshold": {
             "above": number(rule.above),
             "below": number(rule.below),
-            "above_text": None if rule.above is None else format_value(rule.above, rule.unit),
-            "below_text": None if rule.below is None else format_value(rule.below, rule.unit),
+            "above_text": None if rule.above is None else format_value(rule.above, unit),
+            "below_text": None if rule.below is None else format_value(rule.below, unit),
         },
         "up": rule.up,
         "error": rule.error,
-        "last_run": rule.last_run,
-        "duration_seconds": rule.duration,
         "subjects": len(rule.readings),
         "firing": listed(rule.firing),
         "pending": listed(rule.pending),
@@ -282,6 +302,58 @@ def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
         "cooldown_until": number(rule.cooldown_until),
         "paused_until": number(rule.paused_until),
         "gave_up_at": number(rule.gave_up_at),
+    }
+
+
+def _second(item: tuple[str, float]) -> float:
+    return item[1]
+
+
+def _ts(action: ActionSummary) -> float:
+    return action.ts
+
+
+def _rule_document(rule: RuleSnapshot) -> dict[str, Any]:
+    """A rule in the full view (``status --json``); the key order is the documented one."""
+    s = _rule_summary(rule, MAX_LISTED)
+    change = rule.last_change
+    return {
+        "name": s["name"],
+        "description": rule.description,
+        "probe": rule.probe,
+        "target": rule.target,
+        "severity": s["severity"],
+        "state": s["state"],
+        "enabled": s["enabled"],
+        "dry_run": s["dry_run"],
+        "unit": rule.unit.value,
+        "cardinality": s["cardinality"],
+        "interval_seconds": s["interval_seconds"],
+        "timeout_seconds": s["timeout_seconds"],
+        "timeout_source": rule.timeout_source,
+        "on_down": s["on_down"],
+        "depends_on": list(rule.depends_on),
+        "waiting_on": s["waiting_on"],
+        "last_change": None if change is None else {
+            "kind": change.kind,
+            "ts": change.ts,
+            "subject": change.subject,
+            "value": number(change.value),
+        },
+        "threshold": s["threshold"],
+        "up": s["up"],
+        "error": s["error"],
+        "last_run": rule.last_run,
+        "duration_seconds": rule.duration,
+        "subjects": s["subjects"],
+        "firing": s["firing"],
+        "pending": s["pending"],
+        "worst": s["worst"],
+        "actions": s["actions"],
+        "last_action": s["last_action"],
+        "cooldown_until": s["cooldown_until"],
+        "paused_until": s["paused_until"],
+        "gave_up_at": s["gave_up_at"],
     }
 
 
@@ -373,11 +445,14 @@ class Handlers:
     transitions: Callable[[str | None, float | None, int], Sequence[RuleTransition]] = lambda *_: ()
     """The alert history, same filters as ``history`` (``StateStore.transitions``)."""
     test_notify: Callable[[str], str | None] = lambda sink: f"no sink named {sink!r}"
+    """Send a test notification to a sink now: the error text, or None when it was delivered."""
     evidence: Callable[[int], Evidence | None] = lambda _id: None
     """Stored evidence by id (``watchdogctl show``)."""
     fleet_views: Callable[[], Sequence[GroupView | str] | None] = lambda: None
     """Each fleet group as the coordinator has it (network reads within the fleet timeout), None without a fleet."""
-    """Send a test notification to a sink now: the error text, or None when it was delivered."""
+    fleet_stats: Callable[[float], FleetStats | None] | None = None
+    """This host's fleet budget at a time (``Engine.fleet_stats``), for ``fleet`` without a whole engine snapshot
+    (every rule, at 1,000 rules tens of ms); None: ``fleet`` takes it from ``snapshot``."""
     pause_all: Callable[[float, str | None, Mapping[str, Any] | None], Mapping[str, Any]] = (
         lambda until, reason, by: _no_maintenance_mode()
     )
@@ -406,11 +481,12 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "sink": (str,),
     "id": (int,),
     "reason": (str,),
+    "view": (str,),
 }
 _COMMAND_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # command: (required, optional)
     "version": (frozenset(), frozenset()),
-    "status": (frozenset(), frozenset()),
+    "status": (frozenset(), frozenset({"view"})),
     "history": (frozenset(), frozenset({"rule", "since", "limit"})),
     "pause": (frozenset({"rule"}), frozenset({"seconds"})),
     "resume": (frozenset({"rule"}), frozenset({"reset"})),
@@ -512,7 +588,10 @@ class Dispatcher:
         return {"version": self.handlers.version, "protocol": PROTOCOL, "commands": list(self._table)}
 
     def _status(self, args: dict[str, Any], peer: Peer | None) -> Any:
-        return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version)
+        view = args.get("view") or "full"
+        if view not in VIEWS:
+            raise RequestError("bad_request", f"status: view must be one of {', '.join(VIEWS)}, got {view!r}")
+        return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version, view=view)
 
     def _history(self, args: dict[str, Any], peer: Peer | None) -> Any:
         limit = args.get("limit")
@@ -591,9 +670,13 @@ class Dispatcher:
         }
 
     def _fleet(self, args: dict[str, Any], peer: Peer | None) -> Any:
-        snap = self.handlers.snapshot()
-        views = self.handlers.fleet_views() if snap.fleet is not None else None
-        return fleet_document(snap.fleet, views, self.handlers.clock())
+        now = self.handlers.clock()
+        if self.handlers.fleet_stats is not None:
+            stats = self.handlers.fleet_stats(now)
+        else:  # a daemon that does not wire fleet_stats: the whole snapshot, for its fleet part
+            stats = self.handlers.snapshot().fleet
+        views = self.handlers.fleet_views() if stats is not None else None
+        return fleet_document(stats, views, now)
 
     def _test_notify(self, args: dict[str, Any], peer: Peer | None) -> Any:
         sink = args["sink"]
@@ -845,17 +928,27 @@ class ControlServer:
             async with self._turns.turn(-1 if peer is None else peer.uid):
                 reply = await self._loop.run_in_executor(self._pool, self._handle, request, peer)
         else:
-            reply = request
-        writer.write(encode(reply))
+            reply = encode(request)
+        # drain() returns once the buffer is below its low-water mark, and the connection is aborted
+        # soon after (a client that half-closed ends the linger at once): with the mark at 0 it returns
+        # only when the whole reply is with the kernel, so a big reply (status at 1,000 rules, 0.5-1 MB)
+        # is never cut short for a reader that lags.
+        writer.transport.set_write_buffer_limits(high=0)
+        writer.write(reply)
         self.admission.silent(client, self._loop.time())
         async with asyncio.timeout(REPLY_TIMEOUT):
             await writer.drain()
         writer.write_eof()
         await _linger(reader)
 
-    def _handle(self, line: bytes, peer: Peer | None) -> dict[str, Any]:
+    def _handle(self, line: bytes, peer: Peer | None) -> bytes:
+        """Run a command and encode its reply, both on a worker.
+
+        A big reply (status at 1,000 rules) takes milliseconds to encode;
+        on the loop thread that would hold up every other client.
+        """
         self._local.worker = True  # close() from a command (a reload moving the socket) must not wait for itself
-        return self._dispatcher.handle(line, peer)
+        return encode(self._dispatcher.handle(line, peer))
 
     async def _read_request(self, reader: asyncio.StreamReader) -> bytes | dict[str, Any]:
         buffer = bytearray()

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import WATCHDOGD, ctl, write_config
 from tests.integration.interfaces.conftest import DaemonFactory
 from tests.integration.interfaces.support import free_port, http_get, wait_until
+from watchdogd.faces.cli import Refused, call
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,25 @@ def test_firing_rule_status_check_run_pause_resume(start_daemon: DaemonFactory, 
     pauses = [e for e in json.loads(ctl("--socket", sock, "history", "--rule", "mem", "--json").stdout)["entries"]
               if e["action"] == "operator.pause"]
     assert [e["detail"]["until"] for e in pauses][0] == "+Inf" and isinstance(pauses[1]["detail"]["until"], float)
+    assert daemon.returncode is None
+
+
+def test_status_views_against_a_real_daemon(start_daemon: DaemonFactory, short_dir: Path) -> None:
+    """The table asks for the summary view; the old request and ``--json`` still get the whole document."""
+    daemon = start_daemon(FIRING)
+    daemon.wait_for_log("firing", rule="mem")
+    sock = str(short_dir / "control.sock")
+    full, summary = call(sock, "status"), call(sock, "status", {"view": "summary"})
+    assert "view" not in full and summary["view"] == "summary"
+    assert [(r["name"], r["state"]) for r in summary["rules"]] == [(r["name"], r["state"]) for r in full["rules"]]
+    assert summary["summary"]["firing"] == full["summary"]["firing"] == ["mem"]
+    assert "last_run" in full["rules"][0] and "last_run" not in summary["rules"][0]
+    assert status_json(short_dir)["rules"][0].keys() == full["rules"][0].keys()
+    with pytest.raises(Refused, match="^status: view must be one of full, summary, got 'tiny'$"):
+        call(sock, "status", {"view": "tiny"})
+    done = status(short_dir)
+    assert done.returncode == 1 and done.stderr == ""
+    assert next(line for line in done.stdout.splitlines() if line.startswith("mem ")).split()[1] == "firing"
     assert daemon.returncode is None
 
 
