@@ -89,6 +89,9 @@ class _RawConfig(_Strict):
     probe_timeout: Timeout = 10.0
     listen: str | None = "127.0.0.1:19469"
     web_config_file: str | None = None
+    http_keepalive_idle: Duration = Field(default=120.0, ge=1.0, le=3600.0)
+    """How long an idle keep-alive connection to ``listen`` stays open: longer than a scrape interval (15 s to
+    1 m), so Prometheus reuses its connection instead of reconnecting (and re-handshaking TLS) every scrape."""
     textfile_dir: str | None = None
     state_dir: str = "/var/lib/watchdogd"
     control_socket: str = "/run/watchdogd/control.sock"
@@ -217,6 +220,8 @@ class Config:
     stuck_probes_restart: int = 16
     """Probe threads stuck past their rule's timeout at which the daemon stops its systemd watchdog
     pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
+    http_keepalive_idle: float = 120.0
+    """Seconds an idle keep-alive HTTP connection stays open (``HttpLimits.keepalive_idle``)."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
     notify: NotifySection = field(default_factory=NotifySection)
@@ -389,6 +394,7 @@ class _Builder:
             interval=raw.interval,
             listen=raw.listen or None,
             web_config_file=raw.web_config_file,
+            http_keepalive_idle=raw.http_keepalive_idle,
             textfile_dir=raw.textfile_dir,
             state_dir=Path(raw.state_dir),
             control_socket=Path(raw.control_socket),

@@ -31,7 +31,15 @@ from watchdogd.engine.statedir import DB_NAME, StateError, StateLock
 from watchdogd.faces import notify
 from watchdogd.faces.control import ControlError, ControlServer, Handlers, resolve_group
 from watchdogd.faces.exporter import Exposition, build_registry, render_text
-from watchdogd.faces.httpserver import ListenError, MetricsServer, WebConfig, WebConfigError, describe, load_web_config
+from watchdogd.faces.httpserver import (
+    HttpLimits,
+    ListenError,
+    MetricsServer,
+    WebConfig,
+    WebConfigError,
+    describe,
+    load_web_config,
+)
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
@@ -296,7 +304,7 @@ class Daemon:
             self._changed()
 
     def _changed(self) -> None:
-        """The engine's state moved: refresh /metrics and the textfile (both debounce)."""
+        """The engine's state moved: /metrics renders again at its next scrape; the textfile debounces."""
         self.exposition.changed()
         if self.textfile is not None:
             self.textfile.changed()
@@ -338,6 +346,7 @@ class Daemon:
             transitions=lambda rule, since, limit: engine.store.transitions(rule=rule, since=since, limit=limit),
             test_notify=self.notifications.test,
             fleet_views=self.engine.fleet_views,
+            fleet_stats=self.engine.fleet_stats,
             evidence=engine.evidence.store.get,
             pause_all=self._pause_all,
             resume_all=self._resume_all,
@@ -363,12 +372,12 @@ class Daemon:
         textdir = check_directory(config.textfile_dir) if config.textfile_dir else None
         self.control = ControlServer(config.control_socket, config.control_group, self._handlers())
         if config.listen:
-            self.http = MetricsServer(config.listen, web, self.exposition, self._health)
+            limits = HttpLimits(keepalive_idle=config.http_keepalive_idle)
+            self.http = MetricsServer(config.listen, web, self.exposition, self._health, limits)
         if textdir is not None:
             self.textfile = TextfileWriter(textdir, self._render_textfile)
 
     def _serve_interfaces(self) -> None:
-        self.exposition.start()
         for server in (self.control, self.http, self.textfile):
             if server is not None:
                 server.start()
@@ -382,7 +391,6 @@ class Daemon:
                 except Exception as exc:  # closing must not stop the shutdown
                     event(log, logging.WARNING, f"closing {name} failed", error=str(exc))
                 setattr(self, name, None)
-        self.exposition.close()
 
     def _prepare_interfaces(self, config: Config) -> _Swap:
         """Check and bind what a new config needs, without touching what runs (a reload may still fail)."""
@@ -399,16 +407,17 @@ class Daemon:
             if config.listen != old.listen:
                 swap.http_changed = True
                 if config.listen:
-                    swap.http = self._rebind_http(config.listen, swap.web)
+                    swap.http = self._rebind_http(config.listen, swap.web, config.http_keepalive_idle)
         except INTERFACE_ERRORS:
             if swap.control is not None:
                 swap.control.close()
             raise
         return swap
 
-    def _rebind_http(self, listen: str, web: WebConfig) -> MetricsServer:
+    def _rebind_http(self, listen: str, web: WebConfig, keepalive_idle: float) -> MetricsServer:
+        limits = HttpLimits(keepalive_idle=keepalive_idle)
         try:
-            return MetricsServer(listen, web, self.exposition, self._health)
+            return MetricsServer(listen, web, self.exposition, self._health, limits)
         except ListenError:
             if self.http is None:
                 raise
@@ -418,10 +427,10 @@ class Daemon:
         old.close()
         self.http = None
         try:
-            return MetricsServer(listen, web, self.exposition, self._health)
+            return MetricsServer(listen, web, self.exposition, self._health, limits)
         except ListenError:
             try:
-                self.http = MetricsServer(old.listen, old.web, self.exposition, self._health)
+                self.http = MetricsServer(old.listen, old.web, self.exposition, self._health, old.limits)
                 self.http.start()
             except ListenError as exc:
                 event(log, logging.ERROR, "cannot re-open the previous listen address", error=str(exc))
@@ -445,7 +454,7 @@ class Daemon:
             if old_http is not None:
                 old_http.close()
         elif self.http is not None:
-            self.http.update(swap.web)
+            self.http.update(swap.web, keepalive_idle=config.http_keepalive_idle)
         self._swap_textfile(swap.textdir)
 
     def _swap_textfile(self, textdir: Path | None) -> None:

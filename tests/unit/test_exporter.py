@@ -6,7 +6,8 @@ import gzip
 import math
 import shutil
 import subprocess
-import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -167,7 +168,7 @@ def test_promtool_finds_no_problem() -> None:
     assert done.returncode == 0 and not done.stdout and not done.stderr, done.stdout + done.stderr
 
 
-def test_exposition_without_its_thread_renders_inline_once_max_age_passed() -> None:
+def test_exposition_serves_its_body_until_a_change_or_max_age() -> None:
     calls = []
     now = [100.0]
 
@@ -180,47 +181,69 @@ def test_exposition_without_its_thread_renders_inline_once_max_age_passed() -> N
     assert exposition.render("", False).body == first.body and len(calls) == 1
     zipped = exposition.render("", True)
     assert zipped.encoding == "gzip" and gzip.decompress(zipped.body) == first.body and len(calls) == 1
+    assert exposition.render("", True).body is zipped.body  # compressed once per render
     now[0] += 1.5
     exposition.render("", False)
-    assert len(calls) == 2
+    assert len(calls) == 2  # nothing changed, but time moves some values: rendered again at max_age
     openmetrics = exposition.render("application/openmetrics-text; version=1.0.0", False)
     assert openmetrics.content_type.startswith("application/openmetrics-text")
     assert openmetrics.body.rstrip().endswith(b"# EOF")
 
 
-def test_exposition_renders_in_the_background_after_a_change() -> None:
-    state = {"firing": {"/": 93.0}}
+def test_a_scrape_after_a_change_renders_the_change_at_once() -> None:
+    """Issue 17: a body rendered on a timer served 12 s old timestamps to a scrape off the rhythm."""
+    state = {"last_run": NOW - 3}
+    now = [100.0]
     exposition = Exposition(
-        build_registry(lambda: snapshot(rule(firing=state["firing"])), "1", process=False), min_spacing=0.01, max_age=60
+        build_registry(lambda: snapshot(rule(last_run=state["last_run"])), "1", process=False),
+        min_spacing=0.5, max_age=60, clock=lambda: now[0],
     )
-    exposition.start()
-    try:
-        assert b'watchdogd_rule_firing{rule="disk-full",severity="critical"} 1.0' in exposition.render("", False).body
-        renders = exposition.renders
-        state["firing"] = {}
-        # No change reported: the scrape serves the body it has, without rendering.
-        assert b"severity=\"critical\"} 1.0" in exposition.render("", False).body
-        assert exposition.renders == renders
-        exposition.changed()
-        deadline = time.monotonic() + 5
-        while b'severity="critical"} 0.0' not in exposition.render("", False).body:
-            assert time.monotonic() < deadline, "the change was never rendered"
-            time.sleep(0.01)
-    finally:
-        exposition.close()
+    line = b'watchdogd_probe_last_run_timestamp_seconds{probe="host.disk",rule="disk-full",target=""} '
+    assert line + b"1.699999997e+09" in exposition.render("", False).body
+    state["last_run"] = NOW
+    now[0] += 1.0
+    # No change reported: the scrape serves the body it has, without rendering.
+    assert line + b"1.699999997e+09" in exposition.render("", False).body
+    exposition.changed()
+    assert line + b"1.7e+09" in exposition.render("", False).body
+    renders = exposition.renders
+    exposition.changed()
+    now[0] += 0.1  # a tight loop of curl: at most one render per min_spacing, changes or not
+    exposition.render("", False)
+    assert exposition.renders == renders
+    now[0] += 0.5
+    exposition.render("", False)
+    assert exposition.renders == renders + 1
 
 
-def test_render_is_timed_just_before_the_next_scrape() -> None:
-    now = [0.0]
-    exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), clock=lambda: now[0])
-    exposition.render("", False)  # first scrape renders inline at t=0
-    assert exposition.next_render_in() == 5.0  # nobody scraped twice yet: the slowest pace
-    now[0] += 15.0
-    exposition.render("", False)  # Prometheus every 15 s; the body was 15 s old, so it rendered at t=15
-    # One render per scrape, finished shortly (0.5 s) before the next one is expected at t=30.
-    assert exposition.next_render_in() == pytest.approx(14.5)
-    now[0] += 0.1
-    exposition.render("", False)  # a tight loop of curl: at most one render per min_spacing
-    assert exposition.next_render_in() == pytest.approx(0.4)
-    now[0] += 3600
-    assert exposition._wanted() == {}  # nobody asked for an hour: nothing to keep fresh
+def test_concurrent_scrapes_share_one_render() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    calls = []
+
+    def source() -> EngineSnapshot:
+        calls.append(1)
+        entered.set()
+        assert release.wait(10)
+        return snapshot(rule())
+
+    exposition = Exposition(build_registry(source, "1", process=False))
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(exposition.render, "", False)
+        assert entered.wait(10)
+        exposition.changed()  # a change while the first render runs: the waiting scrapes still share it
+        others = [pool.submit(exposition.render, "", False) for _ in range(3)]
+        release.set()
+        bodies = {first.result(10).body, *(other.result(10).body for other in others)}
+    assert len(calls) == 1 and len(bodies) == 1
+
+
+def test_the_previous_render_time_is_a_metric() -> None:
+    exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), min_spacing=0.0)
+    exposition.render("", False)
+    exposition.changed()
+    found = {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(exposition.render("", False).body.decode())
+    }
+    assert found["watchdogd_exposition_render_seconds"] > 0

@@ -328,3 +328,56 @@ def test_an_oversized_head_gets_431_and_keep_alive_idles_out() -> None:
         conn.close()
     finally:
         srv.close()
+
+
+def test_an_idle_keep_alive_connection_lasts_the_configured_idle_time() -> None:
+    """Issue 17: connections idle 10 s were closed, so a 15 s Prometheus reconnected at every scrape.
+
+    Scaled down: a 2 s setting keeps a connection idle for 1 s (longer than the 0.5 s a shorter
+    setting would allow), the next request goes over the same socket, and only 2 s of idling ends it.
+    """
+    srv = start_server(HttpLimits(keepalive_idle=2.0))
+    try:
+        conn = http.client.HTTPConnection(*srv.address, timeout=5)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok\n"
+        sock = conn.sock
+        assert sock is not None
+        sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # 1 s idle: the server has not closed it
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        assert response.status == 200 and b"watchdogd_rule_firing" in response.read()
+        assert conn.sock is sock  # the same connection, not a reconnect
+        started = time.monotonic()
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # idle past the setting: closed
+        assert 1.5 < time.monotonic() - started < 4
+        conn.close()
+    finally:
+        srv.close()
+
+
+def test_a_reload_changes_the_idle_time_of_open_connections() -> None:
+    srv = start_server(HttpLimits(keepalive_idle=60.0))
+    try:
+        conn = http.client.HTTPConnection(*srv.address, timeout=5)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok\n"
+        srv.update(srv.web, keepalive_idle=0.3)
+        conn.request("GET", "/healthz")  # its next idle wait uses the new setting
+        assert conn.getresponse().read() == b"ok\n"
+        sock = conn.sock
+        assert sock is not None
+        sock.settimeout(5)
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started < 3
+        conn.close()
+    finally:
+        srv.close()
+
+
+def test_the_default_idle_time_outlasts_a_usual_scrape_interval() -> None:
+    assert HttpLimits().keepalive_idle >= 60.0

@@ -21,17 +21,21 @@ Naming decisions (documented for operators in docs/interfaces.md):
 
 from __future__ import annotations
 
+import functools
 import gzip
+import itertools
 import logging
-import math
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_1_0_0
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -40,7 +44,7 @@ from watchdogd.buildinfo import BuildInfo
 from watchdogd.engine.scheduler import RunCounts
 from watchdogd.engine.sinks import SKIP_DECISIONS
 from watchdogd.engine.snapshot import EngineSnapshot, FleetStats, RuleSnapshot
-from watchdogd.logs import event
+from watchdogd.faces import textformat
 from watchdogd.model import Cardinality, Decision, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
 
@@ -68,17 +72,39 @@ UNIT_METRICS: dict[Unit, UnitMetric] = {
 """Probe unit -> family suffix and the factor to Prometheus base units."""
 
 RULE_STATES: tuple[RuleStatus, ...] = tuple(RuleStatus)
+RULE_STATE_VALUES = tuple((state, state.value) for state in RULE_STATES)
 ACTION_RESULTS = ("ok", "failed")
 """Results pre-set to 0 for every configured action, so ``increase()`` sees the first one."""
 
 
+K = TypeVar("K", bound=tuple[str, ...])
+
+
+class Series(Protocol):
+    def add_metric(self, labels: Sequence[str], value: float) -> None: ...
+
+
+class Summary(Protocol):
+    def add_metric(self, labels: Sequence[str], count_value: int, sum_value: float) -> None: ...
+
+
+class Sink(Protocol):
+    """Where the family builders write: prometheus-client's families (the reference) or ``textformat``'s."""
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> Series: ...
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str]) -> Series: ...
+
+    def summary(self, name: str, documentation: str, labels: Sequence[str]) -> Summary: ...
+
+
 class _Families:
-    """Gauges created on first use, emitted in a stable order."""
+    """prometheus-client families created on first use, emitted in a stable order: the reference sink."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Metric] = {}
 
-    def gauge(self, name: str, documentation: str, labels: Iterable[str]) -> GaugeMetricFamily:
+    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
         family = self._by_name.get(name)
         if family is None:
             family = GaugeMetricFamily(name, documentation, labels=list(labels))
@@ -86,12 +112,20 @@ class _Families:
         assert isinstance(family, GaugeMetricFamily)
         return family
 
-    def counter(self, name: str, documentation: str, labels: Iterable[str]) -> CounterMetricFamily:
+    def counter(self, name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:
         family = self._by_name.get(name)
         if family is None:
             family = CounterMetricFamily(name, documentation, labels=list(labels))
             self._by_name[name] = family
         assert isinstance(family, CounterMetricFamily)
+        return family
+
+    def summary(self, name: str, documentation: str, labels: Sequence[str]) -> SummaryMetricFamily:
+        family = self._by_name.get(name)
+        if family is None:
+            family = SummaryMetricFamily(name, documentation, labels=list(labels))
+            self._by_name[name] = family
+        assert isinstance(family, SummaryMetricFamily)
         return family
 
     def __iter__(self) -> Iterator[Metric]:
@@ -102,29 +136,30 @@ def _ts(value: float | None) -> float:
     return 0.0 if value is None else value
 
 
-def _probe_labels(rule: RuleSnapshot) -> list[str]:
-    return [rule.name, rule.probe, rule.target or ""]
-
-
 def families(snap: EngineSnapshot, build: BuildInfo) -> Iterator[Metric]:
-    """Every watchdogd_* family for one snapshot."""
+    """Every watchdogd_* family for one snapshot, as prometheus-client families."""
     out = _Families()
+    write_snapshot(out, snap, build)
+    return iter(out)
+
+
+def write_snapshot(out: Sink, snap: EngineSnapshot, build: BuildInfo) -> None:
+    """Every watchdogd_* family for one snapshot, into either sink."""
     _daemon_families(out, snap, build)
+    _rule_families(out, snap.rules)
+    _probe_families(out, snap.rules)
     for rule in snap.rules:
-        _rule_families(out, rule)
-        _probe_families(out, rule)
         _reading_families(out, rule)
         _last_action_families(out, rule)
     _probe_failure_counters(out, snap)
     _action_counters(out, snap)
     _skip_counters(out, snap)
     _event_families(out, snap)
-    yield from out
     if snap.fleet is not None:
-        yield from _fleet_families(snap.fleet)
+        _fleet_families(out, snap.fleet)
 
 
-def _daemon_families(out: _Families, snap: EngineSnapshot, build: BuildInfo) -> None:
+def _daemon_families(out: Sink, snap: EngineSnapshot, build: BuildInfo) -> None:
     out.gauge(PREFIX + "build_info", "Build information; the value is always 1. revision: the git commit it was "
               "built from (unknown when neither the package build nor a checkout said); python_version: the "
               "interpreter it runs on.", ["version", "revision", "python_version"]).add_metric(
@@ -160,54 +195,75 @@ def _daemon_families(out: _Families, snap: EngineSnapshot, build: BuildInfo) -> 
                 []).add_metric([], float(snap.state_resets))
 
 
-def _rule_families(out: _Families, rule: RuleSnapshot) -> None:
-    name = [rule.name]
-    out.gauge(PREFIX + "rule_firing", "1 while at least one subject of the rule is firing.",
-              ["rule", "severity"]).add_metric([rule.name, rule.severity], float(bool(rule.firing)))
-    state = out.gauge(PREFIX + "rule_state", "The rule's state as watchdogctl shows it: 1 for the "
-                      "current state, 0 for the others.", ["rule", "state"])
-    for candidate in RULE_STATES:
-        state.add_metric([rule.name, candidate.value], float(candidate is rule.status))
-    per_rule: tuple[tuple[str, str, float], ...] = (
-        ("rule_interval_seconds", "How often the rule runs.", rule.every),
-        ("rule_timeout_seconds", "The rule's effective probe timeout (its own, or probe_timeout capped at the "
-         "interval).", rule.timeout),
-        ("rule_subjects", "Subjects the probe measured in its last run. " + CACHED, float(len(rule.readings))),
-        ("rule_breaching_subjects", "Subjects past the threshold (pending or firing). " + CACHED,
-         float(len(rule.firing) + len(rule.pending))),
-        ("rule_firing_subjects", "Subjects firing (past the threshold for the rule's 'for'). " + CACHED,
-         float(len(rule.firing))),
-        ("rule_cooldown_until_timestamp_seconds", "When the rule's latest cooldown ends; 0 when none is "
-         "running.", _ts(rule.cooldown_until)),
-        ("rule_paused_until_timestamp_seconds", "When an operator pause ends; 0 when not paused, +Inf when "
-         "paused without expiry.", _ts(rule.paused_until)),
-        ("rule_gave_up_timestamp_seconds", "When the rule gave up acting after too many actions (alerting "
-         "only until resumed or stable); 0 when it has not.", _ts(rule.gave_up_at)),
+RULE_GAUGES: tuple[tuple[str, str], ...] = (
+    ("rule_interval_seconds", "How often the rule runs."),
+    ("rule_timeout_seconds", "The rule's effective probe timeout (its own, or probe_timeout capped at the interval)."),
+    ("rule_subjects", "Subjects the probe measured in its last run. " + CACHED),
+    ("rule_breaching_subjects", "Subjects past the threshold (pending or firing). " + CACHED),
+    ("rule_firing_subjects", "Subjects firing (past the threshold for the rule's 'for'). " + CACHED),
+    ("rule_cooldown_until_timestamp_seconds", "When the rule's latest cooldown ends; 0 when none is running."),
+    ("rule_paused_until_timestamp_seconds", "When an operator pause ends; 0 when not paused, +Inf when paused "
+     "without expiry."),
+    ("rule_gave_up_timestamp_seconds", "When the rule gave up acting after too many actions (alerting only until "
+     "resumed or stable); 0 when it has not."),
+)
+"""One series per rule each, valued by ``_rule_values`` in this order."""
+
+
+def _rule_values(rule: RuleSnapshot) -> tuple[float, ...]:
+    return (
+        rule.every, rule.timeout, float(len(rule.readings)), float(len(rule.firing) + len(rule.pending)),
+        float(len(rule.firing)), _ts(rule.cooldown_until), _ts(rule.paused_until), _ts(rule.gave_up_at),
     )
-    for metric, documentation, value in per_rule:
-        out.gauge(PREFIX + metric, documentation, ["rule"]).add_metric(name, value)
-    unit = UNIT_METRICS[rule.unit]
-    threshold = out.gauge(PREFIX + "rule_threshold" + unit.suffix,
-                          f"The rule's threshold, {unit.meaning}; bound is above or below.", ["rule", "bound"])
-    for bound, limit in (("above", rule.above), ("below", rule.below)):
-        if limit is not None:
-            threshold.add_metric([rule.name, bound], limit * unit.scale)
 
 
-def _probe_families(out: _Families, rule: RuleSnapshot) -> None:
-    if rule.up is None or rule.last_run is None:
-        return  # not run yet: absent, rather than a misleading 0 for "failed"
-    labels = _probe_labels(rule)
-    names = ["rule", "probe", "target"]
-    out.gauge(PREFIX + "probe_success", "1 if the rule's last probe run succeeded, 0 if it failed or "
-              "timed out. " + CACHED, names).add_metric(labels, float(rule.up))
-    out.gauge(PREFIX + "probe_duration_seconds", "How long the rule's last probe run took. " + CACHED,
-              names).add_metric(labels, rule.duration or 0.0)
-    out.gauge(PREFIX + "probe_last_run_timestamp_seconds", "When the rule's probe last finished.",
-              names).add_metric(labels, rule.last_run)
+def _rule_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
+    """Each family is looked up once and filled for every rule: at 1,000 rules the lookups were a cost."""
+    if not rules:
+        return
+    firing = out.gauge(PREFIX + "rule_firing", "1 while at least one subject of the rule is firing.",
+                       ("rule", "severity"))
+    state = out.gauge(PREFIX + "rule_state", "The rule's state as watchdogctl shows it: 1 for the "
+                      "current state, 0 for the others.", ("rule", "state"))
+    gauges = [out.gauge(PREFIX + metric, documentation, ("rule",)) for metric, documentation in RULE_GAUGES]
+    for rule in rules:
+        name = rule.name
+        firing.add_metric((name, rule.severity), float(bool(rule.firing)))
+        status = rule.status
+        for candidate, text in RULE_STATE_VALUES:
+            state.add_metric((name, text), float(candidate is status))
+        key = (name,)
+        for gauge, value in zip(gauges, _rule_values(rule), strict=True):
+            gauge.add_metric(key, value)
+        unit = UNIT_METRICS[rule.unit]
+        threshold = out.gauge(PREFIX + "rule_threshold" + unit.suffix,
+                              f"The rule's threshold, {unit.meaning}; bound is above or below.", ("rule", "bound"))
+        for bound, limit in (("above", rule.above), ("below", rule.below)):
+            if limit is not None:
+                threshold.add_metric((name, bound), limit * unit.scale)
 
 
-def _reading_families(out: _Families, rule: RuleSnapshot) -> None:
+PROBE_LABELS = ("rule", "probe", "target")
+
+
+def _probe_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
+    ran = [rule for rule in rules if rule.up is not None and rule.last_run is not None]
+    if not ran:
+        return  # a rule not run yet is absent, rather than a misleading 0 for "failed"
+    success = out.gauge(PREFIX + "probe_success", "1 if the rule's last probe run succeeded, 0 if it failed or "
+                        "timed out. " + CACHED, PROBE_LABELS)
+    duration = out.gauge(PREFIX + "probe_duration_seconds", "How long the rule's last probe run took. " + CACHED,
+                         PROBE_LABELS)
+    last_run = out.gauge(PREFIX + "probe_last_run_timestamp_seconds", "When the rule's probe last finished.",
+                         PROBE_LABELS)
+    for rule in ran:
+        labels = (rule.name, rule.probe, rule.target or "")
+        success.add_metric(labels, float(bool(rule.up)))
+        duration.add_metric(labels, rule.duration or 0.0)
+        last_run.add_metric(labels, rule.last_run or 0.0)
+
+
+def _reading_families(out: Sink, rule: RuleSnapshot) -> None:
     if not rule.readings:
         return
     unit = UNIT_METRICS[rule.unit]
@@ -227,7 +283,7 @@ def _reading_families(out: _Families, rule: RuleSnapshot) -> None:
                   ["rule"]).add_metric([rule.name], pick(values) * unit.scale)
 
 
-def _last_action_families(out: _Families, rule: RuleSnapshot) -> None:
+def _last_action_families(out: Sink, rule: RuleSnapshot) -> None:
     for last in rule.last_actions:
         labels = [rule.name, last.action]
         out.gauge(PREFIX + "action_last_timestamp_seconds", "When the rule's action last ran (or would "
@@ -238,51 +294,72 @@ def _last_action_families(out: _Families, rule: RuleSnapshot) -> None:
                 labels, float(last.result != "failed"))
 
 
-def _probe_failure_counters(out: _Families, snap: EngineSnapshot) -> None:
-    counts = dict(snap.probe_failures)
-    for rule in snap.rules:
-        if rule.enabled:
-            counts.setdefault(rule.name, 0)
+def _counts(family: Series, counts: Mapping[K, int], preset: Iterable[K], is_preset: Callable[[K], bool]) -> None:
+    """The preset keys (each once) in rule order with their count or 0, then every other counted key, sorted.
+
+    The others are mostly rules a reload removed: their counters stay,
+    because a counter must not vanish and come back at 0 mid-series.
+    ``is_preset`` says whether ``preset`` holds a key, without building a
+    set of thousands of keys each render (only counted keys are asked).
+    """
+    for key in preset:
+        family.add_metric(key, float(counts.get(key, 0)))
+    for key in sorted(key for key in counts if not is_preset(key)):
+        family.add_metric(key, float(counts[key]))
+
+
+def _kinds(rule: RuleSnapshot) -> Iterable[str]:
+    """The rule's action kinds, each once (a rule may list one kind twice)."""
+    return dict.fromkeys(rule.actions) if len(rule.actions) > 1 else rule.actions
+
+
+def _results(rule: RuleSnapshot) -> tuple[str, ...]:
+    return (*ACTION_RESULTS, "dry_run") if rule.dry_run else ACTION_RESULTS
+
+
+def _transition_kinds(rule: RuleSnapshot) -> tuple[str, ...]:
+    return (*RULE_TRANSITIONS, *ACTION_TRANSITIONS) if rule.actions else RULE_TRANSITIONS
+
+
+def _probe_failure_counters(out: Sink, snap: EngineSnapshot) -> None:
     failures = out.counter(PREFIX + "probe_failures", "Probe runs that failed (down, raised or timed out, the "
                            "verify re-probes after an action included), every failed run, not only the change "
                            "to down; since start. Not counted: an optional target never seen on this host, a "
-                           "failure while a dependency is in trouble.", ["rule"])
-    for rule_name, count in sorted(counts.items()):
-        failures.add_metric([rule_name], float(count))
+                           "failure while a dependency is in trouble.", ("rule",))
+    counts = {(rule_name,): count for rule_name, count in snap.probe_failures.items()}
+    enabled = [rule.name for rule in snap.rules if rule.enabled]
+    known = set(enabled)
+    _counts(failures, counts, ((name,) for name in enabled), lambda key: key[0] in known)
 
 
 FLEET_SKIPS = frozenset({Decision.SKIPPED_FLEET, Decision.SKIPPED_FLEET_UNAVAILABLE})
 """Skip reasons only a rule under a fleet budget can see: pre-set to 0 only when one is configured."""
 
 
-def _skip_counters(out: _Families, snap: EngineSnapshot) -> None:
-    counts = dict(snap.action_skips)
+def _skip_counters(out: Sink, snap: EngineSnapshot) -> None:
     reasons = [d.value for d in SKIP_DECISIONS if snap.fleet is not None or d not in FLEET_SKIPS]
-    for rule in snap.rules:
-        for kind in rule.actions:
-            for reason in reasons:
-                counts.setdefault((rule.name, kind, reason), 0)
     skips = out.counter(PREFIX + "action_skips", "Guard decisions not to run an action, by reason (the audit "
                         "log's decision: skipped_cooldown, skipped_budget, skipped_maintenance, gave_up...), "
                         "since start. Counts audited skips: a subject skipped again for the same reason run "
                         "after run is audited, and counted, once per change of reason.",
-                        ["rule", "action", "reason"])
-    for (rule_name, action, reason), count in sorted(counts.items()):
-        skips.add_metric([rule_name, action, reason], float(count))
+                        ("rule", "action", "reason"))
+    preset = ((rule.name, kind, reason) for rule in snap.rules for kind in _kinds(rule) for reason in reasons)
+    kinds = {rule.name: rule.actions for rule in snap.rules}
+    known = set(reasons)
+    _counts(skips, snap.action_skips, preset, lambda key: key[1] in kinds.get(key[0], ()) and key[2] in known)
 
 
-def _action_counters(out: _Families, snap: EngineSnapshot) -> None:
-    counts = dict(snap.actions_total)
-    for rule in snap.rules:
-        results = (*ACTION_RESULTS, "dry_run") if rule.dry_run else ACTION_RESULTS
-        for kind in rule.actions:
-            for result in results:
-                counts.setdefault((rule.name, kind, result), 0)
-    # Counters of rules a reload removed stay: a counter must not vanish and come back at 0 mid-series.
+def _action_counters(out: Sink, snap: EngineSnapshot) -> None:
     total = out.counter(PREFIX + "actions", "Action runs since the daemon started, by result "
-                        "(ok, failed, dry_run).", ["rule", "action", "result"])
-    for (rule_name, action, result), count in sorted(counts.items()):
-        total.add_metric([rule_name, action, result], float(count))
+                        "(ok, failed, dry_run).", ("rule", "action", "result"))
+    preset = ((rule.name, kind, result) for rule in snap.rules for kind in _kinds(rule) for result in _results(rule))
+    rules = {rule.name: rule for rule in snap.rules}
+
+    def is_preset(key: tuple[str, str, str]) -> bool:
+        rule = rules.get(key[0])
+        return rule is not None and key[1] in rule.actions and key[2] in _results(rule)
+
+    _counts(total, snap.actions_total, preset, is_preset)
 
 
 RULE_TRANSITIONS = ("pending", "firing", "resolved", "down", "back")
@@ -291,16 +368,18 @@ ACTION_TRANSITIONS = ("gave_up", "resumed")
 SINK_RESULTS = ("delivered", "failed", "dropped")
 
 
-def _event_families(out: _Families, snap: EngineSnapshot) -> None:
-    counts = dict(snap.transitions_total)
-    for rule in snap.rules:
-        for kind in (*RULE_TRANSITIONS, *ACTION_TRANSITIONS) if rule.actions else RULE_TRANSITIONS:
-            counts.setdefault((rule.name, kind), 0)
+def _event_families(out: Sink, snap: EngineSnapshot) -> None:
     transitions = out.counter(PREFIX + "transitions", "Transitions since the daemon started, by kind: a subject "
                               "went pending, firing or resolved; the probe went down or came back; the rule "
-                              "gave up or resumed acting.", ["rule", "kind"])
-    for (rule_name, kind), count in sorted(counts.items()):
-        transitions.add_metric([rule_name, kind], float(count))
+                              "gave up or resumed acting.", ("rule", "kind"))
+    preset = ((rule.name, kind) for rule in snap.rules for kind in _transition_kinds(rule))
+    rules = {rule.name: rule for rule in snap.rules}
+
+    def is_preset(key: tuple[str, str]) -> bool:
+        rule = rules.get(key[0])
+        return rule is not None and key[1] in _transition_kinds(rule)
+
+    _counts(transitions, snap.transitions_total, preset, is_preset)
     if not snap.sinks:
         return
     events = out.counter(PREFIX + "event_sink_events", "Events handed to each event sink since start: delivered, "
@@ -321,17 +400,16 @@ FLEET_COORDINATOR_COUNTERS = (
 )
 
 
-def _fleet_families(fleet: FleetStats) -> Iterator[Metric]:
+def _fleet_families(out: Sink, fleet: FleetStats) -> None:
     """The fleet budget as this host sees it: its slots, its waits, what the coordinator answered."""
-    out = _Families()
     out.gauge(PREFIX + "fleet_info", "The fleet budget's coordinator and this host's name in it; always 1.",
               ["coordinator", "host"]).add_metric([fleet.kind, fleet.host], 1.0)
     for name, documentation in FLEET_COORDINATOR_COUNTERS:
         out.counter(PREFIX + f"fleet_coordinator_{name}", documentation, []).add_metric(
             [], float(getattr(fleet, name))
         )
-    acquire = SummaryMetricFamily(PREFIX + "fleet_acquire_seconds", "Time to get the coordinator's answer for "
-                                  "a slot (grant or denial), per group.", labels=["group"])
+    acquire = out.summary(PREFIX + "fleet_acquire_seconds", "Time to get the coordinator's answer for a slot "
+                          "(grant or denial), per group.", ["group"])
     for group in fleet.groups:
         labels = [group.name]
         out.gauge(PREFIX + "fleet_group_max_hosts", "Runs of the group allowed at once, fleet-wide.",
@@ -347,13 +425,16 @@ def _fleet_families(fleet: FleetStats) -> Iterator[Metric]:
         for result, count in sorted(group.outcomes.items()):
             answers.add_metric([group.name, result], float(count))
         acquire.add_metric(labels, group.acquire_count, group.acquire_seconds_sum)
-    yield from out
-    yield acquire
 
 
 def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
-    """The notification outbox, per sink: what was delivered, retried and given up, and what waits."""
     out = _Families()
+    write_deliveries(out, stats)
+    return iter(out)
+
+
+def write_deliveries(out: Sink, stats: Sequence[SinkStats]) -> None:
+    """The notification outbox, per sink: what was delivered, retried and given up, and what waits."""
     counters = (
         ("notifications_delivered", "Notifications the sink accepted (2xx), since start.", "delivered"),
         ("notifications_retried", "Delivery attempts that failed and will be tried again, since start.", "retried"),
@@ -374,12 +455,16 @@ def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
         for name, documentation, field_name in gauges:
             value = float(getattr(sink, field_name))
             out.gauge(PREFIX + name, documentation, ["sink"]).add_metric([sink.sink], value)
-    return iter(out)
 
 
 def run_families(counts: RunCounts) -> Iterator[Metric]:
-    """The scheduler's missed and late runs, per rule (every scheduled rule from 0)."""
     out = _Families()
+    write_runs(out, counts)
+    return iter(out)
+
+
+def write_runs(out: Sink, counts: RunCounts) -> None:
+    """The scheduler's missed and late runs, per rule (every scheduled rule from 0)."""
     missed = out.counter(PREFIX + "rule_runs_missed", "Scheduled runs of the rule that never ran, since start: "
                          "due while its previous run still went on (a run never overlaps itself), or waiting "
                          "for a worker thread past the misfire grace (one interval).", ["rule"])
@@ -390,44 +475,83 @@ def run_families(counts: RunCounts) -> Iterator[Metric]:
                        ["rule"])
     for rule_name, count in sorted(counts.late.items()):
         late.add_metric([rule_name], float(count))
-    return iter(out)
 
 
-class RunsCollector(Collector):
+class _Writer(Collector):
+    """One of our collectors: ``collect()`` for prometheus-client (the reference), ``write()`` for the fast path."""
+
+    def write(self, out: Sink) -> None:
+        raise NotImplementedError
+
+    def collect(self) -> Iterable[Metric]:
+        out = _Families()
+        self.write(out)
+        return iter(out)
+
+    def describe(self) -> Iterable[Metric]:
+        # Empty on purpose: the registry would otherwise call collect() (and take a snapshot) at registration.
+        return ()
+
+
+class RunsCollector(_Writer):
     def __init__(self, counts: Callable[[], RunCounts]) -> None:
         self._counts = counts
 
-    def collect(self) -> Iterable[Metric]:
-        return run_families(self._counts())
-
-    def describe(self) -> Iterable[Metric]:
-        return ()
+    def write(self, out: Sink) -> None:
+        write_runs(out, self._counts())
 
 
-class DeliveryCollector(Collector):
+class DeliveryCollector(_Writer):
     def __init__(self, stats: Callable[[], Sequence[SinkStats]]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterable[Metric]:
-        return delivery_families(self._stats())
-
-    def describe(self) -> Iterable[Metric]:
-        return ()
+    def write(self, out: Sink) -> None:
+        write_deliveries(out, self._stats())
 
 
-class SnapshotCollector(Collector):
+class SnapshotCollector(_Writer):
     """Turns ``snapshot()`` into metric families at each collection."""
 
     def __init__(self, snapshot: Callable[[], EngineSnapshot], build: BuildInfo) -> None:
         self._snapshot = snapshot
         self._build = build
 
-    def collect(self) -> Iterable[Metric]:
-        return families(self._snapshot(), self._build)
+    def write(self, out: Sink) -> None:
+        write_snapshot(out, self._snapshot(), self._build)
 
-    def describe(self) -> Iterable[Metric]:
-        # Empty on purpose: the registry would otherwise call collect() (and take a snapshot) at registration.
-        return ()
+
+class MetricsRegistry(CollectorRegistry):
+    """A private registry that can also write our own families without prometheus-client's per-sample work.
+
+    ``collect()`` (and so ``generate_latest``) works as for any registry: that
+    is the reference the fast path is tested against, and what exotic
+    formats get. ``encode()`` writes our families with ``textformat`` and
+    leaves the others (the process collector) to prometheus-client.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self._own: list[_Writer] = []
+        self._rest = CollectorRegistry(auto_describe=False)
+        self._memo = textformat.Memo()
+
+    def add_own(self, collector: _Writer) -> None:
+        self.register(collector)
+        self._own.append(collector)
+
+    def add_other(self, collector: Collector) -> None:
+        self.register(collector)
+        self._rest.register(collector)
+
+    def encode(self, *, openmetrics: bool) -> bytes:
+        out = textformat.Families(self._memo)
+        for collector in self._own:
+            collector.write(out)
+        out.finish()
+        head = "".join(textformat.encode(out, openmetrics=openmetrics)).encode("utf-8")
+        # The rest after ours, as registered; in OpenMetrics it brings the closing "# EOF".
+        tail = generate_openmetrics(self._rest) if openmetrics else generate_latest(self._rest)  # type: ignore[no-untyped-call]
+        return head + bytes(tail)
 
 
 def build_registry(
@@ -437,7 +561,7 @@ def build_registry(
     process: bool = True,
     deliveries: Callable[[], Sequence[SinkStats]] | None = None,
     runs: Callable[[], RunCounts] | None = None,
-) -> CollectorRegistry:
+) -> MetricsRegistry:
     """A private registry: nothing another library registers globally leaks into our /metrics.
 
     ``build``: what ``watchdogd_build_info`` says (``buildinfo.current`` at
@@ -450,15 +574,35 @@ def build_registry(
     """
     if isinstance(build, str):
         build = BuildInfo(build, UNKNOWN_REVISION, platform.python_version())
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, build))
+    registry = MetricsRegistry()
+    registry.add_own(SnapshotCollector(snapshot, build))
     if deliveries is not None:
-        registry.register(DeliveryCollector(deliveries))
+        registry.add_own(DeliveryCollector(deliveries))
     if runs is not None:
-        registry.register(RunsCollector(runs))
+        registry.add_own(RunsCollector(runs))
     if process:
-        ProcessCollector(registry=registry)
+        registry.add_other(ProcessCollector(registry=None))
     return registry
+
+
+FAST_FORMATS: dict[str, bool] = {
+    CONTENT_TYPE_PLAIN_0_0_4: False,
+    OPENMETRICS_1_0_0: True,
+    **{f"application/openmetrics-text; version=1.0.0; charset=utf-8; escaping={escaping}": True
+       for escaping in ("underscores", "allow-utf-8")},
+}
+"""Content types (as ``choose_encoder`` names them) whose bytes ``MetricsRegistry.encode`` writes: every name
+of ours is a legacy one, which these escapings leave alone. Others (``dots`` and ``values`` rewrite names,
+OpenMetrics 2.0, text 1.0.0) go through prometheus-client."""
+
+
+def encoder_for(registry: CollectorRegistry, accept: str) -> tuple[Callable[[], bytes], str]:
+    """The function that renders ``registry`` in the format ``accept`` asks for, and its content type."""
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = FAST_FORMATS.get(content_type)
+    if isinstance(registry, MetricsRegistry) and openmetrics is not None:
+        return functools.partial(registry.encode, openmetrics=openmetrics), content_type
+    return functools.partial(encoder, registry), content_type
 
 
 @dataclass(frozen=True)
@@ -471,40 +615,27 @@ class Rendered:
 @dataclass
 class _Body:
     rendered_at: float
+    generation: int  # the engine's change count when the render began: it holds every change before
     plain: bytes
     zipped: bytes | None = None  # compressed on the first gzip request, once per render
 
 
-@dataclass
-class _Format:
-    """A format some scraper asks for, and how often it asks."""
-
-    encoder: Callable[[CollectorRegistry], bytes]
-    last_request: float
-    gap: float | None = None  # seconds between its last two requests
-
-
 class Exposition:
-    """/metrics bodies rendered off the request path, refreshed after engine changes.
+    """/metrics bodies rendered at scrape time when the engine changed, shared by concurrent scrapes.
 
-    Formatting a thousand series with prometheus-client costs tens of
-    milliseconds of CPU on a small host, far more than serving bytes. So a
-    scrape serves the latest rendered body, and a background thread renders
-    again when the daemon reports a change (a rule cycle, pause, resume,
-    reload), and at least every ``max_age`` seconds, because time alone moves
-    some values (a pause expiring, the budget window sliding, process CPU).
+    The daemon calls ``changed()`` after every rule run, pause, resume and
+    reload; that bumps a generation count. A scrape renders again when its
+    format's body predates the latest change, so it serves the engine's
+    state as of the scrape, not of some earlier timer: rules' timestamps are
+    at most their own interval (plus the run) old. Two limits keep the CPU
+    bounded: scrapes arriving while a render runs wait for it and share it,
+    and a body younger than ``min_spacing`` is served as is, so a tight loop
+    of curl costs at most one render per ``min_spacing`` per format. With no
+    change, a body is still rendered again once ``max_age`` old, because
+    time alone moves a few values (process CPU, the budget window, a pause
+    running out).
 
-    When it re-renders follows the scrapers: once per scrape, timed to finish
-    shortly before the quickest scraper's next expected request (its last
-    request plus the gap between its last two). Rendering more often only
-    burns CPU (it was about half the daemon's CPU at four renders per 15 s
-    scrape); rendering at that moment also makes the body fresher when it is
-    read. A tight loop of curl gets at most one render per ``min_spacing``;
-    with no scrape pattern yet, ``max_spacing`` applies; a format nobody asked
-    for in ``forget_after`` seconds is not rendered at all.
-
-    Without the thread (tests) ``render`` renders inline once the body is
-    ``max_age`` old.
+    The gzip of a body is made once, by the first scrape that accepts gzip.
     """
 
     def __init__(
@@ -512,123 +643,71 @@ class Exposition:
         registry: CollectorRegistry,
         *,
         min_spacing: float = 0.5,
-        max_spacing: float = 5.0,
-        max_age: float = 15.0,
-        forget_after: float = 600.0,
+        max_age: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._min_spacing = min_spacing
-        self._max_spacing = max_spacing
         self._max_age = max_age
-        self._forget_after = forget_after
         self._clock = clock
-        self._lock = threading.Lock()  # the two tables
-        self._render_lock = threading.Lock()  # one render at a time: concurrent first scrapes share it
-        self._formats: dict[str, _Format] = {}
+        self._ticks = itertools.count(1)
+        self._generation = 0
+        self._render_lock = threading.Lock()  # one render at a time: concurrent scrapes share it
         self._bodies: dict[str, _Body] = {}
-        self._changed = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_error: str | None = None
-        self._last_render = 0.0
         self.renders = 0
-        self.render_seconds = 0.0  # CPU-ish cost of the last render, for the benchmark
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="metrics-render", daemon=True)
-        self._thread.start()
+        self.render_seconds = 0.0  # wall time of the last render (snapshot included)
+        if isinstance(registry, MetricsRegistry):
+            registry.add_own(_RenderCollector(self))
 
     def changed(self) -> None:
-        """The engine's state moved: render again soon. Cheap; never blocks."""
-        self._changed.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._changed.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        """The engine's state moved: the next scrape renders again. Cheap; never blocks."""
+        self._generation = next(self._ticks)
 
     def render(self, accept: str, gzip_ok: bool) -> Rendered:
-        encoder, content_type = choose_encoder(accept)
-        now = self._clock()
-        with self._lock:
-            known = self._formats.get(content_type)
-            if known is None:
-                self._formats[content_type] = _Format(encoder, now)
-            else:
-                known.gap, known.last_request = now - known.last_request, now
-            body = self._bodies.get(content_type)
-        background = self._thread is not None and self._thread.is_alive()
-        if body is None or (not background and now - body.rendered_at >= self._max_age):
-            body = self._refresh(content_type, encoder)
+        encoder, content_type = encoder_for(self._registry, accept)
+        wanted = self._generation
+        body = self._bodies.get(content_type)
+        if body is None or not self._fresh(body, wanted):
+            with self._render_lock:
+                body = self._bodies.get(content_type)
+                if body is None or not self._fresh(body, wanted):
+                    body = self._refresh(content_type, encoder)
         if not gzip_ok:
             return Rendered(body.plain, content_type, None)
         zipped = body.zipped
         if zipped is None:
             # Level 1: nearly the ratio of level 6 on this repetitive text, at a fraction of the CPU.
-            zipped = body.zipped = gzip.compress(body.plain, compresslevel=1)
+            zipped = body.zipped = gzip.compress(body.plain, compresslevel=1, mtime=0)
         return Rendered(zipped, content_type, "gzip")
 
-    def _refresh(self, content_type: str, encoder: Callable[[CollectorRegistry], bytes]) -> _Body:
-        with self._render_lock:
-            started = time.perf_counter()
-            body = _Body(self._clock(), encoder(self._registry))
-            self.render_seconds = time.perf_counter() - started
-            self.renders += 1
-            self._last_render = body.rendered_at
-            with self._lock:
-                self._bodies[content_type] = body
-            return body
+    def _fresh(self, body: _Body, wanted: int) -> bool:
+        age = self._clock() - body.rendered_at
+        return age < self._min_spacing or (body.generation >= wanted and age < self._max_age)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._changed.wait(timeout=self._max_age)
-            if self._stop.is_set():
-                return
-            wait = self.next_render_in()
-            if wait > 0 and self._stop.wait(wait):
-                return  # changes meanwhile are folded into this one render
-            self._changed.clear()
-            for content_type, encoder in self._wanted().items():
-                try:
-                    self._refresh(content_type, encoder)
-                except Exception as exc:  # keep serving the last good body; say so once
-                    text = f"{type(exc).__name__}: {exc}"
-                    if text != self._last_error:
-                        event(log, logging.ERROR, "rendering /metrics failed", error=text)
-                    self._last_error = text
-                else:
-                    self._last_error = None
+    def _refresh(self, content_type: str, encoder: Callable[[], bytes]) -> _Body:
+        generation = self._generation  # before the snapshot: changes from here on make the next scrape render
+        started = time.perf_counter()
+        body = _Body(self._clock(), generation, encoder())
+        self.render_seconds = time.perf_counter() - started
+        self.renders += 1
+        self._bodies[content_type] = body
+        return body
 
-    def _wanted(self) -> dict[str, Callable[[CollectorRegistry], bytes]]:
-        now = self._clock()
-        with self._lock:
-            for content_type, known in list(self._formats.items()):
-                if now - known.last_request > self._forget_after:
-                    del self._formats[content_type]
-                    self._bodies.pop(content_type, None)
-            return {content_type: known.encoder for content_type, known in self._formats.items()}
 
-    def next_render_in(self) -> float:
-        """Seconds until the next render: shortly before the quickest scraper's next request."""
-        now = self._clock()
-        with self._lock:
-            expected = [
-                (known.last_request + known.gap, known.gap) for known in self._formats.values() if known.gap
-            ]
-            last = self._last_render
-        if not expected:
-            return max(0.0, last + self._max_spacing - now)
-        next_scrape, gap = min(expected)
-        lead = min(max(2.0 * self.render_seconds, 0.5), gap / 2.0)
-        due = next_scrape - lead
-        if due <= last:  # that scrape already has its render: aim at the one after
-            due += math.ceil((last - due) / gap + 1e-9) * gap
-        return max(0.0, max(due, last + self._min_spacing) - now)
+class _RenderCollector(_Writer):
+    """What the previous /metrics render cost: the figure that grows with the number of rules."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self._exposition = exposition
+
+    def write(self, out: Sink) -> None:
+        gauge = out.gauge(PREFIX + "exposition_render_seconds", "How long the previous /metrics render took "
+                          "(engine snapshot and formatting), in seconds of wall time.", ())
+        gauge.add_metric((), self._exposition.render_seconds)
 
 
 def render_text(registry: CollectorRegistry) -> bytes:
     """The classic text format, for the textfile and for tests."""
+    if isinstance(registry, MetricsRegistry):
+        return registry.encode(openmetrics=False)
     return generate_latest(registry)

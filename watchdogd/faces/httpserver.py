@@ -28,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -65,8 +66,11 @@ class HttpLimits:
     head_deadline: float = 5.0
     """Seconds from connecting to a complete first request head, TLS handshake included. One overall
     deadline, not a per-read timeout, which a client trickling one byte a second would reset forever."""
-    keepalive_idle: float = 15.0
-    """Seconds a kept-alive connection may wait for its next request; once that starts, head_deadline applies."""
+    keepalive_idle: float = 120.0
+    """Seconds a kept-alive connection may wait for its next request; once that starts, head_deadline applies.
+    Longer than any usual scrape interval (config ``http_keepalive_idle``), so Prometheus keeps one connection,
+    as it does with node_exporter (whose Go server never closes an idle one). An idle connection is silent, so
+    ``stalled_per_source`` and ``max_connections`` still cut idle ones first when a source opens too many."""
     write_timeout: float = 10.0
     """Seconds a client has to take a reply."""
     stall_grace: float = 1.0
@@ -514,10 +518,15 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._thread.start()
 
-    def update(self, web: WebConfig) -> None:
-        """Swap TLS, users and headers in place (reload); TLS applies to new connections, the rest to new requests."""
+    def update(self, web: WebConfig, keepalive_idle: float | None = None) -> None:
+        """Swap TLS, users and headers in place (reload); TLS applies to new connections, the rest to new requests.
+
+        ``keepalive_idle`` (config ``http_keepalive_idle``) applies from each connection's next idle wait.
+        """
         app = self._app
         self._app = _App(web, BasicAuth(web.users), app.exposition, app.health)
+        if keepalive_idle is not None:
+            self.limits = dataclasses.replace(self.limits, keepalive_idle=keepalive_idle)
 
     def close(self) -> None:
         if self._thread is None:
@@ -598,7 +607,7 @@ class MetricsServer:
                 await writer.drain()
             if close:
                 return
-            async with asyncio.timeout(limits.keepalive_idle):
+            async with asyncio.timeout(self.limits.keepalive_idle):  # read each time: a reload may change it
                 prefix = await reader.read(1)
             if not prefix:
                 return
