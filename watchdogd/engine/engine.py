@@ -14,11 +14,12 @@ socket and ``--once``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from watchdogd.config import HOST_WIDE, Config
 from watchdogd.core import guard as guards
@@ -91,6 +92,7 @@ class Engine:
         self._maintenance: guards.Maintenance | None = guards.maintenance_from_dict(store.load_kv(MAINTENANCE_KEY))
         self._maintenance_lock = threading.Lock()
         self._runtimes: dict[str, RuleRuntime] = {}
+        self._snapshot_cache: dict[str, _SnapshotCache] = {}
         self._shared = SharedObjects(clock)
         self.runner = Runner(
             store=store, events=self.events, clock=clock, stop=self.stop, lookup=self._lookup, optional=self._optional
@@ -379,7 +381,7 @@ class Engine:
             taken_at=now,
             started_at=self.started_at,
             dry_run=config.dry_run,
-            rules=tuple(_rule_snapshot(rt, last_actions, changes.get(rt.rule.name), now) for rt in runtimes),
+            rules=self._rule_snapshots(runtimes, last_actions, changes, now),
             actions_total=self._tallies.actions_total(),
             budget_actions=budget.actions,
             budget_per=budget.per,
@@ -399,6 +401,33 @@ class Engine:
             probe_failures=self.runner.probe_failures(),
             action_skips=self._tallies.action_skips(),
         )
+
+    def _rule_snapshots(
+        self,
+        runtimes: Sequence[RuleRuntime],
+        last_actions: Mapping[tuple[str, str], AuditEntry],
+        changes: Mapping[str, RuleTransition],
+        now: float,
+    ) -> tuple[RuleSnapshot, ...]:
+        """Each rule's view, reused while nothing it is made of changed (``_SnapshotCache``).
+
+        At 1,000 rules building every view took 10-13 ms per status or
+        scrape, a third of a /metrics render, while most rules had not run
+        since the last one.
+        """
+        cache = self._snapshot_cache
+        fresh: dict[str, _SnapshotCache] = {}
+        views = []
+        for rt in runtimes:
+            name = rt.rule.name
+            parts = _snapshot_parts(rt, last_actions, changes.get(name))
+            cached = cache.get(name)
+            if cached is None or not cached.serves(parts, now):
+                cached = _SnapshotCache.of(rt, parts, now)
+            fresh[name] = cached
+            views.append(cached.view)
+        self._snapshot_cache = fresh  # one reference swap: concurrent readers at worst build a view twice
+        return tuple(views)
 
     def fleet_stats(self, now: float) -> FleetStats | None:
         budget = self.gate.budget
@@ -454,12 +483,47 @@ def fleet_plan(config: Config, host: str) -> FleetPlan:
     return FleetPlan(host=host, timeout=timeout, groups=groups, rule_groups=config.fleet_groups)
 
 
-def _rule_snapshot(
-    rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], change: RuleTransition | None, now: float
-) -> RuleSnapshot:
+def _snapshot_parts(
+    rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], change: RuleTransition | None
+) -> tuple[object, ...]:
+    """Everything a rule's view is made of; the runner and gate replace these objects, never change them."""
+    actions = tuple(last_actions.get((rt.rule.name, a.kind)) for a in rt.rule.actions)
+    return (rt, rt.rule, rt.last, rt.last_run, rt.subjects, rt.guard, rt.waiting_on, rt.absent, change, *actions)
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotCache:
+    """A rule's view and what it was made of; good until one of those is replaced or a time in it passes.
+
+    The only times in a view are the pause's end (status, ``paused_until``)
+    and the latest cooldown end (``cooldown_until``); both stay as they are
+    until they pass.
+    """
+
+    parts: tuple[object, ...]
+    view: RuleSnapshot
+    until: float
+
+    @classmethod
+    def of(cls, rt: RuleRuntime, parts: tuple[object, ...], now: float) -> _SnapshotCache:
+        view = _rule_snapshot(rt, parts, now)
+        ends = [t for t in (view.cooldown_until, view.paused_until) if t is not None]
+        return cls(parts, view, min(ends, default=math.inf))
+
+    def serves(self, parts: tuple[object, ...], now: float) -> bool:
+        return (
+            now < self.until
+            and len(parts) == len(self.parts)
+            and all(a is b for a, b in zip(parts, self.parts, strict=True))
+        )
+
+
+def _rule_snapshot(rt: RuleRuntime, parts: tuple[object, ...], now: float) -> RuleSnapshot:
     rule = rt.rule
     last = rt.last
     subjects = dict(rt.subjects)
+    change = cast("RuleTransition | None", parts[8])
+    actions = cast("tuple[AuditEntry | None, ...]", parts[9:])
     return RuleSnapshot(
         name=rule.name,
         probe=rule.probe,
@@ -487,8 +551,8 @@ def _rule_snapshot(
         paused_until=rt.guard.paused_until if guards.is_paused(rt.guard, now) else None,
         last_actions=tuple(
             ActionSummary(a.kind, e.decision.value, e.result, e.ts, e.subject, e.error)
-            for a in rule.actions
-            if (e := last_actions.get((rule.name, a.kind))) is not None
+            for a, e in zip(rule.actions, actions, strict=True)
+            if e is not None
         ),
         has_actions=bool(rule.actions),
         description=rule.description,

@@ -1,0 +1,59 @@
+"""Engine.snapshot reuses a rule's view until something it shows changed, or a time in it passed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.unit.test_metrics_counters import Clock, make_engine
+from watchdogd.engine.snapshot import RuleSnapshot
+from watchdogd.model import RuleStatus
+
+
+def views(snap_rules: tuple[RuleSnapshot, ...]) -> dict[str, RuleSnapshot]:
+    return {rule.name: rule for rule in snap_rules}
+
+
+def test_views_are_reused_while_nothing_changed(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("quiet")
+    first = views(engine.snapshot().rules)
+    clock.now += 30
+    second = views(engine.snapshot().rules)
+    assert all(second[name] is first[name] for name in first)
+
+
+def test_a_run_rebuilds_that_rule_only(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    before = views(engine.snapshot().rules)
+    engine.run_rule("r")
+    after = views(engine.snapshot().rules)
+    assert after["quiet"] is before["quiet"]
+    assert after["r"] is not before["r"]
+    assert after["r"].firing == {"a": 95.0} and after["r"].last_actions  # acted: its last action is shown
+
+
+def test_a_pause_shows_at_once_and_its_end_on_time(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("quiet")
+    engine.snapshot()
+    engine.pause("quiet", clock.now + 60)
+    paused = views(engine.snapshot().rules)["quiet"]
+    assert paused.status is RuleStatus.PAUSED and paused.paused_until == clock.now + 60
+    clock.now += 59
+    assert views(engine.snapshot().rules)["quiet"] is paused
+    clock.now += 2  # past the end: nothing was replaced, but the view must say so
+    ended = views(engine.snapshot().rules)["quiet"]
+    assert ended.status is RuleStatus.OK and ended.paused_until is None
+
+
+def test_a_cooldown_leaves_the_view_when_it_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("r")  # acts; cooldown 10m
+    cooling = views(engine.snapshot().rules)["r"]
+    assert cooling.cooldown_until is not None
+    clock.now = cooling.cooldown_until + 1
+    assert views(engine.snapshot().rules)["r"].cooldown_until is None
