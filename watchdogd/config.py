@@ -495,7 +495,7 @@ class _Builder:
             cardinality=spec.cardinality,
             thresholds=thresholds,
             every=every,
-            # Spread rules that share an interval so they do not all wake at once.
+            # Spread the cycles of an interval (its rules run together, see engine/scheduler.py) over hosts.
             jitter=raw.jitter if raw.jitter is not None else min(every * 0.1, 5.0),
             timeout=timeout,
             timeout_source=timeout_source,
