@@ -98,35 +98,31 @@ class Sink(Protocol):
     def summary(self, name: str, documentation: str, labels: Sequence[str]) -> Summary: ...
 
 
+_M = TypeVar("_M", GaugeMetricFamily, CounterMetricFamily, SummaryMetricFamily)
+
+
 class _Families:
     """prometheus-client families created on first use, emitted in a stable order: the reference sink."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Metric] = {}
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    def _family(self, kind: type[_M], name: str, documentation: str, labels: Sequence[str]) -> _M:
         family = self._by_name.get(name)
         if family is None:
-            family = GaugeMetricFamily(name, documentation, labels=list(labels))
+            family = kind(name, documentation, labels=list(labels))
             self._by_name[name] = family
-        assert isinstance(family, GaugeMetricFamily)
+        assert isinstance(family, kind)
         return family
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
+        return self._family(GaugeMetricFamily, name, documentation, labels)
 
     def counter(self, name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:
-        family = self._by_name.get(name)
-        if family is None:
-            family = CounterMetricFamily(name, documentation, labels=list(labels))
-            self._by_name[name] = family
-        assert isinstance(family, CounterMetricFamily)
-        return family
+        return self._family(CounterMetricFamily, name, documentation, labels)
 
     def summary(self, name: str, documentation: str, labels: Sequence[str]) -> SummaryMetricFamily:
-        family = self._by_name.get(name)
-        if family is None:
-            family = SummaryMetricFamily(name, documentation, labels=list(labels))
-            self._by_name[name] = family
-        assert isinstance(family, SummaryMetricFamily)
-        return family
+        return self._family(SummaryMetricFamily, name, documentation, labels)
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(self._by_name.values())
