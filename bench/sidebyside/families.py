@@ -31,6 +31,8 @@ class Bench:
     headline: Sequence[str] = ()
     """Regexes of the lines that summarise it; empty: its last two lines."""
     timeout: float = 900.0
+    quick_args: Sequence[str] = ()
+    """Arguments for its short form under ``--quick`` (a script without them runs as in full mode)."""
 
 
 BENCHES: tuple[Bench, ...] = (
@@ -48,6 +50,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_status.py", "watchdogctl status, 50 rules",
           headline=(r"^watchdogctl \(console script\)", r"^watchdogctl status p90")),
     Bench("bench_trend.py", "trend prediction, 2,100 synthetic curves", headline=(r"^trend:", r"^verdict")),
+    Bench("bench_scale.py", "mixed rules every 5 s (issue 17 scale table)", quick=True,
+          headline=(r"^scale:", r"^mix at", r"^watchdogd from", r"^render:", r"^\|", r"^(PASS|MISS|N/A) "),
+          timeout=2400.0, quick_args=("--quick", "--rules", "10,1000", "--no-contention")),
 )
 
 FAILURE = re.compile(r"\bFAIL(ED)?\b")
@@ -125,14 +130,14 @@ def run_all(python: Path, repo: Path, workdir: Path, quick: bool, env: dict[str,
             outcomes.append(Outcome(bench, "not run in --quick"))
         else:
             say(f"--- bench/{bench.script} ({bench.scale})")
-            outcomes.append(_run_one(bench, python, repo, workdir, env, say))
+            outcomes.append(_run_one(bench, python, repo, workdir, env, say, bench.quick_args if quick else ()))
     return outcomes
 
 
 def _run_one(bench: Bench, python: Path, repo: Path, workdir: Path, env: dict[str, str],
-             say: Callable[[str], None]) -> Outcome:
+             say: Callable[[str], None], args: Sequence[str] = ()) -> Outcome:
     log = workdir / f"{bench.script}.log"
-    child = Child(bench.script, [str(python), str(repo / "bench" / bench.script)], log, env=env, cwd=repo)
+    child = Child(bench.script, [str(python), str(repo / "bench" / bench.script), *args], log, env=env, cwd=repo)
     started = time.monotonic()
     child.start()
     shown = 0
