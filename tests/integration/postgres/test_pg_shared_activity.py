@@ -110,3 +110,27 @@ def test_rules_run_at_once_wait_for_the_read_in_flight(pg: PgEnv, tmp_path: Path
         assert len(sent) == 1
     finally:
         close()
+
+
+def test_the_up_rules_of_one_cycle_share_one_fresh_connection(pg: PgEnv, tmp_path: Path) -> None:
+    watchdog = pg.role("watchdog", "pg_monitor")
+    rules = "".join(f"  up-{i}:\n    probe: postgres.up\n    above: 5s\n" for i in range(3))
+    target = f'targets:\n  postgres:\n    main: {{dsn: "{pg.dsn(watchdog)}"}}\n'
+    text = f"state_dir: {tmp_path}/state\n{target}rules:\n{rules}"
+    config = parse_config(text, tmp_path / "watchdogd.yaml")
+    clients = open_clients(config)
+    client = clients[("postgres", "main")]
+    assert isinstance(client, PostgresClient)
+    store = StateStore(tmp_path / "state.db", time.time)
+    engine = Engine(config, store, clients, time.time, grace=False)
+    try:
+        reports = [engine.run_rule(f"up-{i}") for i in range(3)]
+        assert all(report.up and not report.firing for report in reports), reports
+        assert client.pings == 1  # one connection opened for the three rules of the cycle
+        client.retry_within(0.0)  # a max age of 0: every call connects (as the next cycle does)
+        engine.run_rule("up-0")
+        assert client.pings == 2
+    finally:
+        engine.close()
+        store.close()
+        close_clients(clients, config.registry)

@@ -195,6 +195,8 @@ class PostgresClient:
         self._activity = SharedRead(
             lambda: Activity.of(self.query(q.ACTIVITY)), max_age=activity_max_age, monotonic=monotonic
         )
+        # One fresh connection per cycle for every postgres.up rule of this target (a failure is never kept).
+        self._ping = SharedRead(self._ping_fresh, max_age=activity_max_age, monotonic=monotonic)
 
     def retry_within(self, seconds: float) -> None:
         """Never hold back the next connect attempt longer than ``seconds`` (``TargetSpec.retry_within``).
@@ -205,6 +207,7 @@ class PostgresClient:
         """
         cap = max(0.0, min(self.params.max_backoff, seconds))
         self._activity.limit(seconds)  # no rule gets the same pg_stat_activity read on two of its runs
+        self._ping.limit(seconds)
         self._max_backoff = cap
         self._retry_at = min(self._retry_at, self._monotonic() + cap)
 
@@ -352,8 +355,20 @@ class PostgresClient:
 
         Deliberately not the shared connection: when ``max_connections`` is
         exhausted the shared one keeps working while every new client is
-        refused, and "up" must say what the applications see.
+        refused, and "up" must say what the applications see. One such
+        connection serves every ``postgres.up`` rule of this target due in the
+        same cycle (``SharedRead``, as ``activity``): a success is reused for
+        at most ``activity_max_age`` (capped at half the shortest interval), a
+        failure never.
         """
+        return self._ping.get()
+
+    @property
+    def pings(self) -> int:
+        """Fresh connections actually opened by ``ping`` (tests and benchmarks count them)."""
+        return self._ping.reads
+
+    def _ping_fresh(self) -> Ping:
         started = self._monotonic()
         try:
             conn = self._open(statement_timeout=self.params.statement_timeout, read_only=True)
