@@ -297,3 +297,13 @@ def test_age_comes_from_the_snapshot_uptime(fake: FakeProc) -> None:
     table = ProcessTable(str(fake.root), max_age=0.0)
     ages = {r.subject: r.value for r in make("process.age", table, name="nginx").measure()}
     assert ages == {"pid:10": pytest.approx(3600.0, abs=0.02), "pid:11": pytest.approx(3600.0, abs=0.02)}
+
+
+def test_a_name_selector_looks_only_at_its_names_and_the_truncated_ones(fake: FakeProc) -> None:
+    snapshot = ProcessTable(str(fake.root), max_age=0.0).scan()
+    everyone = [stat.pid for stat, _ in snapshot.processes]
+    assert [stat.pid for stat, _ in snapshot.candidates(None)] == everyone
+    nginx = [stat.pid for stat, _ in snapshot.candidates(frozenset({"nginx"}))]
+    truncated = [stat.pid for stat, _ in snapshot.processes if len(stat.comm) >= 15]
+    assert nginx == sorted([10, 11, *truncated], key=everyone.index)  # scan order kept
+    assert [stat.pid for stat, _ in snapshot.candidates(frozenset({"no-such-name"}))] == truncated

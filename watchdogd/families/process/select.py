@@ -20,7 +20,14 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, mo
 
 from watchdogd.contracts import Params, ProbeError
 from watchdogd.families.process import procfs
-from watchdogd.families.process.table import SETTLE_SECONDS, Facts, ProcessTable, Snapshot, process_name
+from watchdogd.families.process.table import (
+    SETTLE_SECONDS,
+    TRUNCATED,
+    Facts,
+    ProcessTable,
+    Snapshot,
+    process_name,
+)
 
 __all__ = ["SETTLE_SECONDS", "Proc", "ProcessSelection", "ProcessSelector", "process_name"]
 
@@ -184,7 +191,7 @@ class ProcessSelection:
         snapshot = self._table.scan(after=self._last_taken)
         self._last_taken = snapshot.taken
         selected = []
-        for stat, facts in snapshot.processes:
+        for stat, facts in snapshot.candidates(self._names):
             proc = self._match(stat, facts)
             if proc is not None:
                 selected.append(proc)
@@ -195,7 +202,7 @@ class ProcessSelection:
         proc = self._proc
         names = self._names
         # Only a name the kernel truncated (15 characters) can still match on argv[0].
-        truncated = len(stat.comm) >= 15
+        truncated = len(stat.comm) >= TRUNCATED
         if names is not None and stat.comm not in names and not (truncated and facts.command(proc)[0] in names):
             return None
         uid: int | None = None

@@ -31,8 +31,8 @@ import os
 import pwd
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from watchdogd.contracts import Clock, ProbeError
 from watchdogd.families.process import procfs
@@ -48,9 +48,13 @@ SCAN_WAIT = 60.0
 did, the waiting rules fail and free their threads instead of piling up behind it forever."""
 
 
+TRUNCATED = 15
+"""Length at which the kernel has cut a process's name (``comm``): argv[0] may tell the rest."""
+
+
 def process_name(comm: str, argv: tuple[str, ...]) -> str:
     """The kernel truncates names to 15 characters; like ps and psutil, complete them from argv[0]."""
-    if len(comm) >= 15 and argv:
+    if len(comm) >= TRUNCATED and argv:
         base = os.path.basename(argv[0])
         if base.startswith(comm):
             return base
@@ -100,6 +104,27 @@ class Snapshot:
     uptime: float  # seconds since boot at the scan, on the clock of ``Stat.start_ticks``
     boot_time: float  # wall-clock boot time, for humans
     processes: tuple[tuple[procfs.Stat, Facts], ...]  # kernel threads and zombies left out
+    _by_name: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Positions by kernel name, built once per scan: a name selector then looks at its own processes
+        # (and the truncated names) instead of every process, once for each of its rules.
+        index: dict[str, list[int]] = {}
+        for position, (stat, _) in enumerate(self.processes):
+            key = stat.comm if len(stat.comm) < TRUNCATED else ""
+            index.setdefault(key, []).append(position)
+        object.__setattr__(self, "_by_name", {name: tuple(positions) for name, positions in index.items()})
+
+    def candidates(self, names: frozenset[str] | None) -> Iterable[tuple[procfs.Stat, Facts]]:
+        """In scan order, the processes a selector of these kernel names can match; all without names.
+
+        A name the kernel truncated (15 characters) may still match on
+        argv[0], so those processes are always candidates.
+        """
+        if names is None:
+            return self.processes
+        positions = sorted({p for name in (*names, "") for p in self._by_name.get(name, ())})
+        return [self.processes[position] for position in positions]
 
 
 class ProcessTable:
