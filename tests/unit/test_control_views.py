@@ -174,7 +174,7 @@ def test_fleet_reads_the_fleet_stats_not_a_whole_snapshot() -> None:
     assert result["configured"] is True and result["host"] == "h1" and asked == [NOW]
 
 
-def test_fleet_without_fleet_stats_still_answers_from_the_snapshot() -> None:
+def test_fleet_without_a_fleet_says_so() -> None:
     result = ask(dispatcher_for(busy_snapshot()), {"v": 1, "cmd": "fleet"})["result"]
     assert result == {"configured": False}
 
