@@ -40,7 +40,7 @@ def config_text(tmp: Path, rules: int, every: float) -> str:
 
 def probe_cost(engine: Engine, name: str, runs: int = 5000) -> float:
     """CPU seconds of one ``measure`` of the rule's probe, called directly."""
-    probe = engine._runtime(name).probe  # noqa: SLF001  # a benchmark looks inside on purpose
+    probe = engine._runtime(name).probe  # a benchmark looks inside on purpose
     started = time.process_time()
     for _ in range(runs):
         probe.measure()
