@@ -8,8 +8,10 @@ same graph with their own clock and paths.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -92,7 +94,7 @@ class Daemon:
         self.clock = clock
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self._wake = threading.Event()  # SIGHUP and stop requests end the main loop's wait at once
+        self._inbox = _SignalInbox()  # SIGTERM, SIGINT, SIGHUP and stop requests end the main loop's wait at once
         transports = build_transports(config)  # first: an unusable sink stops the start before anything opens
         self.store = StateStore(config.state_dir / DB_NAME, clock)
         self.clients = open_clients(config)
@@ -154,14 +156,20 @@ class Daemon:
             textfile=self.config.textfile_dir,
         )
         self.notifier.ready(self._status_text())
-        while not self.stop_event.is_set():
-            self._wake.clear()  # before the checks: a signal from here on ends the next wait
+        while True:
+            # Signals were only noted by their handlers; acted on here, where taking locks is safe.
+            if self._inbox.take("stop"):
+                self.stop_event.set()
+            if self.stop_event.is_set():
+                break
+            if self._inbox.take("reload"):
+                self.reload_requested.set()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload_guarded()
             self._housekeeping()
             self._tick_notify()
-            self._wake.wait(self._loop_wait())
+            self._inbox.wait(self._loop_wait())
         return self.shutdown()
 
     def _reload_guarded(self) -> None:
@@ -240,8 +248,9 @@ class Daemon:
             release_free_memory()
 
     def request_stop(self) -> None:
+        """Stop from another thread (tests, embedding); a signal handler uses ``_inbox`` alone."""
         self.stop_event.set()
-        self._wake.set()
+        self._inbox.note("stop")
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -283,12 +292,14 @@ class Daemon:
         return EXIT_OK
 
     def _install_signals(self) -> None:
+        # A handler runs in the main thread between two bytecodes, possibly while the main loop holds
+        # a lock (inside Event.wait or Event.set): taking any lock here could wait for ever. systemctl
+        # stop hung that way under load until SIGKILL. So a handler only notes the signal.
         def on_term(signum: int, frame: FrameType | None) -> None:
-            self.request_stop()
+            self._inbox.note("stop")
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            self.reload_requested.set()
-            self._wake.set()
+            self._inbox.note("reload")
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
@@ -504,6 +515,40 @@ class Daemon:
     def _loop_wait(self) -> float:
         due = self.notifier.watchdog_due()
         return 1.0 if due is None else min(1.0, max(0.1, due))
+
+
+class _SignalInbox:
+    """What signal handlers tell the main loop, without a lock: counters and one byte on a pipe.
+
+    ``note`` is safe in a signal handler (a counter bump and a non-blocking
+    write); ``wait`` sleeps on the pipe until a note or the timeout;
+    ``take`` says whether a note came since the last ``take``. A handler may
+    run between any two bytecodes of ``take``: the counter only grows and
+    ``take`` remembers the value it read, so a note is never lost.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._notes: dict[str, int] = {"stop": 0, "reload": 0}
+        self._taken: dict[str, int] = {"stop": 0, "reload": 0}
+
+    def note(self, what: str) -> None:
+        self._notes[what] += 1
+        with contextlib.suppress(OSError):  # a full pipe (BlockingIOError) already wakes the loop
+            os.write(self._write, b"!")
+
+    def take(self, what: str) -> bool:
+        count = self._notes[what]
+        noted = count != self._taken[what]
+        self._taken[what] = count
+        return noted
+
+    def wait(self, timeout: float) -> None:
+        ready, _, _ = select.select([self._read], [], [], max(timeout, 0.0))
+        if ready:
+            with contextlib.suppress(OSError):  # drained (BlockingIOError)
+                while os.read(self._read, 512):
+                    pass
 
 
 def _shown(names: Sequence[str]) -> str:
