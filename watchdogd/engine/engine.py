@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 from watchdogd.config import HOST_WIDE, Config
 from watchdogd.core import guard as guards
@@ -420,10 +420,11 @@ class Engine:
         views = []
         for rt in runtimes:
             name = rt.rule.name
-            parts = _snapshot_parts(rt, last_actions, changes.get(name))
+            actions, change = _last_actions(rt, last_actions), changes.get(name)
+            parts = _snapshot_parts(rt, actions, change)
             cached = cache.get(name)
             if cached is None or not cached.serves(parts, now):
-                cached = _SnapshotCache.of(rt, parts, now)
+                cached = _SnapshotCache.of(rt, parts, actions, change, now)
             fresh[name] = cached
             views.append(cached.view)
         self._snapshot_cache = fresh  # one reference swap: concurrent readers at worst build a view twice
@@ -483,11 +484,14 @@ def fleet_plan(config: Config, host: str) -> FleetPlan:
     return FleetPlan(host=host, timeout=timeout, groups=groups, rule_groups=config.fleet_groups)
 
 
+def _last_actions(rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry]) -> tuple[AuditEntry | None, ...]:
+    return tuple(last_actions.get((rt.rule.name, a.kind)) for a in rt.rule.actions)
+
+
 def _snapshot_parts(
-    rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry], change: RuleTransition | None
+    rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None
 ) -> tuple[object, ...]:
     """Everything a rule's view is made of; the runner and gate replace these objects, never change them."""
-    actions = tuple(last_actions.get((rt.rule.name, a.kind)) for a in rt.rule.actions)
     return (rt, rt.rule, rt.last, rt.last_run, rt.subjects, rt.guard, rt.waiting_on, rt.absent, change, *actions)
 
 
@@ -505,8 +509,15 @@ class _SnapshotCache:
     until: float
 
     @classmethod
-    def of(cls, rt: RuleRuntime, parts: tuple[object, ...], now: float) -> _SnapshotCache:
-        view = _rule_snapshot(rt, parts, now)
+    def of(
+        cls,
+        rt: RuleRuntime,
+        parts: tuple[object, ...],
+        actions: tuple[AuditEntry | None, ...],
+        change: RuleTransition | None,
+        now: float,
+    ) -> _SnapshotCache:
+        view = _rule_snapshot(rt, actions, change, now)
         ends = [t for t in (view.cooldown_until, view.paused_until) if t is not None]
         return cls(parts, view, min(ends, default=math.inf))
 
@@ -518,12 +529,12 @@ class _SnapshotCache:
         )
 
 
-def _rule_snapshot(rt: RuleRuntime, parts: tuple[object, ...], now: float) -> RuleSnapshot:
+def _rule_snapshot(
+    rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None, now: float
+) -> RuleSnapshot:
     rule = rt.rule
     last = rt.last
     subjects = dict(rt.subjects)
-    change = cast("RuleTransition | None", parts[8])
-    actions = cast("tuple[AuditEntry | None, ...]", parts[9:])
     return RuleSnapshot(
         name=rule.name,
         probe=rule.probe,
