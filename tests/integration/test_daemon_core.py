@@ -197,7 +197,7 @@ def test_corrupt_state_is_moved_aside_and_the_daemon_starts_fresh(tmp_path: Path
     assert len(list(state.glob("state.db.corrupt-*"))) == 1
 
 
-def test_sigterm_exits_zero(tmp_path: Path) -> None:
+def started_cpu_daemon(tmp_path: Path) -> DaemonProcess:
     config = write_config(
         tmp_path,
         """\
@@ -208,23 +208,18 @@ def test_sigterm_exits_zero(tmp_path: Path) -> None:
     daemon = DaemonProcess(config)
     daemon.start()
     daemon.wait_for_log("started")
-    assert daemon.stop() == 0
+    return daemon
+
+
+def test_sigterm_exits_zero(tmp_path: Path) -> None:
+    assert started_cpu_daemon(tmp_path).stop() == 0
 
 
 def test_a_storm_of_signals_never_wedges_the_main_loop(tmp_path: Path) -> None:
     """Handlers run between any two bytecodes of the main loop; one that took a lock the loop held (inside
     Event.wait) waited for ever, and SIGTERM then never stopped the daemon. A burst of SIGHUPs (each ending
     the loop's wait) and a SIGTERM must still end in a clean exit."""
-    config = write_config(
-        tmp_path,
-        """\
-        rules:
-          cpu: {probe: host.cpu, above: 100}
-    """,
-    )
-    daemon = DaemonProcess(config)
-    daemon.start()
-    daemon.wait_for_log("started")
+    daemon = started_cpu_daemon(tmp_path)
     for _ in range(300):
         daemon.signal(signal.SIGHUP)
     daemon.wait_for_log("reloaded")
