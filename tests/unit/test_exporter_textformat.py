@@ -176,3 +176,40 @@ def test_go_float_spells_values_as_the_client_does() -> None:
 def test_label_values_are_escaped_as_the_formats_want() -> None:
     assert escape_label("plain /var") == "plain /var"
     assert escape_label(ODD) == 'a \\"quoted\\" \\\\ back\\nslash ünï'
+
+
+def test_blocks_and_rows_are_bounded_by_the_live_rules() -> None:
+    state = {"snap": snapshot(*(rule(f"r{n}") for n in range(50)))}
+    reg = build_registry(lambda: state["snap"], "1", process=False)
+    reg.encode(openmetrics=False)
+    state["snap"] = snapshot(rule("only"))
+    for _ in range(2):
+        reg.encode(openmetrics=False)
+    assert len(reg._memo.blocks["watchdogd_rule_state"]) <= 2 + 16
+    assert len(reg._memo.rows) <= 2 * 2 + 16  # the rule's gauges and its probe series
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics-1.0.0"])
+def test_renders_after_random_changes_match_the_reference(openmetrics: bool) -> None:
+    """Kept blocks, rows and lines against prometheus-client after each of many small changes."""
+    rng = random.Random(4)
+    rules = list(rich().rules)
+    base = rich()
+    state = {"snap": base}
+    reg = build_registry(lambda: state["snap"], "1.2.3", process=False)
+    changes = [
+        lambda r: replace(r, last_run=(r.last_run or NOW) + rng.choice([0.0, 5.0, 1e-3])),
+        lambda r: replace(r, duration=rng.choice([0.0, 0.25, 1e-7, None])),
+        lambda r: replace(r, status=rng.choice(list(RuleStatus))),
+        lambda r: replace(r, up=rng.choice([True, False])),
+        lambda r: replace(r, readings={k: v + rng.choice([0.0, 1.0]) for k, v in r.readings.items()}),
+        lambda r: replace(r, firing=rng.choice([{}, {"/": 1.0}]), cooldown_until=rng.choice([None, NOW + 9])),
+        lambda r: replace(r, actions=rng.choice([(), ("exec.run",), ("files.clean", "exec.run")])),
+    ]
+    for _ in range(60):
+        n = rng.randrange(len(rules))
+        rules[n] = rng.choice(changes)(rules[n])
+        counts = {(r.name, "firing"): rng.randrange(3) for r in rules if rng.random() < 0.3}
+        state["snap"] = replace(base, rules=tuple(rules), transitions_total=counts)
+        reference = generate_openmetrics(reg) if openmetrics else generate_latest(reg)
+        assert reg.encode(openmetrics=openmetrics) == reference

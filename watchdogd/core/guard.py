@@ -420,6 +420,8 @@ def in_maintenance(m: Maintenance | None, now: float) -> bool:
 
 def cooldown_until(rg: RuleGuard, now: float) -> float | None:
     """The latest cooldown end still ahead of ``now``, for status output; None if nothing is cooling."""
+    if not rg.subjects:
+        return None
     ends = [sg.cooldown_until for sg in rg.subjects.values() if sg.cooldown_until > now]
     return max(ends, default=None)
 

@@ -204,15 +204,17 @@ def rule_status(
     because that is the thing the operator has to undo; a rule waiting on
     an outage shows "waiting", because the outage is what to look at.
     """
+    flags = (not enabled, paused, absent, waiting, gave_up, not up)
+    for applies, status in zip(flags, OPERATOR_PRECEDENCE, strict=True):
+        if applies:
+            return status
     present = {state.status for state in states.values()}
-    precedence = (
-        (not enabled, RuleStatus.DISABLED),
-        (paused, RuleStatus.PAUSED),
-        (absent, RuleStatus.ABSENT),
-        (waiting, RuleStatus.WAITING),
-        (gave_up, RuleStatus.GAVE_UP),
-        (not up, RuleStatus.DOWN),
-        (Status.FIRING in present, RuleStatus.FIRING),
-        (Status.PENDING in present, RuleStatus.PENDING),
-    )
-    return next((status for applies, status in precedence if applies), RuleStatus.OK)
+    if Status.FIRING in present:
+        return RuleStatus.FIRING
+    return RuleStatus.PENDING if Status.PENDING in present else RuleStatus.OK
+
+
+OPERATOR_PRECEDENCE = (
+    RuleStatus.DISABLED, RuleStatus.PAUSED, RuleStatus.ABSENT, RuleStatus.WAITING, RuleStatus.GAVE_UP, RuleStatus.DOWN,
+)
+"""``rule_status``'s words before the subjects', in the order of its flags (each view asks, 1,000 per scrape)."""

@@ -24,8 +24,13 @@ class ActionSummary:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuleSnapshot:
+    """One rule's view. Read-only by convention, not frozen: views are shared by every reader until the rule
+    changes, and nothing may change one. A frozen dataclass sets each of its 34 fields through
+    ``object.__setattr__``: 3 of a render's 20 ms at 1,000 rules.
+    """
+
     name: str
     probe: str
     target: str | None
