@@ -15,8 +15,14 @@ Per row:
   S status``, interpreter start included (what an operator waits for).
 * **/metrics p50 / p99**: 50 scrapes after 10 warm-up on one keep-alive
   connection, Prometheus' Accept (OpenMetrics) and gzip.
-* **render**: the daemon's own render-time metric when /metrics exposes one;
-  otherwise the scrape p50, said so in the table.
+* **render**: the daemon's own render-time metric when /metrics exposes one
+  (otherwise the scrape p50, said so in the table), taken two ways: **after
+  an interval** (a scrape, a pause of one interval and a half second so that
+  every rule ran since, a scrape that renders every rule's change, and one
+  more 0.6 s later that reads what that render took: what a Prometheus
+  scraping every 15 s costs; p50 of 5, ``--quick`` 3) and **0.5 s apart**
+  (p50 over the 50 back-to-back scrapes, each rendering what changed in the
+  0.5 s the daemon reuses a page for). The target is judged on the first.
 * **data age**: at 20 random moments, now minus each rule's
   ``watchdogd_probe_last_run_timestamp_seconds``; the largest over rules and
   scrapes, against the rules' 5 s interval.
@@ -76,6 +82,9 @@ WINDOW_S, QUICK_WINDOW_S = 60.0, 20.0
 SCRAPE_EVERY_S = 15.0
 STATUS_CALLS = 20
 SCRAPES, WARMUP_SCRAPES = 50, 10
+FULL_RENDERS, QUICK_FULL_RENDERS = 5, 3
+READ_AFTER_S = 0.6
+"""Past the daemon's 0.5 s page reuse, so the next scrape renders again and shows the previous render's time."""
 FRESHNESS_MOMENTS = 20
 READY_TIMEOUT_S = 300.0
 
@@ -93,6 +102,8 @@ LAST_RUN = re.compile(r'^watchdogd_probe_last_run_timestamp_seconds\{(?P<labels>
 RULE_LABEL = re.compile(r'(?:^|,)rule="(?P<rule>[^"]*)"')
 RENDER_METRIC = re.compile(r'^(?P<name>watchdogd_\w*render\w*seconds)(?:\{[^}]*\})? (?P<value>\S+)', re.M)
 """A render-time figure, if the daemon exposes one (a gauge of the last render, or a summary's ``_sum``)."""
+RENDER_CPU_METRIC = "watchdogd_exposition_render_cpu_seconds"
+"""The render's own CPU time (its thread's), without its waits for the interpreter lock."""
 
 
 # --- the mix -------------------------------------------------------------------------------------------
@@ -207,8 +218,14 @@ def max_age(text: str, now: float, rules: int) -> float | None:
 
 def render_metric(text: str) -> tuple[str, float] | None:
     """A render-time metric the daemon exposes, if any: (name, seconds), the largest of its samples."""
-    found = [(m["name"], float(m["value"])) for m in RENDER_METRIC.finditer(text)]
+    found = [(m["name"], float(m["value"])) for m in RENDER_METRIC.finditer(text) if m["name"] != RENDER_CPU_METRIC]
     return max(found, key=lambda item: item[1]) if found else None
+
+
+def render_cpu(text: str) -> float | None:
+    """The daemon's ``watchdogd_exposition_render_cpu_seconds``, if it has one."""
+    found = [float(m["value"]) for m in RENDER_METRIC.finditer(text) if m["name"] == RENDER_CPU_METRIC]
+    return found[0] if found else None
 
 
 def body_text(body: bytes) -> str:
@@ -228,6 +245,11 @@ class Row:
     status_ms: tuple[float, float] | None = None  # p50, p90
     scrape_ms: tuple[float, float] | None = None  # p50, p99
     render_ms: float | None = None
+    """p50 of the render-time metric over the back-to-back scrapes (0.5 s apart)."""
+    render_full_ms: tuple[float, float] | None = None
+    """p50 and max of renders after a whole interval (every rule changed), the target's figure."""
+    render_full_cpu_ms: float | None = None
+    """p50 of the same renders' CPU time (the rendering thread's), when the daemon exposes it."""
     render_source: str = ""
     render_metric: str = ""
     """The daemon's render-time metric the figure comes from; empty: the scrape p50 stands for it."""
@@ -250,7 +272,7 @@ def _f(value: float | None, fmt: str) -> str:
 def table_lines(rows: Sequence[Row]) -> list[str]:
     lines = [
         "| rules (every 5 s) | CPU % of one core | RSS MiB end (max) | status p50 / p90 ms | "
-        "/metrics p50 / p99 ms | render ms | max data age s (p50) |",
+        "/metrics p50 / p99 ms | render ms after an interval (max) / 0.5 s apart | max data age s (p50) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -260,7 +282,10 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
         rss = "n/a" if row.rss_end_mib is None else f"{row.rss_end_mib:.1f} ({_f(row.rss_max_mib, '.1f')})"
         status = "-" if row.status_ms is None else f"{row.status_ms[0]:.0f} / {row.status_ms[1]:.0f}"
         scrape = "-" if row.scrape_ms is None else f"{row.scrape_ms[0]:.2f} / {row.scrape_ms[1]:.2f}"
-        render = "-" if row.render_ms is None else f"{row.render_ms:.2f}{row.render_source}"
+        full = "-" if row.render_full_ms is None else f"{row.render_full_ms[0]:.2f} ({row.render_full_ms[1]:.2f})"
+        if row.render_full_cpu_ms is not None:
+            full += f" CPU {row.render_full_cpu_ms:.2f}"
+        render = "-" if row.render_ms is None else f"{full} / {row.render_ms:.2f}{row.render_source}"
         age = "-" if row.max_age_s is None else f"{row.max_age_s:.1f} ({_f(row.age_p50_s, '.1f')})"
         lines.append(f"| {row.label} | {_f(row.cpu_percent, '.2f')} | {rss} | {status} | {scrape} | {render} | {age} |")
     return lines
@@ -283,7 +308,8 @@ def judge(rows: Sequence[Row]) -> list[Verdict]:
         if not row.contention:
             checks += [
                 ("status p50", None if row.status_ms is None else row.status_ms[0], STATUS_TARGET, "ms"),
-                ("/metrics render", row.render_ms, RENDER_TARGET, "ms"),
+                ("/metrics render after an interval",
+                 None if row.render_full_ms is None else row.render_full_ms[0], RENDER_TARGET, "ms"),
                 ("max data age", row.max_age_s, AGE_TARGET, "s"),
             ]
         for what, value, limit, unit in checks:
@@ -374,6 +400,7 @@ class Settings:
     env: dict[str, str]
     window: float
     freshness_gap: tuple[float, float]
+    full_renders: int
     shared: Path
     """files for host.file_age, shared by the rows"""
     available: frozenset[str]
@@ -468,6 +495,7 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         row.cpu_percent = cpu_window(daemon, port, settings.window)
         row.max_age_s, row.age_p50_s = freshness(port, rules, settings.freshness_gap)
         row.status_ms = status_times(settings, workdir)
+        row.render_full_ms, row.render_full_cpu_ms = renders_after_an_interval(port, settings.full_renders)
         scraper = Scraper("watchdogd", port)
         for _ in range(WARMUP_SCRAPES):
             scraper.scrape()
@@ -487,6 +515,7 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
             row.render_source, row.render_metric = f" (max {max(values):.2f})", renders[0][0]
         else:
             row.render_ms, row.render_source = row.scrape_ms[0], " (scrape p50)"
+            row.render_full_ms = row.render_full_cpu_ms = None
         row.probes_down = sum(1 for value in probe_success(text).values() if value != 1.0)
         rss.sample()
         rss.stop()
@@ -510,6 +539,36 @@ def cpu_window(daemon: Child, port: int, seconds: float) -> float:
     after = procstats.sample(daemon.pid)
     scraper.close()
     return procstats.cpu_percent(before, after, hz)
+
+
+def renders_after_an_interval(port: int, samples: int) -> tuple[tuple[float, float] | None, float | None]:
+    """Renders that follow a whole interval (every rule changed): what a 15 s scrape costs.
+
+    p50 and max ms of wall time, and p50 ms of CPU time; the page carries
+    the previous render's time, so each render is read by one more scrape
+    just past the daemon's page reuse. None for a figure the daemon does
+    not expose.
+    """
+    scraper = Scraper("watchdogd", port)
+    values: list[float] = []
+    cpu: list[float] = []
+    try:
+        scraper.scrape()
+        for _ in range(samples):
+            time.sleep(INTERVAL_S + 0.5)  # a timed pause: every rule runs once in it
+            scraper.scrape()
+            time.sleep(READ_AFTER_S)
+            scraper.scrape()
+            text = body_text(scraper.last_body)
+            rendered, cpu_seconds = render_metric(text), render_cpu(text)
+            if rendered is None:
+                return None, None
+            values.append(rendered[1] * 1000)
+            if cpu_seconds is not None:
+                cpu.append(cpu_seconds * 1000)
+    finally:
+        scraper.close()
+    return (percentile(values, 0.5), max(values)), (percentile(cpu, 0.5) if cpu else None)
 
 
 def freshness(port: int, rules: int, gap: tuple[float, float]) -> tuple[float, float]:
@@ -698,7 +757,8 @@ def run(args: argparse.Namespace) -> int:
         own = r"watchdogd\.daemon --config /\S*watchdogd-bench-scale-"
         settings = Settings(
             python=sys.executable, env=dict(os.environ), window=args.window,
-            freshness_gap=(0.2, 2.0) if args.quick else (0.2, INTERVAL_S - 0.2), shared=shared,
+            freshness_gap=(0.2, 2.0) if args.quick else (0.2, INTERVAL_S - 0.2),
+            full_renders=QUICK_FULL_RENDERS if args.quick else FULL_RENDERS, shared=shared,
             available=available, kinds=templates(str(shared / "f*.txt"), listener.port, own), keep=args.keep,
         )
         source = imported_from(settings, shared)
@@ -729,8 +789,8 @@ def run(args: argparse.Namespace) -> int:
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     verdicts = judge(rows)
     metrics = sorted({r.render_metric for r in rows if r.render_metric})
-    render_note = (f"render: p50 (max) of the daemon's own {', '.join(metrics)}, read from each of the "
-                   f"{SCRAPES} scrapes" if metrics
+    render_note = (f"render: the daemon's own {', '.join(metrics)}: p50 (max) of renders after an interval "
+                   f"(every rule changed), then p50 (max) over the {SCRAPES} back-to-back scrapes" if metrics
                    else "render: /metrics exposes no render-time figure, so the scrape p50 stands for it")
     down = [f"{r.label}: {r.probes_down}" for r in rows if r.probes_down]
     lines = [

@@ -98,8 +98,8 @@ def test_body_text_reads_plain_and_gzipped_bodies() -> None:
 
 def _row(**changes: object) -> bench_scale.Row:
     row = bench_scale.Row("1,000", 1000, cpu_percent=2.0, rss_end_mib=50.0, rss_max_mib=55.0,
-                          status_ms=(80.0, 90.0), scrape_ms=(1.0, 3.0), render_ms=1.0, max_age_s=4.0,
-                          age_p50_s=2.0)
+                          status_ms=(80.0, 90.0), scrape_ms=(1.0, 3.0), render_ms=1.0, render_full_ms=(12.0, 15.0),
+                          max_age_s=4.0, age_p50_s=2.0)
     for key, value in changes.items():
         setattr(row, key, value)
     return row
@@ -113,7 +113,7 @@ def test_judge_passes_a_row_within_every_target_and_bench_run_agrees() -> None:
 
 def test_judge_misses_each_figure_over_its_target_in_the_form_bench_run_reads() -> None:
     verdicts = bench_scale.judge([_row(cpu_percent=31.0, rss_max_mib=73.5, status_ms=(150.0, 200.0),
-                                       render_ms=124.0, max_age_s=12.0)])
+                                       render_full_ms=(124.0, 219.0), max_age_s=12.0)])
     assert [v.verdict for v in verdicts] == ["MISS"] * 5
     lines = [v.line for v in verdicts]
     assert families.missed_targets(lines) == lines
@@ -135,7 +135,7 @@ def test_a_row_not_measured_is_never_a_pass() -> None:
 
 def test_table_rows_show_every_figure_and_a_failed_row_says_why() -> None:
     lines = bench_scale.table_lines([_row(), bench_scale.Row("10", 10, error="boom")])
-    assert lines[2] == "| 1,000 | 2.00 | 50.0 (55.0) | 80 / 90 | 1.00 / 3.00 | 1.00 | 4.0 (2.0) |"
+    assert lines[2] == "| 1,000 | 2.00 | 50.0 (55.0) | 80 / 90 | 1.00 / 3.00 | 12.00 (15.00) / 1.00 | 4.0 (2.0) |"
     assert lines[3].startswith("| 10 | not measured: boom")
 
 
@@ -153,3 +153,11 @@ def test_bench_run_passes_the_quick_form_and_shows_the_table_lines() -> None:
                                        "| 10 | 0.55 | 66.5 (66.5) | 78 / 152 |", "MISS  10: RSS max 66.5 MiB "
                                        "(target <= 60 MiB)"])
     assert shown == ["| 10 | 0.55 | 66.5 (66.5) | 78 / 152 |", "MISS  10: RSS max 66.5 MiB (target <= 60 MiB)"]
+
+
+def test_the_render_cpu_figure_is_read_apart_from_the_wall_time() -> None:
+    text = ("watchdogd_exposition_render_seconds 0.030\n"
+            "watchdogd_exposition_render_cpu_seconds 0.012\n")
+    assert bench_scale.render_metric(text) == ("watchdogd_exposition_render_seconds", pytest.approx(0.030))
+    assert bench_scale.render_cpu(text) == pytest.approx(0.012)
+    assert bench_scale.render_cpu("watchdogd_exposition_render_seconds 0.030\n") is None

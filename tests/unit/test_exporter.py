@@ -247,3 +247,4 @@ def test_the_previous_render_time_is_a_metric() -> None:
         for family in text_string_to_metric_families(exposition.render("", False).body.decode())
     }
     assert found["watchdogd_exposition_render_seconds"] > 0
+    assert 0 < found["watchdogd_exposition_render_cpu_seconds"] <= found["watchdogd_exposition_render_seconds"]

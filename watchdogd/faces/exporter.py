@@ -294,10 +294,11 @@ def _probe_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
                          PROBE_LABELS)
     last_run = out.gauge(PREFIX + "probe_last_run_timestamp_seconds", "When the rule's probe last finished.",
                          PROBE_LABELS)
-    families = (success, duration, last_run)
-    for rule in ran:
-        out.row("probe", families, (rule.name, rule.probe, rule.target or ""),
-                (float(bool(rule.up)), rule.duration or 0.0, rule.last_run or 0.0))
+    for rule in ran:  # per series, not a row: duration and last run change at every run, and a row's miss costs more
+        labels = (rule.name, rule.probe, rule.target or "")
+        success.add_metric(labels, float(bool(rule.up)))
+        duration.add_metric(labels, rule.duration or 0.0)
+        last_run.add_metric(labels, rule.last_run or 0.0)
 
 
 def _reading_families(out: Sink, rule: RuleSnapshot, readings: dict[str, Series]) -> None:
@@ -728,6 +729,7 @@ class Exposition:
         self._bodies: dict[str, _Body] = {}
         self.renders = 0
         self.render_seconds = 0.0  # wall time of the last render (snapshot included)
+        self.render_cpu_seconds = 0.0  # CPU time of the rendering thread in it: the render's own cost
         if isinstance(registry, MetricsRegistry):
             registry.add_own(_RenderCollector(self))
 
@@ -758,9 +760,10 @@ class Exposition:
 
     def _refresh(self, content_type: str, encoder: Callable[[], bytes]) -> _Body:
         generation = self._generation  # before the snapshot: changes from here on make the next scrape render
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         body = _Body(self._clock(), generation, encoder())
         self.render_seconds = time.perf_counter() - started
+        self.render_cpu_seconds = time.thread_time() - cpu_started
         self.renders += 1
         self._bodies[content_type] = body
         return body
@@ -776,6 +779,10 @@ class _RenderCollector(_Writer):
         gauge = out.gauge(PREFIX + "exposition_render_seconds", "How long the previous /metrics render took "
                           "(engine snapshot and formatting), in seconds of wall time.", ())
         gauge.add_metric((), self._exposition.render_seconds)
+        cpu = out.gauge(PREFIX + "exposition_render_cpu_seconds", "CPU time the previous /metrics render took "
+                        "(its thread's, time.thread_time): the render's own cost, without the waits for the "
+                        "interpreter lock while rules run.", ())
+        cpu.add_metric((), self._exposition.render_cpu_seconds)
 
 
 def render_text(registry: CollectorRegistry) -> bytes:

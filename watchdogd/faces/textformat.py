@@ -226,10 +226,10 @@ class Families:
         else:
             old_values, lines = last
             if old_values != values:
-                lines = tuple(
-                    line if old == new else line[: line.rindex(" ") + 1] + go_float(new) + "\n"
-                    for old, new, line in zip(old_values, values, lines, strict=True)
-                )
+                fresh = []
+                for old, new, line in zip(old_values, values, lines, strict=True):
+                    fresh.append(line if old == new else line[: line.rindex(" ") + 1] + go_float(new) + "\n")
+                lines = tuple(fresh)
             for family, line in zip(fams, lines, strict=True):
                 family.lines.append(line)
         self._memo.rows[key] = (values, lines)
