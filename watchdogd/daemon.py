@@ -45,7 +45,7 @@ from watchdogd.faces.httpserver import (
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
-from watchdogd.memory import limit_malloc_arenas, release_free_memory
+from watchdogd.memory import release_free_memory, tune_malloc
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.notifications.service import Notifications, NotifyConfigError, build_transports
 
@@ -645,7 +645,7 @@ def format_report(report: RunReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    limit_malloc_arenas()
+    tune_malloc()
     args = parse_args(argv)
     try:
         config = load_config(args.config, force_dry_run=args.dry_run)

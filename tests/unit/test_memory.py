@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from watchdogd.memory import limit_malloc_arenas, release_free_memory
+from watchdogd.memory import release_free_memory, tune_malloc
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -18,8 +18,21 @@ def rss_kib() -> int:
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt/malloc_trim are glibc's")
-def test_arena_limit_is_accepted() -> None:
-    assert limit_malloc_arenas(2) is True
+def test_arena_limit_and_mmap_threshold_are_accepted() -> None:
+    assert tune_malloc(2) is True
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt/malloc_trim are glibc's")
+def test_a_big_buffer_goes_back_to_the_kernel_at_free_even_after_another() -> None:
+    """With glibc's sliding threshold the second 2 MiB buffer would stay on the heap after its free."""
+    assert tune_malloc(2) is True
+    for _ in range(3):
+        before = rss_kib()
+        buffer = bytearray(2 * 1024 * 1024)
+        buffer[::4096] = b"x" * len(buffer[::4096])  # touch every page
+        grown = rss_kib()
+        del buffer
+        assert grown - before >= 1800 and rss_kib() - before < 512
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt/malloc_trim are glibc's")

@@ -122,13 +122,14 @@ class Family:
         if last is not None and last[0] == value:  # (-0.0 after 0.0 keeps "0.0": the same number to a reader)
             self.lines.append(last[1])
             return
-        if last is None:
-            prefix = self._template % tuple(escape_label(labels[i]) for i in self._order)
-        else:  # the labels part is the line up to its last space (a value never holds one)
-            prefix = last[1][: last[1].rindex(" ") + 1]
-        line = prefix + go_float(value) + "\n"
+        # Otherwise the labels part is the line up to its last space (a value never holds one).
+        line = self.line(labels, value) if last is None else last[1][: last[1].rindex(" ") + 1] + go_float(value) + "\n"
         self._last[key] = (value, line)
         self.lines.append(line)
+
+    def line(self, labels: Sequence[str], value: float) -> str:
+        """One series' line, made from scratch and kept nowhere."""
+        return self._template % tuple(escape_label(labels[i]) for i in self._order) + go_float(value) + "\n"
 
     def add_block(self, block: str, key: Hashable, rows: Rows, *args: object) -> None:
         """Series written together, named ``block`` (a rule's name): their text again while ``key`` is equal.
@@ -219,10 +220,8 @@ class Families:
         fams = cast(Sequence[Family], families)
         key = (row, labels)
         last = self._memo.rows.get(key)
-        if last is None:
-            for family, value in zip(fams, values, strict=True):
-                family.add_metric(labels, value)
-            lines = tuple(family.lines[-1] for family in fams)
+        if last is None:  # the row keeps its lines itself: in the families' memo too they were 1 MiB more
+            lines = tuple(family.line(labels, value) for family, value in zip(fams, values, strict=True))
         else:
             old_values, lines = last
             if old_values != values:
@@ -230,8 +229,8 @@ class Families:
                 for old, new, line in zip(old_values, values, lines, strict=True):
                     fresh.append(line if old == new else line[: line.rindex(" ") + 1] + go_float(new) + "\n")
                 lines = tuple(fresh)
-            for family, line in zip(fams, lines, strict=True):
-                family.lines.append(line)
+        for family, line in zip(fams, lines, strict=True):
+            family.lines.append(line)
         self._memo.rows[key] = (values, lines)
 
     def finish(self) -> None:
