@@ -56,6 +56,8 @@ PSEUDO_FSTYPES: tuple[str, ...] = (
     "fuse.lxcfs", "fuse.gvfsd-fuse", "fuse.portal", "fuse.snapfuse",
 )
 """Default ``exclude_fstypes``: filesystems an operator never means by "the disk is full"."""
+_PSEUDO_FSTYPES_SET = frozenset(PSEUDO_FSTYPES)
+"""The default exclusions as every probe that keeps them holds them: one set, not 2.2 KiB per rule (issue 17)."""
 
 
 def _absolute(value: str, what: str) -> str:
@@ -342,13 +344,19 @@ def mount_table(clock: Clock) -> MountTable:
     return MountTable()
 
 
+def _exclude_set(fstypes: Iterable[str]) -> frozenset[str]:
+    """``exclude_fstypes`` as a set; the default's is the module's own, so 1,000 disk rules hold one."""
+    wanted = frozenset(fstypes)
+    return _PSEUDO_FSTYPES_SET if wanted == _PSEUDO_FSTYPES_SET else wanted
+
+
 class _MountSelection:
     """The filesystems a probe reports, recomputed only when the shared mount table changes."""
 
     def __init__(self, params: FilesystemParams, table: MountTable | None) -> None:
         self._table = table if table is not None else MountTable()
         self._wanted = params.mountpoints
-        self._exclude_fstypes = frozenset(params.exclude_fstypes)
+        self._exclude_fstypes = _exclude_set(params.exclude_fstypes)
         patterns = params.exclude_mountpoints
         self._exclude_mp = (
             re.compile("|".join(fnmatch.translate(p) for p in patterns)).match if patterns else None
