@@ -111,15 +111,16 @@ def test_lines_kept_from_the_last_render_never_show_old_values(openmetrics: bool
         assert reg.encode(openmetrics=openmetrics) == reference
 
 
-def test_kept_lines_are_bounded_by_the_live_series() -> None:
+def test_kept_lines_blocks_and_rows_are_bounded_by_the_live_series() -> None:
     state = {"snap": snapshot(*(rule(f"r{n}") for n in range(50)))}
     reg = build_registry(lambda: state["snap"], "1", process=False)
     reg.encode(openmetrics=False)
     state["snap"] = snapshot(rule("only"))
     for _ in range(2):
         reg.encode(openmetrics=False)
-    kept = reg._memo.lines["watchdogd_rule_state"]
-    assert len(kept) <= 2 * 9 + 16
+    assert len(reg._memo.lines["watchdogd_rule_firing"]) <= 2 + 16
+    assert len(reg._memo.blocks["watchdogd_rule_state"]) <= 2 + 16
+    assert len(reg._memo.rows) <= 2 + 16  # the rule's gauges
 
 
 ACCEPTS = [
@@ -176,17 +177,6 @@ def test_go_float_spells_values_as_the_client_does() -> None:
 def test_label_values_are_escaped_as_the_formats_want() -> None:
     assert escape_label("plain /var") == "plain /var"
     assert escape_label(ODD) == 'a \\"quoted\\" \\\\ back\\nslash ünï'
-
-
-def test_blocks_and_rows_are_bounded_by_the_live_rules() -> None:
-    state = {"snap": snapshot(*(rule(f"r{n}") for n in range(50)))}
-    reg = build_registry(lambda: state["snap"], "1", process=False)
-    reg.encode(openmetrics=False)
-    state["snap"] = snapshot(rule("only"))
-    for _ in range(2):
-        reg.encode(openmetrics=False)
-    assert len(reg._memo.blocks["watchdogd_rule_state"]) <= 2 + 16
-    assert len(reg._memo.rows) <= 2 + 16  # the rule's gauges
 
 
 @pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics-1.0.0"])
