@@ -381,10 +381,6 @@ def _results(rule: RuleSnapshot) -> tuple[str, ...]:
     return (*ACTION_RESULTS, "dry_run") if rule.dry_run else ACTION_RESULTS
 
 
-def _transition_kinds(rule: RuleSnapshot) -> tuple[str, ...]:
-    return (*RULE_TRANSITIONS, *ACTION_TRANSITIONS) if rule.actions else RULE_TRANSITIONS
-
-
 def _transition_tails(rule: RuleSnapshot) -> tuple[Tail, ...]:
     return TRANSITION_TAILS_ACTING if rule.actions else TRANSITION_TAILS
 
@@ -450,7 +446,7 @@ def _event_families(out: Sink, snap: EngineSnapshot) -> None:
 
     def is_preset(key: tuple[str, str]) -> bool:
         rule = rules.get(key[0])
-        return rule is not None and key[1] in _transition_kinds(rule)
+        return rule is not None and key[1:] in _transition_tails(rule)
 
     _counts(transitions, snap.transitions_total, preset, is_preset)
     if not snap.sinks:

@@ -90,6 +90,11 @@ class Memo:
         self.rows: dict[tuple[str, tuple[str, ...]], Row] = {}
 
 
+def _revalued(line: str, value: float) -> str:
+    """A kept line with another value: its labels part is the line up to its last space (a value has none)."""
+    return line[: line.rindex(" ") + 1] + go_float(value) + "\n"
+
+
 class Family:
     """One gauge or counter; ``add_metric`` has prometheus-client's signature, so the same code fills either."""
 
@@ -122,8 +127,7 @@ class Family:
         if last is not None and last[0] == value:  # (-0.0 after 0.0 keeps "0.0": the same number to a reader)
             self.lines.append(last[1])
             return
-        # Otherwise the labels part is the line up to its last space (a value never holds one).
-        line = self.line(labels, value) if last is None else last[1][: last[1].rindex(" ") + 1] + go_float(value) + "\n"
+        line = self.line(labels, value) if last is None else _revalued(last[1], value)
         self._last[key] = (value, line)
         self.lines.append(line)
 
@@ -143,11 +147,7 @@ class Family:
         if last is not None and last[0] == key:
             self.lines.append(last[1])
             return
-        start = len(self.lines)
-        for labels, value in rows(*args):
-            self.add_metric(labels, value)
-        text = "".join(self.lines[start:])
-        del self.lines[start:]
+        text = "".join(self.line(labels, value) for labels, value in rows(*args))  # kept here only, as a row's
         self.lines.append(text)
         self._blocks[block] = (key, text)
 
@@ -213,8 +213,8 @@ class Families:
         """One series in each of ``families`` (this sink's) with the same labels (a rule's gauges): one lookup.
 
         ``row`` names the set of families (the memo is kept per row and
-        labels). When some values changed (a probe's duration and last run),
-        only those are formatted again, after the labels of the last line.
+        labels). When some values changed (a rule's subject count), only
+        those are formatted again, after the labels of the last line.
         """
         self._rows_written += 1
         fams = cast(Sequence[Family], families)
@@ -227,7 +227,7 @@ class Families:
             if old_values != values:
                 fresh = []
                 for old, new, line in zip(old_values, values, lines, strict=True):
-                    fresh.append(line if old == new else line[: line.rindex(" ") + 1] + go_float(new) + "\n")
+                    fresh.append(line if old == new else _revalued(line, new))
                 lines = tuple(fresh)
         for family, line in zip(fams, lines, strict=True):
             family.lines.append(line)
