@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_metrics_counters import Clock, make_engine
 from watchdogd.engine.snapshot import RuleSnapshot
 from watchdogd.model import RuleStatus
@@ -57,3 +59,33 @@ def test_a_cooldown_leaves_the_view_when_it_ends(tmp_path: Path) -> None:
     assert cooling.cooldown_until is not None
     clock.now = cooling.cooldown_until + 1
     assert views(engine.snapshot().rules)["r"].cooldown_until is None
+
+
+def test_a_view_holds_its_rules_config(tmp_path: Path) -> None:
+    """The config's part of a view is made once per config and placed by position: every field where it belongs."""
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("r")
+    for _ in range(2):  # made with new facts, then with the facts the first view kept
+        view = views(engine.snapshot().rules)["r"]
+        rule = engine.config.rules["r"]
+        assert (view.name, view.probe, view.target, view.severity, view.unit, view.cardinality) == (
+            rule.name, rule.probe, rule.target, rule.severity, rule.unit, rule.cardinality)
+        assert (view.enabled, view.dry_run, view.every, view.above, view.below) == (
+            rule.enabled, rule.dry_run, rule.every, rule.thresholds.above, rule.thresholds.below)
+        assert (view.has_actions, view.description, view.actions, view.timeout, view.timeout_source, view.on_down,
+                view.depends_on) == (True, rule.description, tuple(a.kind for a in rule.actions), rule.timeout,
+                                     rule.timeout_source, rule.on_down, rule.depends_on)
+        assert view.status is RuleStatus.FIRING and view.up is True and view.last_run == clock.now
+        clock.now += 1
+        engine.run_rule("r")
+
+
+def test_views_without_firing_pending_or_readings_share_one_read_only_mapping(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("quiet")
+    quiet, never_ran = views(engine.snapshot().rules)["quiet"], views(engine.snapshot().rules)["r"]
+    assert quiet.firing is quiet.pending is never_ran.readings
+    with pytest.raises(TypeError):
+        quiet.firing["x"] = 1.0  # type: ignore[index]

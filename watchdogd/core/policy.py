@@ -204,14 +204,35 @@ def rule_status(
     because that is the thing the operator has to undo; a rule waiting on
     an outage shows "waiting", because the outage is what to look at.
     """
-    flags = (not enabled, paused, absent, waiting, gave_up, not up)
+    return status_of(states, (not enabled, paused, absent, waiting, gave_up, not up))
+
+
+OperatorFlags = tuple[bool, bool, bool, bool, bool, bool]
+"""``rule_status``'s flags in ``OPERATOR_PRECEDENCE`` order: not enabled, paused, absent, waiting, gave up, not up."""
+
+
+def status_of(states: Mapping[str, SubjectState], flags: OperatorFlags) -> RuleStatus:
+    """``rule_status`` with its flags as a tuple, as a rule's runtime has them."""
+    status = operator_status(flags)
+    if status is not None:
+        return status
+    present = {state.status for state in states.values()}
+    return subjects_status(firing=Status.FIRING in present, pending=Status.PENDING in present)
+
+
+def operator_status(flags: OperatorFlags) -> RuleStatus | None:
+    """``rule_status``'s word when one of its flags applies, None when the subjects decide."""
     for applies, status in zip(flags, OPERATOR_PRECEDENCE, strict=True):
         if applies:
             return status
-    present = {state.status for state in states.values()}
-    if Status.FIRING in present:
+    return None
+
+
+def subjects_status(*, firing: bool, pending: bool) -> RuleStatus:
+    """``rule_status``'s word when no flag applies: for a view that walked its subjects already."""
+    if firing:
         return RuleStatus.FIRING
-    return RuleStatus.PENDING if Status.PENDING in present else RuleStatus.OK
+    return RuleStatus.PENDING if pending else RuleStatus.OK
 
 
 OPERATOR_PRECEDENCE = (

@@ -20,10 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
-from watchdogd.config import HOST_WIDE, Config
+from watchdogd.config import HOST_WIDE, Config, Rule
 from watchdogd.core import guard as guards
+from watchdogd.core.policy import subjects_status
 from watchdogd.counting import tally
 from watchdogd.engine import events as ev
 from watchdogd.engine.budget import Budget, HostBudget, budget_for
@@ -43,7 +45,7 @@ from watchdogd.engine.runtime import (
     trend_key,
 )
 from watchdogd.engine.sinks import HistorySink, LogSink, Tallies
-from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleSnapshot
+from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, RuleFacts, RuleSnapshot
 from watchdogd.engine.state import StateStore
 from watchdogd.fleet.coordinator import Coordinator, GroupLimits, GroupView
 from watchdogd.logs import event as log_event
@@ -421,11 +423,7 @@ class Engine:
         views = []
         for rt in runtimes:
             name = rt.rule.name
-            actions, change = _last_actions(rt, last_actions), changes.get(name)
-            parts = _snapshot_parts(rt, actions, change)
-            cached = cache.get(name)
-            if cached is None or not cached.serves(parts, now):
-                cached = _SnapshotCache.of(rt, parts, actions, change, now)
+            cached = _view_of(cache.get(name), rt, _last_actions(rt, last_actions), changes.get(name), now)
             fresh[name] = cached
             views.append(cached.view)
         self._snapshot_cache = fresh  # one reference swap: concurrent readers at worst build a view twice
@@ -490,6 +488,25 @@ def _last_actions(rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditE
     return tuple(last_actions.get((rt.rule.name, a.kind)) for a in actions) if actions else ()
 
 
+def _view_of(
+    cached: _SnapshotCache | None,
+    rt: RuleRuntime,
+    actions: tuple[AuditEntry | None, ...],
+    change: RuleTransition | None,
+    now: float,
+) -> _SnapshotCache:
+    """``cached`` while it still serves, else the rule's view made again (with the facts of the same config)."""
+    parts = _snapshot_parts(rt, actions, change)
+    if cached is not None and cached.serves(parts, now):
+        return cached
+    facts = cached.facts if cached is not None and cached.parts[1] is rt.rule else _rule_facts(rt.rule)
+    view = _rule_snapshot(rt, facts, actions, change, now)
+    until, paused = view.cooldown_until, view.paused_until
+    if until is None or (paused is not None and paused < until):
+        until = paused
+    return _SnapshotCache(parts, facts, view, math.inf if until is None else until)
+
+
 def _snapshot_parts(
     rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None
 ) -> tuple[object, ...]:
@@ -497,89 +514,86 @@ def _snapshot_parts(
     return (rt, rt.rule, rt.last, rt.last_run, rt.subjects, rt.guard, rt.waiting_on, rt.absent, change, *actions)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _SnapshotCache:
     """A rule's view and what it was made of; good until one of those is replaced or a time in it passes.
 
     The only times in a view are the pause's end (status, ``paused_until``)
     and the latest cooldown end (``cooldown_until``); both stay as they are
-    until they pass.
+    until they pass. ``facts`` (the config's part of the view) serve every
+    view of the same rule config. Not frozen, for the same reason as the
+    view: made 1,000 times per scrape after an interval, and never changed.
     """
 
     parts: tuple[object, ...]
+    facts: RuleFacts
     view: RuleSnapshot
     until: float
-
-    @classmethod
-    def of(
-        cls,
-        rt: RuleRuntime,
-        parts: tuple[object, ...],
-        actions: tuple[AuditEntry | None, ...],
-        change: RuleTransition | None,
-        now: float,
-    ) -> _SnapshotCache:
-        view = _rule_snapshot(rt, actions, change, now)
-        ends = [t for t in (view.cooldown_until, view.paused_until) if t is not None]
-        return cls(parts, view, min(ends, default=math.inf))
 
     def serves(self, parts: tuple[object, ...], now: float) -> bool:
         return now < self.until and len(parts) == len(self.parts) and all(map(operator.is_, parts, self.parts))
 
 
+NONE: Mapping[str, float] = MappingProxyType({})
+"""The empty mapping every view without firing, pending or readings shares: three dicts less per view."""
+
+
+def _rule_facts(rule: Rule) -> RuleFacts:
+    """What a view takes from the rule's config, made once per config rather than once per view."""
+    actions = rule.actions
+    return (
+        (rule.name, rule.probe, rule.target, rule.severity, rule.unit, rule.cardinality, rule.enabled, rule.dry_run,
+         rule.every, rule.thresholds.above, rule.thresholds.below),
+        (bool(actions), rule.description, tuple(action.kind for action in actions) if actions else (), rule.timeout,
+         rule.timeout_source, rule.on_down, rule.depends_on),
+    )
+
+
 def _rule_snapshot(
-    rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None, now: float
+    rt: RuleRuntime, facts: RuleFacts, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None,
+    now: float,
 ) -> RuleSnapshot:
+    """A view, by position after ``RuleFacts`` (see ``RuleSnapshot``): 1,000 of them per scrape after an interval."""
     rule = rt.rule
     last = rt.last
+    guard = rt.guard
     firing: dict[str, float] = {}
     pending: dict[str, float] = {}
-    firing_subjects = []
-    for subject, st in rt.subjects.items():  # one pass: at 1,000 rules every pass is felt by each scrape
+    firing_subjects: list[str] = []
+    any_pending = False
+    for subject, st in rt.subjects.items():  # one pass, which also decides the status when no flag does
         if st.status is Status.FIRING:
             firing_subjects.append(subject)
             if st.value is not None:
                 firing[subject] = st.value
-        elif st.status is Status.PENDING and st.value is not None:
-            pending[subject] = st.value
-    return RuleSnapshot(
-        name=rule.name,
-        probe=rule.probe,
-        target=rule.target,
-        severity=rule.severity,
-        unit=rule.unit,
-        cardinality=rule.cardinality,
-        status=rt.status(now),
-        enabled=rule.enabled,
-        dry_run=rule.dry_run,
-        every=rule.every,
-        above=rule.thresholds.above,
-        below=rule.thresholds.below,
-        up=None if last is None else last.up,
-        error=None if last is None else last.error,
-        last_run=rt.last_run,
-        duration=None if last is None else last.duration,
+        elif st.status is Status.PENDING:
+            any_pending = True
+            if st.value is not None:
+                pending[subject] = st.value
+    status = rt.operator_status(now)
+    if status is None:
+        status = subjects_status(firing=bool(firing_subjects), pending=any_pending)
+    if last is None:
+        up = error = duration = None
+        readings: Mapping[str, float] = NONE
+    else:
+        up, error, duration = last.up, last.error, last.duration
         # What was measured (a trend rule's projection is in firing/pending); no data is no sample.
-        readings={r.subject: r.value for r in last.readings if not r.no_data} if last is not None else {},
-        firing=firing,
-        firing_subjects=tuple(firing_subjects),
-        pending=pending,
-        cooldown_until=guards.cooldown_until(rt.guard, now),
-        gave_up_at=rt.guard.gave_up_at,
-        paused_until=rt.guard.paused_until if guards.is_paused(rt.guard, now) else None,
-        last_actions=tuple(
+        readings = {r.subject: r.value for r in last.readings if not r.no_data} if last.readings else NONE
+    return RuleSnapshot(
+        *facts[0], status, up, error, rt.last_run, duration, *facts[1],
+        readings,
+        firing or NONE,
+        tuple(firing_subjects) if firing_subjects else (),
+        pending or NONE,
+        guards.cooldown_until(guard, now),
+        guard.gave_up_at,
+        guard.paused_until if guards.is_paused(guard, now) else None,
+        tuple(
             ActionSummary(a.kind, e.decision.value, e.result, e.ts, e.subject, e.error)
             for a, e in zip(rule.actions, actions, strict=True)
             if e is not None
         ) if rule.actions else (),
-        has_actions=bool(rule.actions),
-        description=rule.description,
-        actions=tuple(action.kind for action in rule.actions) if rule.actions else (),
-        timeout=rule.timeout,
-        timeout_source=rule.timeout_source,
-        on_down=rule.on_down,
-        depends_on=rule.depends_on,
-        waiting_on=rt.waiting_on,
-        last_change=change,
+        rt.waiting_on,
+        change,
     )
-

@@ -11,7 +11,7 @@ from typing import Any
 from watchdogd.config import ActionConfig, Rule
 from watchdogd.contracts import Action, Probe, ProbeError
 from watchdogd.core import guard as guards
-from watchdogd.core.policy import rule_status
+from watchdogd.core.policy import OperatorFlags, operator_status, status_of
 from watchdogd.core.trend import TrendHistory
 from watchdogd.model import AuditEntry, Clock, Decision, ProbeResult, Reading, RuleStatus, Status, SubjectState
 from watchdogd.registry import Registry
@@ -70,16 +70,21 @@ class RuleRuntime:
                 self.inherit(old)
 
     def status(self, now: float) -> RuleStatus:
-        return rule_status(
-            self.subjects,
-            enabled=self.rule.enabled,
-            # A rule that fires on an outage reports it through its subjects, not as "down".
-            up=self.last.up or self.rule.on_down == "fire" if self.last else True,
-            paused=guards.is_paused(self.guard, now),
-            gave_up=guards.is_gave_up(self.guard),
-            waiting=bool(self.waiting_on),
-            absent=self.absent,
-        )
+        return status_of(self.subjects, self._flags(now))
+
+    def operator_status(self, now: float) -> RuleStatus | None:
+        """``status`` when an operator flag or the probe's health decides it; None when the subjects do.
+
+        A view asks this (1,000 times per scrape), having walked the subjects itself.
+        """
+        return operator_status(self._flags(now))
+
+    def _flags(self, now: float) -> OperatorFlags:
+        last, guard = self.last, self.guard
+        # A rule that fires on an outage reports it through its subjects, not as "down".
+        up = last.up or self.rule.on_down == "fire" if last is not None else True
+        return (not self.rule.enabled, guards.is_paused(guard, now), self.absent, bool(self.waiting_on),
+                guards.is_gave_up(guard), not up)
 
     def in_trouble(self) -> bool:
         """What makes the rules depending on this one wait: it fails to measure, waits itself, or fires.
