@@ -45,7 +45,7 @@ from watchdogd.faces.httpserver import (
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
-from watchdogd.memory import release_free_memory, settle_heap, tune_malloc
+from watchdogd.memory import release_free_memory, tune_malloc
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.notifications.service import Notifications, NotifyConfigError, build_transports
 
@@ -141,7 +141,6 @@ class Daemon:
             self.store.close()
             return EXIT_CONFIG
         self.notifications.start()  # settles what changed while down, before any rule runs
-        settle_heap()
         self.scheduler.start(jobs_for(self.config))
         self._serve_interfaces()
         event(
@@ -233,7 +232,6 @@ class Daemon:
             old_coordinator.close()  # its lease goes: a slot still held under it ends that run (docs/fleet.md)
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
-        settle_heap()
         release_free_memory()  # the old config's objects are gone: give their pages back now
         return True, config.summary()
 

@@ -19,12 +19,6 @@ the first /metrics page (2 MiB of text at 1,000 rules) every later page was
 made on the heap, and the daemon swung between 84.5 and 91.1 MiB between two
 trims. A fixed threshold of 256 KiB keeps big, short-lived buffers in mmap:
 measured flat at 85.0-85.3 MiB (issue 17), with no change in render time.
-
-The cyclic garbage collector walks every tracked object at each full
-collection, and after a config load most of them (modules, classes, the
-config's models) live as long as the daemon. ``settle_heap`` collects once
-and moves the survivors out of the collector's generations (``gc.freeze``),
-so later collections only walk what the rules' runs allocate.
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import gc
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -70,15 +63,3 @@ def release_free_memory() -> bool:
         return libc is not None and bool(libc.malloc_trim(0))
     except AttributeError:
         return False
-
-
-def settle_heap() -> None:
-    """Collect, then leave what is alive now out of later collections: the daemon's long-lived objects.
-
-    Called after the start and after each reload. A reload first puts the
-    frozen objects back (``gc.unfreeze``), so the previous config's objects,
-    garbage by then, are collected rather than kept for ever.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()

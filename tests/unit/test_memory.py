@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-import gc
 import platform
 import subprocess
 import sys
-import weakref
 from pathlib import Path
 
 import pytest
 
-from watchdogd.memory import release_free_memory, settle_heap, tune_malloc
+from watchdogd.memory import release_free_memory, tune_malloc
 
 ROOT = Path(__file__).resolve().parents[2]
 GLIBC = platform.libc_ver()[0] == "glibc"
@@ -70,23 +68,3 @@ def test_freed_heap_pages_go_back_to_the_kernel() -> None:
     assert before - rss_kib() > 16 * 1024  # of 32 MiB freed, most is given back
     libc.free(blocks[-1])
 
-
-class _Cycle:
-    def __init__(self) -> None:
-        self.me = self
-
-
-def test_settle_heap_freezes_what_lives_and_a_later_settle_frees_what_died() -> None:
-    """A reload settles again: the old config's cyclic garbage must be collected, not kept frozen for ever."""
-    try:
-        cycle = _Cycle()
-        gone = weakref.ref(cycle)
-        settle_heap()
-        assert gc.get_freeze_count() > 0 and gone() is cycle  # alive: frozen with the rest
-        del cycle
-        gc.collect()
-        assert gone() is not None  # frozen objects are out of the collector's reach
-        settle_heap()
-        assert gone() is None
-    finally:
-        gc.unfreeze()
