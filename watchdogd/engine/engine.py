@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -499,19 +498,20 @@ def _view_of(
     parts = _snapshot_parts(rt, actions, change)
     if cached is not None and cached.serves(parts, now):
         return cached
-    facts = cached.facts if cached is not None and cached.parts[1] is rt.rule else _rule_facts(rt.rule)
+    facts = cached.facts if cached is not None and cached.rule is rt.rule else _rule_facts(rt.rule)
     view = _rule_snapshot(rt, facts, actions, change, now)
     until, paused = view.cooldown_until, view.paused_until
     if until is None or (paused is not None and paused < until):
         until = paused
-    return _SnapshotCache(parts, facts, view, math.inf if until is None else until)
+    return _SnapshotCache(parts, rt.rule, facts, view, math.inf if until is None else until)
 
 
 def _snapshot_parts(
     rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None
 ) -> tuple[object, ...]:
-    """Everything a rule's view is made of; the runner and gate replace these objects, never change them."""
-    return (rt, rt.rule, rt.last, rt.last_run, rt.subjects, rt.guard, rt.waiting_on, rt.absent, change, *actions)
+    """Everything a rule's view is made of: the runtime at its version (read first: a run that replaces a
+    field while the view is made leaves a view that does not serve), and what its tallies hold for it."""
+    return (rt, rt.version, change, *actions)
 
 
 @dataclass(slots=True)
@@ -526,12 +526,13 @@ class _SnapshotCache:
     """
 
     parts: tuple[object, ...]
+    rule: Rule  # the config ``facts`` were made from
     facts: RuleFacts
     view: RuleSnapshot
     until: float
 
     def serves(self, parts: tuple[object, ...], now: float) -> bool:
-        return now < self.until and len(parts) == len(self.parts) and all(map(operator.is_, parts, self.parts))
+        return now < self.until and parts == self.parts
 
 
 NONE: Mapping[str, float] = MappingProxyType({})

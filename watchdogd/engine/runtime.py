@@ -16,6 +16,9 @@ from watchdogd.core.trend import TrendHistory
 from watchdogd.model import AuditEntry, Clock, Decision, ProbeResult, Reading, RuleStatus, Status, SubjectState
 from watchdogd.registry import Registry
 
+VIEWED = frozenset({"rule", "subjects", "guard", "last", "last_run", "waiting_on", "absent"})
+"""The runtime's fields a rule's view is made of (with its tallies' last actions and change)."""
+
 Clients = Mapping[tuple[str, str], Any]
 """(target kind, target name) -> connected client, shared by the rules that name it."""
 
@@ -44,6 +47,20 @@ class RuleRuntime:
     trend: TrendHistory | None = None  # with ``predict``: each subject's recent values, what the slope is fitted on
     trend_saved: float = 0.0  # when ``trend`` was last written to the state store (see TREND_SAVE_EVERY)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    version: int = 0  # bumped each time a field a view shows is replaced (``__setattr__``)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Count the replacements of what a view shows, so a view can be checked against one number.
+
+        The engine's view of the rule (``Engine.snapshot``) is good while the
+        version is; before, it was checked against the objects it was made of,
+        which kept the previous run's result, subjects and guard alive until
+        the next scrape and freed them there: 1.5 ms of a render at 1,000 rules.
+        These fields are only ever replaced, never changed in place.
+        """
+        object.__setattr__(self, name, value)
+        if name in VIEWED:
+            object.__setattr__(self, "version", self.version + 1)
 
     def inherit(self, old: RuleRuntime) -> None:
         """Take over pending timers, cooldowns and give-ups of the same rule before a reload.
