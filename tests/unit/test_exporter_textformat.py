@@ -18,7 +18,7 @@ from watchdogd.core.guard import Maintenance
 from watchdogd.engine.events import SinkStats as EventSinkStats
 from watchdogd.engine.scheduler import RunCounts
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, GroupStats, Held, Wait
-from watchdogd.faces.exporter import FAST_FORMATS, MetricsRegistry, build_registry, pieces_for, render_text
+from watchdogd.faces.exporter import FAST_FORMATS, MetricsRegistry, build_registry, encoder_for, render_text
 from watchdogd.faces.textformat import escape_label, go_float
 from watchdogd.model import Cardinality, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
@@ -138,8 +138,8 @@ def test_every_fast_format_matches_the_client_encoder_for_it(accept: str) -> Non
     reg = registry(rich())
     encoder, content_type = choose_encoder(accept)
     assert content_type in FAST_FORMATS
-    fast, fast_type = pieces_for(reg, accept)
-    assert fast_type == content_type and b"".join(fast()) == encoder(reg)
+    fast, fast_type = encoder_for(reg, accept)
+    assert fast_type == content_type and fast() == encoder(reg)
 
 
 @pytest.mark.parametrize("accept", [
@@ -151,8 +151,8 @@ def test_other_formats_go_through_prometheus_client(accept: str) -> None:
     reg = registry(rich())
     encoder, content_type = choose_encoder(accept)
     assert content_type not in FAST_FORMATS
-    rendered, rendered_type = pieces_for(reg, accept)
-    assert rendered_type == content_type and b"".join(rendered()) == encoder(reg)
+    rendered, rendered_type = encoder_for(reg, accept)
+    assert rendered_type == content_type and rendered() == encoder(reg)
 
 
 def test_process_series_come_after_ours_from_the_client() -> None:

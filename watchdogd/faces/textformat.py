@@ -245,8 +245,7 @@ class Families:
 
 
 def encode(families: Iterable[Family | SummaryFamily], *, openmetrics: bool) -> Iterator[str]:
-    """Each family's head, then its series as one piece, without OpenMetrics' closing ``# EOF`` (the caller
-    appends the rest first). Pieces, not a whole: each copy of a 2 MB page costs (``MetricsRegistry.chunks``)."""
+    """The families' text, without OpenMetrics' closing ``# EOF`` (the caller appends the rest first)."""
     for family in families:
         if openmetrics:
             name, documentation = family.name, _help_openmetrics(family.documentation)
