@@ -17,7 +17,15 @@ Clock = Callable[[], float]
 """Returns wall-clock seconds. Injected everywhere so logic is testable without sleeping."""
 
 
-class Unit(enum.Enum):
+class _Enum(enum.Enum):
+    """Enums hashed by identity: members are singletons, equal only to themselves, so this is Enum's own
+    equality; Enum's ``__hash__`` is Python code (``hash(self._name_)``), 160 ns a dict lookup on 3.11 where
+    this is 20, and units and decisions are dict keys on every /metrics render and rule run."""
+
+    __hash__ = object.__hash__
+
+
+class Unit(_Enum):
     """What a probe's value means; decides how thresholds are parsed and shown."""
 
     PERCENT = "percent"  # 0..100
@@ -28,20 +36,20 @@ class Unit(enum.Enum):
     PER_SECOND = "per_second"
 
 
-class Cardinality(enum.Enum):
+class Cardinality(_Enum):
     """Whether subjects may become metric labels (mountpoints) or only aggregates (pids)."""
 
     LOW = "low"
     HIGH = "high"
 
 
-class Status(enum.Enum):
+class Status(_Enum):
     OK = "ok"
     PENDING = "pending"
     FIRING = "firing"
 
 
-class RuleStatus(enum.Enum):
+class RuleStatus(_Enum):
     """What `watchdogctl status` shows for a whole rule."""
 
     OK = "ok"
@@ -55,7 +63,7 @@ class RuleStatus(enum.Enum):
     DISABLED = "disabled"
 
 
-class Decision(enum.Enum):
+class Decision(_Enum):
     """Why an action ran or did not. Every value ends up in an audit row."""
 
     RAN = "ran"

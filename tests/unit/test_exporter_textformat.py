@@ -100,8 +100,14 @@ def test_lines_kept_from_the_last_render_never_show_old_values(openmetrics: bool
     first = state["snap"].rules[0]
     changed = replace(first, status=RuleStatus.PAUSED, last_run=NOW + 1, readings={"/": 95.0, "/new": 1.0},
                       firing={}, paused_until=NOW + 60)
+    # One field at a time, each of what a rule's group is made of (its threshold's scale and family included).
+    moved = [replace(first, **change) for change in (  # type: ignore[arg-type]
+        {"unit": Unit.RATIO}, {"unit": Unit.BYTES}, {"severity": "page"}, {"cooldown_until": NOW + 30},
+        {"timeout": 2.5}, {"below": 1.0}, {"firing": {}}, {"status": RuleStatus.PENDING},
+    )]
     later = [
         replace(state["snap"], rules=(changed, *state["snap"].rules[2:]), actions_total={}, probe_failures={}),
+        *(replace(state["snap"], rules=(one, *state["snap"].rules[1:])) for each in moved for one in (first, each)),
         replace(state["snap"], rules=(rule("renamed"),)),
         rich(),
     ]
@@ -118,9 +124,9 @@ def test_kept_lines_blocks_and_rows_are_bounded_by_the_live_series() -> None:
     state["snap"] = snapshot(rule("only"))
     for _ in range(2):
         reg.encode(openmetrics=False)
-    assert len(reg._memo.lines["watchdogd_rule_firing"]) <= 2 + 16
-    assert len(reg._memo.blocks["watchdogd_rule_state"]) <= 2 + 16
-    assert len(reg._memo.rows) <= 2 + 16  # the rule's gauges
+    assert len(reg._memo.lines["watchdogd_reading_ratio"]) <= 2 + 16
+    assert len(reg._memo.blocks["watchdogd_transitions"]) <= 2 + 16
+    assert len(reg._memo.groups) + len(reg._memo.heads) <= 2 * 2 + 16  # a group and probe heads per rule
 
 
 ACCEPTS = [

@@ -535,6 +535,9 @@ class _SnapshotCache:
         return now < self.until and parts == self.parts
 
 
+_PENDING, _FIRING = Status.PENDING, Status.FIRING
+"""Module globals for the view's loop over subjects: ``Status.FIRING`` costs 165 ns on Python 3.11 (see policy)."""
+
 NONE: Mapping[str, float] = MappingProxyType({})
 """The empty mapping every view without firing, pending or readings shares: three dicts less per view."""
 
@@ -563,11 +566,11 @@ def _rule_snapshot(
     firing_subjects: list[str] = []
     any_pending = False
     for subject, st in rt.subjects.items():  # one pass, which also decides the status when no flag does
-        if st.status is Status.FIRING:
+        if st.status is _FIRING:
             firing_subjects.append(subject)
             if st.value is not None:
                 firing[subject] = st.value
-        elif st.status is Status.PENDING:
+        elif st.status is _PENDING:
             any_pending = True
             if st.value is not None:
                 pending[subject] = st.value
