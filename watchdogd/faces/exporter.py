@@ -182,10 +182,8 @@ def write_snapshot(out: Sink, snap: EngineSnapshot, build: BuildInfo) -> None:
     _daemon_families(out, snap, build)
     _rule_families(out, snap.rules)
     _probe_families(out, snap.rules)
-    readings: dict[str, Series] = {}
-    for rule in snap.rules:
-        _reading_families(out, rule, readings)
-        _last_action_families(out, rule)
+    _reading_families(out, snap.rules)
+    _last_action_families(out, snap.rules)
     _probe_failure_counters(out, snap)
     _action_counters(out, snap)
     _skip_counters(out, snap)
@@ -325,38 +323,45 @@ def _probe_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
                  (1.0 if rule.up else 0.0, rule.duration or 0.0, rule.last_run or 0.0))
 
 
-def _reading_families(out: Sink, rule: RuleSnapshot, readings: dict[str, Series]) -> None:
-    """``readings``: the per-subject families by unit suffix, each created at its first rule (reused after)."""
-    if not rule.readings:
-        return
-    unit = UNIT_METRICS[rule.unit]
-    if rule.cardinality is Cardinality.LOW:
-        family = readings.get(unit.suffix)
-        if family is None:
-            family = readings[unit.suffix] = out.gauge(
-                PREFIX + "reading" + unit.suffix, READING_HELP[unit.suffix], ("rule", "subject"))
-        name, scale = rule.name, unit.scale
-        for subject, value in rule.readings.items():
-            family.add_metric((name, subject), value * scale)
-        return
-    # High cardinality (backends, clients): aggregates only; a pid never becomes a label.
-    values = rule.readings.values()
-    for stat, pick in (("max", max), ("min", min)):
-        out.gauge(PREFIX + f"rule_reading_{stat}" + unit.suffix,
-                  f"The {stat}imum over all subjects of the rule's last probe run, {unit.meaning} "
-                  "(probes with many subjects export this instead of one series per subject). " + CACHED,
-                  ["rule"]).add_metric([rule.name], pick(values) * unit.scale)
+def _reading_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
+    """Per subject for low-cardinality probes, in a family per unit created at its first rule."""
+    readings: dict[str, Series] = {}
+    for rule in rules:
+        if not rule.readings:
+            continue
+        unit = UNIT_METRICS[rule.unit]
+        if rule.cardinality is _LOW:
+            family = readings.get(unit.suffix)
+            if family is None:
+                family = readings[unit.suffix] = out.gauge(
+                    PREFIX + "reading" + unit.suffix, READING_HELP[unit.suffix], ("rule", "subject"))
+            name, scale, add = rule.name, unit.scale, family.add_metric
+            for subject, value in rule.readings.items():
+                add((name, subject), value * scale)
+            continue
+        # High cardinality (backends, clients): aggregates only; a pid never becomes a label.
+        values = rule.readings.values()
+        for stat, pick in (("max", max), ("min", min)):
+            out.gauge(PREFIX + f"rule_reading_{stat}" + unit.suffix,
+                      f"The {stat}imum over all subjects of the rule's last probe run, {unit.meaning} "
+                      "(probes with many subjects export this instead of one series per subject). " + CACHED,
+                      ["rule"]).add_metric([rule.name], pick(values) * unit.scale)
 
 
-def _last_action_families(out: Sink, rule: RuleSnapshot) -> None:
-    for last in rule.last_actions:
-        labels = [rule.name, last.action]
-        out.gauge(PREFIX + "action_last_timestamp_seconds", "When the rule's action last ran (or would "
-                  "have, in dry-run).", ["rule", "action"]).add_metric(labels, last.ts)
-        if last.result in ("ok", "failed", "dry_run"):
-            out.gauge(PREFIX + "action_last_success", "1 if the action's last run succeeded (or was a "
-                      "dry-run), 0 if it failed.", ["rule", "action"]).add_metric(
-                labels, float(last.result != "failed"))
+_LOW = Cardinality.LOW
+"""A module global: ``Cardinality.LOW`` is 165 ns on Python 3.11 (``EnumType.__getattr__``), once per rule."""
+
+
+def _last_action_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
+    for rule in rules:
+        for last in rule.last_actions:
+            labels = [rule.name, last.action]
+            out.gauge(PREFIX + "action_last_timestamp_seconds", "When the rule's action last ran (or would "
+                      "have, in dry-run).", ["rule", "action"]).add_metric(labels, last.ts)
+            if last.result in ("ok", "failed", "dry_run"):
+                out.gauge(PREFIX + "action_last_success", "1 if the action's last run succeeded (or was a "
+                          "dry-run), 0 if it failed.", ["rule", "action"]).add_metric(
+                    labels, float(last.result != "failed"))
 
 
 Tail = tuple[str, ...]
