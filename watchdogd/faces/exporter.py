@@ -100,13 +100,8 @@ class Sink(Protocol):
     def summary(self, name: str, documentation: str, labels: Sequence[str]) -> Summary: ...
 
     def group(self, group: str, key: Hashable, families: Sequence[Series], rows: textformat.GroupRows,
-              *args: object) -> None:
+              *args: object, fresh: tuple[float, ...] = ()) -> None:
         """Series of several of this sink's families written together (see ``textformat.Families.group``)."""
-
-    def changing(
-        self, row: str, families: Sequence[Series], labels: tuple[str, ...], values: tuple[float, ...]
-    ) -> None:
-        """One series in each family, with the same labels, for values that change at nearly every render."""
 
 
 class _Blocks:
@@ -152,15 +147,9 @@ class _Families:
         return self._family(SummaryMetricFamily, name, documentation, labels)
 
     def group(self, group: str, key: Hashable, families: Sequence[Series], rows: textformat.GroupRows,
-              *args: object) -> None:
-        for index, labels, value in rows(*args):
+              *args: object, fresh: tuple[float, ...] = ()) -> None:
+        for index, labels, value in rows(*args):  # the fresh values among them: rows has them all
             families[index].add_metric(labels, value)
-
-    def changing(
-        self, row: str, families: Sequence[Series], labels: tuple[str, ...], values: tuple[float, ...]
-    ) -> None:
-        for family, value in zip(families, values, strict=True):
-            family.add_metric(labels, value)
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(self._by_name.values())
@@ -181,7 +170,6 @@ def write_snapshot(out: Sink, snap: EngineSnapshot, build: BuildInfo) -> None:
     """Every watchdogd_* family for one snapshot, into either sink."""
     _daemon_families(out, snap, build)
     _rule_families(out, snap.rules)
-    _probe_families(out, snap.rules)
     _reading_families(out, snap.rules)
     _last_action_families(out, snap.rules)
     _probe_failure_counters(out, snap)
@@ -253,9 +241,10 @@ def _rule_values(rule: RuleSnapshot) -> tuple[float, ...]:
 def _rule_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
     """Each family is looked up once and filled for every rule: at 1,000 rules the lookups were a cost.
 
-    A rule's firing flag, one-hot state, gauges and thresholds are one group
-    over 11 families, so the fast sink compares one key where it wrote 20
-    series: they change when the rule's state does, not at every run.
+    A rule's firing flag, one-hot state, gauges, thresholds and probe series
+    are one group over 14 families, so the fast sink compares one key where
+    it wrote 23 series: they change when the rule's state does, not at every
+    run; only the probe's duration and last run are formatted each time.
     """
     if not rules:
         return
@@ -264,24 +253,37 @@ def _rule_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
     state = out.gauge(PREFIX + "rule_state", "The rule's state as watchdogctl shows it: 1 for the "
                       "current state, 0 for the others.", ("rule", "state"))
     gauges = [out.gauge(PREFIX + metric, documentation, ("rule",)) for metric, documentation in RULE_GAUGES]
-    groups: dict[str, tuple[Series, ...]] = {}  # the group's families by the rule's threshold unit
+    thresholds: dict[str, Series] = {}
+    probes: list[Series] = []
+    groups: dict[tuple[str, bool], tuple[Series, ...]] = {}  # a group's families by threshold unit and "ran"
     group = out.group
     for rule in rules:
         unit = UNIT_METRICS[rule.unit]
-        families = groups.get(unit.suffix)
-        if families is None:  # its threshold family created at its first rule, as the reference sink orders them
-            families = groups[unit.suffix] = (firing, state, *gauges, out.gauge(
-                PREFIX + "rule_threshold" + unit.suffix, THRESHOLD_HELP[unit.suffix], ("rule", "bound")))
+        ran = rule.up is not None and rule.last_run is not None  # a rule not run yet has no probe series,
+        families = groups.get((unit.suffix, ran))  # rather than a misleading 0 for "failed"
+        if families is None:  # each family created at its first rule, as the reference sink orders them
+            threshold = thresholds.get(unit.suffix)
+            if threshold is None:
+                threshold = thresholds[unit.suffix] = out.gauge(
+                    PREFIX + "rule_threshold" + unit.suffix, THRESHOLD_HELP[unit.suffix], ("rule", "bound"))
+            if ran and not probes:
+                probes += [out.gauge(PREFIX + metric, documentation, PROBE_LABELS) for metric, documentation in PROBES]
+            families = groups[unit.suffix, ran] = (firing, state, *gauges, threshold, *(probes if ran else ()))
         values = _rule_values(rule)
-        group(rule.name, (rule.severity, rule.status, values, rule.unit, rule.above, rule.below), families,
-              _rule_rows, rule, values, unit)
+        if ran:
+            group(rule.name, (rule.severity, rule.status, values, rule.unit, rule.above, rule.below, rule.probe,
+                              rule.target, rule.up), families, _rule_rows, rule, values, unit, ran,
+                  fresh=(rule.duration or 0.0, rule.last_run or 0.0))
+        else:
+            group(rule.name, (rule.severity, rule.status, values, rule.unit, rule.above, rule.below), families,
+                  _rule_rows, rule, values, unit, ran)
 
 
 THRESHOLD = 2 + len(RULE_GAUGES)
-"""The threshold family's place in a rule's group: after firing, state and the gauges."""
+"""The threshold family's place in a rule's group: after firing, state and the gauges; the probe's after it."""
 
 
-def _rule_rows(rule: RuleSnapshot, values: tuple[float, ...], unit: UnitMetric) -> Iterator[
+def _rule_rows(rule: RuleSnapshot, values: tuple[float, ...], unit: UnitMetric, ran: bool) -> Iterator[
         tuple[int, tuple[str, ...], float]]:
     """A rule's group (see ``_rule_families``): its place in the group, labels and value for each series."""
     name, status = rule.name, rule.status
@@ -295,6 +297,11 @@ def _rule_rows(rule: RuleSnapshot, values: tuple[float, ...], unit: UnitMetric) 
         yield THRESHOLD, (name, "above"), rule.above * unit.scale
     if rule.below is not None:
         yield THRESHOLD, (name, "below"), rule.below * unit.scale
+    if ran:  # success, then the fresh ones: duration and last run
+        probe = (name, rule.probe, rule.target or "")
+        yield THRESHOLD + 1, probe, float(bool(rule.up))
+        yield THRESHOLD + 2, probe, rule.duration or 0.0
+        yield THRESHOLD + 3, probe, rule.last_run or 0.0
 
 
 THRESHOLD_HELP = {unit.suffix: f"The rule's threshold, {unit.meaning}; bound is above or below."
@@ -306,21 +313,12 @@ READING_HELP = {unit.suffix: f"Last value the rule's probe measured per subject,
 PROBE_LABELS = ("rule", "probe", "target")
 
 
-def _probe_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
-    ran = [rule for rule in rules if rule.up is not None and rule.last_run is not None]
-    if not ran:
-        return  # a rule not run yet is absent, rather than a misleading 0 for "failed"
-    success = out.gauge(PREFIX + "probe_success", "1 if the rule's last probe run succeeded, 0 if it failed or "
-                        "timed out. " + CACHED, PROBE_LABELS)
-    duration = out.gauge(PREFIX + "probe_duration_seconds", "How long the rule's last probe run took. " + CACHED,
-                         PROBE_LABELS)
-    last_run = out.gauge(PREFIX + "probe_last_run_timestamp_seconds", "When the rule's probe last finished.",
-                         PROBE_LABELS)
-    probes = (success, duration, last_run)
-    changing = out.changing
-    for rule in ran:
-        changing("probe", probes, (rule.name, rule.probe, rule.target or ""),
-                 (1.0 if rule.up else 0.0, rule.duration or 0.0, rule.last_run or 0.0))
+PROBES = (
+    ("probe_success", "1 if the rule's last probe run succeeded, 0 if it failed or timed out. " + CACHED),
+    ("probe_duration_seconds", "How long the rule's last probe run took. " + CACHED),
+    ("probe_last_run_timestamp_seconds", "When the rule's probe last finished."),
+)
+"""A rule's probe families, in its group after the threshold (the last two fresh)."""
 
 
 def _reading_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
