@@ -103,7 +103,8 @@ def test_lines_kept_from_the_last_render_never_show_old_values(openmetrics: bool
     # One field at a time, each of what a rule's group is made of (its threshold's scale and family included).
     moved = [replace(first, **change) for change in (  # type: ignore[arg-type]
         {"unit": Unit.RATIO}, {"unit": Unit.BYTES}, {"severity": "page"}, {"cooldown_until": NOW + 30},
-        {"timeout": 2.5}, {"below": 1.0}, {"firing": {}}, {"status": RuleStatus.PENDING},
+        {"timeout": 2.5}, {"below": 1.0}, {"firing": {}}, {"status": RuleStatus.PENDING}, {"up": False},
+        {"probe": "host.inodes"}, {"target": "main"}, {"up": None, "last_run": None}, {"duration": 7.5},
     )]
     later = [
         replace(state["snap"], rules=(changed, *state["snap"].rules[2:]), actions_total={}, probe_failures={}),
