@@ -420,9 +420,17 @@ class Engine:
         cache = self._snapshot_cache
         fresh: dict[str, _SnapshotCache] = {}
         views = []
-        for rt in runtimes:
-            name = rt.rule.name
-            cached = _view_of(cache.get(name), rt, _last_actions(rt, last_actions), changes.get(name), now)
+        for rt in runtimes:  # inlined: two calls a rule less, 1,000 rules a scrape
+            rule = rt.rule
+            name = rule.name
+            actions = tuple(last_actions.get((name, a.kind)) for a in rule.actions) if rule.actions else ()
+            change = changes.get(name)
+            # Everything the view is made of: the runtime at its version (read first: a run that replaces a field
+            # while the view is made leaves a view that does not serve), and what its tallies hold for it.
+            parts = (rt, rt.version, change, *actions)
+            cached = cache.get(name)
+            if cached is None or not cached.serves(parts, now):
+                cached = _made(cached, rt, parts, actions, change, now=now)
             fresh[name] = cached
             views.append(cached.view)
         self._snapshot_cache = fresh  # one reference swap: concurrent readers at worst build a view twice
@@ -482,36 +490,22 @@ def fleet_plan(config: Config, host: str) -> FleetPlan:
     return FleetPlan(host=host, timeout=timeout, groups=groups, rule_groups=config.fleet_groups)
 
 
-def _last_actions(rt: RuleRuntime, last_actions: Mapping[tuple[str, str], AuditEntry]) -> tuple[AuditEntry | None, ...]:
-    actions = rt.rule.actions
-    return tuple(last_actions.get((rt.rule.name, a.kind)) for a in actions) if actions else ()
-
-
-def _view_of(
+def _made(
     cached: _SnapshotCache | None,
     rt: RuleRuntime,
+    parts: tuple[object, ...],
     actions: tuple[AuditEntry | None, ...],
     change: RuleTransition | None,
+    *,
     now: float,
 ) -> _SnapshotCache:
-    """``cached`` while it still serves, else the rule's view made again (with the facts of the same config)."""
-    parts = _snapshot_parts(rt, actions, change)
-    if cached is not None and cached.serves(parts, now):
-        return cached
+    """The rule's view made again, with the facts of the same config; ``parts``: what it is made of."""
     facts = cached.facts if cached is not None and cached.rule is rt.rule else _rule_facts(rt.rule)
     view = _rule_snapshot(rt, facts, actions, change, now)
     until, paused = view.cooldown_until, view.paused_until
     if until is None or (paused is not None and paused < until):
         until = paused
     return _SnapshotCache(parts, rt.rule, facts, view, math.inf if until is None else until)
-
-
-def _snapshot_parts(
-    rt: RuleRuntime, actions: tuple[AuditEntry | None, ...], change: RuleTransition | None
-) -> tuple[object, ...]:
-    """Everything a rule's view is made of: the runtime at its version (read first: a run that replaces a
-    field while the view is made leaves a view that does not serve), and what its tallies hold for it."""
-    return (rt, rt.version, change, *actions)
 
 
 @dataclass(slots=True)
