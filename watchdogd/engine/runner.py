@@ -140,7 +140,8 @@ class Runner:
         if rt.hung is not None and not rt.hung.done():
             # Never stack threads behind a probe that is still stuck; report it until it returns.
             return self._down(started, f"previous run still hung (over {rt.rule.timeout:g}s)")
-        rt.hung = rt.hung_since = None
+        if rt.hung is not None:  # assigned only when set: each assignment is a Python call (RuleRuntime.__setattr__)
+            rt.hung = rt.hung_since = None
         future = self.pool.submit(rt.probe.measure)
         try:
             readings = self._wait(future, started + rt.rule.timeout)
@@ -197,10 +198,12 @@ class Runner:
                     seen = dict(self._seen)
                 self.store.save_kv(SEEN_KEY, {"version": 1, "targets": seen})
                 self._events.publish(ev.TargetSeen(result.finished_at, rt.rule.name, key))
-            rt.absent = False
+            if rt.absent:
+                rt.absent = False
             return False
         if key in self._seen or not self._optional(key):
-            rt.absent = False
+            if rt.absent:
+                rt.absent = False
             return False
         if not rt.absent:
             self._events.publish(ev.TargetAbsent(result.finished_at, rt.rule.name, key, result.error))
@@ -277,10 +280,10 @@ class Runner:
 
     def _waits(self, rt: RuleRuntime) -> bool:
         """Whether a rule this one ``depends_on`` is in trouble; records it (and publishes the edges)."""
-        troubled = self._troubled(rt.rule.depends_on)
+        troubled = self._troubled(rt.rule.depends_on) if rt.rule.depends_on else ()
         if troubled != rt.waiting_on:
             self._events.publish(ev.Waiting(self._clock(), rt.rule.name, troubled))
-        rt.waiting_on = troubled
+            rt.waiting_on = troubled  # only when it changed: a replaced field makes the rule's view again
         return bool(troubled)
 
     def _troubled(self, names: Sequence[str]) -> tuple[str, ...]:
