@@ -118,6 +118,16 @@ def test_lines_kept_from_the_last_render_never_show_old_values(openmetrics: bool
         assert reg.encode(openmetrics=openmetrics) == reference
 
 
+def test_the_scheduler_counts_kept_as_one_block_follow_every_change() -> None:
+    counts = {"runs": RunCounts(missed={"a": 0, "b": 0}, late={"a": 0})}
+    reg = build_registry(lambda: snapshot(rule("a"), rule("b")), "1", process=False, runs=lambda: counts["runs"])
+    for runs in (RunCounts({"a": 0, "b": 0}, {"a": 0}), RunCounts({"a": 0, "b": 1}, {"a": 0}),
+                 RunCounts({"a": 0, "b": 1}, {"a": 2, "b": 0}), RunCounts({"b": 1}, {"a": 2, "b": 0})):
+        counts["runs"] = runs
+        assert reg.encode(openmetrics=False) == generate_latest(reg)
+        assert f"watchdogd_rule_runs_late_total{{rule=\"a\"}} {float(runs.late['a'])}".encode() in generate_latest(reg)
+
+
 def test_kept_lines_blocks_and_rows_are_bounded_by_the_live_series() -> None:
     state = {"snap": snapshot(*(rule(f"r{n}") for n in range(50)))}
     reg = build_registry(lambda: state["snap"], "1", process=False)

@@ -28,7 +28,7 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -83,7 +83,7 @@ K = TypeVar("K", bound=tuple[str, ...])
 class Series(Protocol):
     def add_metric(self, labels: Sequence[str], value: float) -> None: ...
 
-    def add_block(self, block: str, key: Hashable, rows: textformat.Rows, *args: object) -> None: ...
+    def add_block(self, block: str, key: textformat.Key, rows: textformat.Rows, *args: object) -> None: ...
 
 
 class Summary(Protocol):
@@ -99,7 +99,7 @@ class Sink(Protocol):
 
     def summary(self, name: str, documentation: str, labels: Sequence[str]) -> Summary: ...
 
-    def group(self, group: str, key: Hashable, families: Sequence[Series], rows: textformat.GroupRows,
+    def group(self, group: str, key: textformat.Key, families: Sequence[Series], rows: textformat.GroupRows,
               *args: object, fresh: tuple[float, ...] = ()) -> None:
         """Series of several of this sink's families written together (see ``textformat.Families.group``)."""
 
@@ -107,7 +107,7 @@ class Sink(Protocol):
 class _Blocks:
     """``add_block`` for the reference families: every series of the block, every time."""
 
-    def add_block(self, block: str, key: Hashable, rows: textformat.Rows, *args: object) -> None:
+    def add_block(self, block: str, key: textformat.Key, rows: textformat.Rows, *args: object) -> None:
         for labels, value in rows(*args):
             self.add_metric(labels, value)  # type: ignore[attr-defined]
 
@@ -146,7 +146,7 @@ class _Families:
     def summary(self, name: str, documentation: str, labels: Sequence[str]) -> SummaryMetricFamily:
         return self._family(SummaryMetricFamily, name, documentation, labels)
 
-    def group(self, group: str, key: Hashable, families: Sequence[Series], rows: textformat.GroupRows,
+    def group(self, group: str, key: textformat.Key, families: Sequence[Series], rows: textformat.GroupRows,
               *args: object, fresh: tuple[float, ...] = ()) -> None:
         for index, labels, value in rows(*args):  # the fresh values among them: rows has them all
             families[index].add_metric(labels, value)
@@ -579,13 +579,18 @@ def write_runs(out: Sink, counts: RunCounts) -> None:
     missed = out.counter(PREFIX + "rule_runs_missed", "Scheduled runs of the rule that never ran, since start: "
                          "due while its previous run still went on (a run never overlaps itself), or waiting "
                          "for a worker thread past the misfire grace (one interval).", ["rule"])
-    for rule_name, count in sorted(counts.missed.items()):
-        missed.add_metric([rule_name], float(count))
+    # Each family is one block, its key the counts themselves: they rarely move (a late run is news), and a
+    # series per rule was 0.9 ms of a 1,000-rule render.
+    missed.add_block("", counts.missed, _sorted_counts, counts.missed)
     late = out.counter(PREFIX + "rule_runs_late", "Runs of the rule handed to a worker thread more than max(1s, "
                        "a quarter of its interval) after their scheduled time (jitter included), since start.",
                        ["rule"])
-    for rule_name, count in sorted(counts.late.items()):
-        late.add_metric([rule_name], float(count))
+    late.add_block("", counts.late, _sorted_counts, counts.late)
+
+
+def _sorted_counts(counts: Mapping[str, int]) -> Iterator[tuple[tuple[str], float]]:
+    for rule_name, count in sorted(counts.items()):
+        yield (rule_name,), float(count)
 
 
 class _Writer(Collector):

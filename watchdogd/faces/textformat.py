@@ -16,7 +16,7 @@ summaries of count and sum, no timestamps, no exemplars, legacy names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import cast
 
 _SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
@@ -62,7 +62,11 @@ def _template(sample: str, labels: Sequence[str]) -> tuple[str, tuple[int, ...]]
 Line = tuple[float, str]
 """A series' last value and its whole line."""
 
-Block = tuple[Hashable, str]
+Key = object
+"""What a block's or group's text is made of (values, label values): compared with ``==``, never hashed, so a
+mapping serves as one (the scheduler's counts, a fresh copy per render)."""
+
+Block = tuple[Key, str]
 """A block's key (what its text is made of) and its text."""
 
 Rows = Callable[..., Iterable[tuple[Sequence[str], float]]]
@@ -71,7 +75,7 @@ Rows = Callable[..., Iterable[tuple[Sequence[str], float]]]
 GroupRows = Callable[..., Iterable[tuple[int, Sequence[str], float]]]
 """A group's series as (index of its family in the group, labels, value), asked for only when its key changed."""
 
-Group = tuple[Hashable, tuple[str, ...], tuple[str, ...]]
+Group = tuple[Key, tuple[str, ...], tuple[str, ...]]
 """A group's key, its text in each of its kept families, and the heads of its fresh ones."""
 
 
@@ -147,7 +151,7 @@ class Family:
         """A series' line up to its value: ``name{labels} ``."""
         return self._template % tuple(escape_label(labels[i]) for i in self._order)
 
-    def add_block(self, block: str, key: Hashable, rows: Rows, *args: object) -> None:
+    def add_block(self, block: str, key: Key, rows: Rows, *args: object) -> None:
         """Series written together, named ``block`` (a rule's name): their text again while ``key`` is equal.
 
         ``key`` must hold everything the text is made of (label values and
@@ -223,7 +227,7 @@ class Families:
         return family
 
     def group(
-        self, group: str, key: Hashable, families: Sequence[object], rows: GroupRows, *args: object,
+        self, group: str, key: Key, families: Sequence[object], rows: GroupRows, *args: object,
         fresh: tuple[float, ...] = (),
     ) -> None:
         """Series of several families written together, named ``group`` (a rule's name): their texts again
