@@ -100,9 +100,8 @@ class RuleRuntime:
         last, guard = self.last, self.guard
         # A rule that fires on an outage reports it through its subjects, not as "down".
         up = last.up or self.rule.on_down == "fire" if last is not None else True
-        paused = guard.paused_until  # guards.is_paused and is_gave_up, inlined: two calls a view less
-        return (not self.rule.enabled, paused is not None and paused > now, self.absent, bool(self.waiting_on),
-                guard.gave_up_at is not None, not up)
+        return (not self.rule.enabled, guards.is_paused(guard, now), self.absent, bool(self.waiting_on),
+                guards.is_gave_up(guard), not up)
 
     def in_trouble(self) -> bool:
         """What makes the rules depending on this one wait: it fails to measure, waits itself, or fires.

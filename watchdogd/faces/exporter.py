@@ -173,8 +173,9 @@ def write_snapshot(out: Sink, snap: EngineSnapshot, build: BuildInfo) -> None:
     _reading_families(out, snap.rules)
     _last_action_families(out, snap.rules)
     _probe_failure_counters(out, snap)
-    _action_counters(out, snap)
-    _skip_counters(out, snap)
+    acting = _acting(snap.rules)
+    _action_counters(out, snap, acting)
+    _skip_counters(out, snap, acting)
     _event_families(out, snap)
     if snap.fleet is not None:
         _fleet_families(out, snap.fleet)
@@ -440,24 +441,22 @@ FLEET_SKIPS = frozenset({Decision.SKIPPED_FLEET, Decision.SKIPPED_FLEET_UNAVAILA
 """Skip reasons only a rule under a fleet budget can see: pre-set to 0 only when one is configured."""
 
 
-def _skip_counters(out: Sink, snap: EngineSnapshot) -> None:
+def _skip_counters(out: Sink, snap: EngineSnapshot, acting: Sequence[RuleSnapshot]) -> None:
     reasons = [d.value for d in SKIP_DECISIONS if snap.fleet is not None or d not in FLEET_SKIPS]
     skips = out.counter(PREFIX + "action_skips", "Guard decisions not to run an action, by reason (the audit "
                         "log's decision: skipped_cooldown, skipped_budget, skipped_maintenance, gave_up...), "
                         "since start. Counts audited skips: a subject skipped again for the same reason run "
                         "after run is audited, and counted, once per change of reason.",
                         ("rule", "action", "reason"))
-    acting = _acting(snap.rules)
     preset = ((rule.name, tuple((kind, reason) for kind in _kinds(rule) for reason in reasons)) for rule in acting)
     kinds = {rule.name: rule.actions for rule in acting}
     known = set(reasons)
     _counts(skips, snap.action_skips, preset, lambda key: key[1] in kinds.get(key[0], ()) and key[2] in known)
 
 
-def _action_counters(out: Sink, snap: EngineSnapshot) -> None:
+def _action_counters(out: Sink, snap: EngineSnapshot, acting: Sequence[RuleSnapshot]) -> None:
     total = out.counter(PREFIX + "actions", "Action runs since the daemon started, by result "
                         "(ok, failed, dry_run).", ("rule", "action", "result"))
-    acting = _acting(snap.rules)
     preset = ((rule.name, tuple((kind, result) for kind in _kinds(rule) for result in _results(rule)))
               for rule in acting)
     rules = {rule.name: rule for rule in acting}
