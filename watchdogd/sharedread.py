@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, NoReturn, TypeVar
 
+from watchdogd import inline
+
 T = TypeVar("T")
 
 MAX_AGE = 1.0
@@ -68,11 +70,13 @@ class SharedRead(Generic[T]):
         """Reads started (for tests and benchmarks: N rules in one cycle should make it grow by one)."""
 
     def get(self) -> T:
+        """Inside ``inline.only()`` a value that is not fresh raises ``WouldBlock``: no read, no wait for one."""
         with self._cond:
             while True:
                 fresh = self._fresh()
                 if fresh is not None:
                     return fresh[0]
+                inline.check("shared read")
                 if not self._reading:
                     break
                 waited_for = self._round

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
+from watchdogd import inline
 from watchdogd.contracts import ReportsOutage
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import evaluate
@@ -142,15 +143,26 @@ class Runner:
             return self._down(started, f"previous run still hung (over {rt.rule.timeout:g}s)")
         if rt.hung is not None:  # assigned only when set: each assignment is a Python call (RuleRuntime.__setattr__)
             rt.hung = rt.hung_since = None
-        future = self.pool.submit(rt.probe.measure)
+        probe = rt.probe
+        readings: list[Reading] | None = None
         try:
-            readings = self._wait(future, started + rt.rule.timeout)
-        except FutureTimeout:
-            if self.pool.abandon(future):
-                rt.hung, rt.hung_since = future, time.monotonic()
-            if self._stop.is_set():
-                return self._down(started, "daemon stopping")
-            return self._down(started, f"timed out after {rt.rule.timeout:g}s")
+            if getattr(probe, inline.INLINE_ATTRIBUTE, False):
+                # Served from what the cycle's shared reads hold, on this thread: no hand-off (``watchdogd.inline``).
+                try:
+                    with inline.only():
+                        readings = probe.measure()
+                except inline.WouldBlock:
+                    pass  # a read is due: on a probe thread, as for any other probe
+            if readings is None:
+                future = self.pool.submit(probe.measure)
+                try:
+                    readings = self._wait(future, started + rt.rule.timeout)
+                except FutureTimeout:
+                    if self.pool.abandon(future):
+                        rt.hung, rt.hung_since = future, time.monotonic()
+                    if self._stop.is_set():
+                        return self._down(started, "daemon stopping")
+                    return self._down(started, f"timed out after {rt.rule.timeout:g}s")
         except Exception as exc:  # a probe failure is a reading, never a crash
             return self._down(started, error_text(exc))
         return ProbeResult(

@@ -93,6 +93,8 @@ class CpuProbe:
     user/nice).
     """
 
+    inline = True  # /proc/stat: kernel counters, read without waiting on anything (``watchdogd.inline``)
+
     def __init__(self, params: NoParams, clock: Clock) -> None:
         self._last = psutil.cpu_times()._asdict()
         self._value = 0.0
@@ -131,6 +133,8 @@ class MemoryProbe:
     demand, and fire on every healthy file server.
     """
 
+    inline = True  # /proc/meminfo: kernel counters, read without waiting on anything (``watchdogd.inline``)
+
     def __init__(self, params: NoParams, clock: Clock) -> None:
         pass
 
@@ -152,6 +156,8 @@ def _memory_evidence(limits: EvidenceLimits) -> dict[str, Any]:
 
 class SwapProbe:
     """Swap in use; a host without swap is 0 % rather than an error, so one rule fits every host."""
+
+    inline = True  # /proc/meminfo and /proc/vmstat: kernel counters (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, clock: Clock) -> None:
         pass
@@ -176,6 +182,8 @@ _LOAD_INDEX = {1: 0, 5: 1, 15: 2}
 
 class LoadProbe:
     """Load average per logical core, so one threshold means the same on a 2- and a 64-core host."""
+
+    inline = True  # getloadavg: a kernel counter (``watchdogd.inline``)
 
     def __init__(self, params: LoadParams, clock: Clock) -> None:
         self._index = _LOAD_INDEX[params.period]

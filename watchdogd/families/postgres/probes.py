@@ -322,6 +322,7 @@ class _BackendAgeProbe(_DescribesServer):
 
     STATES: tuple[str, ...] = ()
     MARK = "state_change"
+    inline = True  # reads the target's shared pg_stat_activity only (``watchdogd.inline``)
     CHECK = ""
 
     def __init__(self, params: BackendFilter, client: PostgresClient, clock: Clock) -> None:
@@ -384,6 +385,8 @@ class BlockingProbe(_DescribesServer):
     new transaction is a new incident (session advisory locks, held outside
     any transaction, have no xact_start and are matched as such).
     """
+
+    inline = True  # reads the target's shared pg_stat_activity only (``watchdogd.inline``)
 
     def __init__(self, params: BlockingParams, client: PostgresClient, clock: Clock) -> None:
         self._client = client
@@ -453,6 +456,7 @@ class UpProbe(_DescribesServer):
     def __init__(self, params: UpParams, client: PostgresClient, clock: Clock) -> None:
         self._client = client
         self._fresh = params.new_connection
+        self.inline = params.new_connection  # the shared ping (``watchdogd.inline``); else a query of its own
 
     def outage_subjects(self) -> list[str]:
         return [self._client.label]
@@ -480,6 +484,8 @@ class ConnectionsProbe(_DescribesServer):
     "sorry, too many clients already", so 100 % means they are locked out
     (superusers can still push it above 100).
     """
+
+    inline = True  # reads the target's shared pg_stat_activity only (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, client: PostgresClient, clock: Clock) -> None:
         self._client = client

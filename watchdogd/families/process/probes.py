@@ -60,6 +60,9 @@ class RssGrowthParams(ProcessSelector):
 class _ProcessProbe:
     """A selection over the engine's shared process table (a private one when built without it)."""
 
+    inline = True
+    """Its reads all go through the shared table, which refuses to read on a rule's thread (``watchdogd.inline``)."""
+
     def __init__(self, params: ProcessSelector, table: ProcessTable | None = None) -> None:
         self._selection = ProcessSelection(params, table)
 
@@ -266,6 +269,7 @@ class FdsProbe(_ProcessProbe):
     """
 
     LIMIT_TTL = 60.0
+    inline = False  # counts each process's descriptors itself: a directory read per process
 
     def __init__(self, params: ProcessParams, table: ProcessTable | None = None) -> None:
         super().__init__(params, table)

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
+from watchdogd import inline
 from watchdogd.contracts import Params, ProbeError
 from watchdogd.families.process import procfs
 from watchdogd.families.process.table import (
@@ -182,6 +183,8 @@ class ProcessSelection:
         The snapshot may be up to the table's ``max_age`` old, but is never the one
         this selection read last (see ``table``).
         """
+        if self._sel.pidfile is not None:
+            inline.check("pidfile")  # a file read of its own
         if self._sel.user is not None and self._uids is None:
             self._uids = _resolve_users(self._sel.user, "user")
         if self._exclude_uids is None:
@@ -189,12 +192,14 @@ class ProcessSelection:
         if self._sel.pidfile is not None:
             return self._from_pidfile(self._sel.pidfile)
         snapshot = self._table.scan(after=self._last_taken)
-        self._last_taken = snapshot.taken
         selected = []
         for stat, facts in snapshot.candidates(self._names):
             proc = self._match(stat, facts)
             if proc is not None:
                 selected.append(proc)
+        # Only once the selection is whole: a run refused part-way (``inline.WouldBlock``) is made again on a
+        # probe thread, which must get this same snapshot rather than scan again.
+        self._last_taken = snapshot.taken
         return selected, snapshot
 
     def _match(self, stat: procfs.Stat, facts: Facts) -> Proc | None:
@@ -270,6 +275,7 @@ def _resolve_users(users: Iterable[str | int], key: str) -> frozenset[int]:
         if isinstance(user, int) or user.isdigit():
             uids.add(int(user))
             continue
+        inline.check("user name")  # NSS may ask a directory server
         try:
             uids.add(pwd.getpwnam(user).pw_uid)
         except KeyError:

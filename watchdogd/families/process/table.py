@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from watchdogd import inline
 from watchdogd.contracts import Clock, ProbeError
 from watchdogd.families.process import procfs
 
@@ -83,6 +84,7 @@ class Facts:
         """(name completed from argv, command line, whether it has an argv at all)."""
         command = self._command
         if command is None:
+            inline.check("command line")  # reading another process's argv can wait on its memory map lock
             argv = procfs.read_cmdline(self.pid, proc)
             cmdline = " ".join(argv) if argv else f"[{self.comm}]"
             command = self._command = (process_name(self.comm, argv), cmdline, bool(argv))
@@ -92,6 +94,7 @@ class Facts:
         """Effective uid; None when the process is gone (asked again next time)."""
         uid = self._uid
         if uid is None:
+            inline.check("owner")
             uid = self._uid = procfs.read_uid(self.pid, proc)
         return uid
 
@@ -160,6 +163,7 @@ class ProcessTable:
         snapshot = self._fresh(after)
         if snapshot is not None:
             return snapshot
+        inline.check("process table scan")
         if not self._lock.acquire(timeout=SCAN_WAIT):
             raise ProbeError(f"another rule's scan of {self.proc} has not finished in {SCAN_WAIT:g}s")
         try:
@@ -192,6 +196,7 @@ class ProcessTable:
     def user_name(self, uid: int) -> str:
         name = self._users.get(uid)
         if name is None:
+            inline.check("user name")  # NSS may ask a directory server
             try:
                 name = pwd.getpwuid(uid).pw_name
             except KeyError:

@@ -356,6 +356,8 @@ class MemoryProbe(_DescribesServer):
     still means "close to the edge" instead of comparing bytes with 90.
     """
 
+    inline = True  # reads the server's shared INFO only (``watchdogd.inline``)
+
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
 
@@ -375,6 +377,8 @@ class MemoryProbe(_DescribesServer):
 
 class MemoryBytesProbe(_DescribesServer):
     """``used_memory`` in bytes, for servers whose limit is not maxmemory (containers, shared hosts)."""
+
+    inline = True  # reads the server's shared INFO only (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
@@ -396,6 +400,8 @@ def _memory_details(memory: Mapping[str, Any]) -> dict[str, Any]:
 class ClientsProbe(_DescribesServer):
     """Connected clients as a percent of ``maxclients``: past 100 % Redis refuses new connections."""
 
+    inline = True  # reads the server's shared INFO only (``watchdogd.inline``)
+
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
 
@@ -410,6 +416,8 @@ class ClientsProbe(_DescribesServer):
 
 class BlockedClientsProbe(_DescribesServer):
     """Clients blocked in BLPOP/XREAD BLOCK/WAIT...: many means consumers are waiting on a producer."""
+
+    inline = True  # reads the server's shared INFO only (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
@@ -426,6 +434,8 @@ class ReplicationProbe(_DescribesServer):
     Redis reports ``master_link_down_since_seconds: -1`` when the link never
     came up since start; then the link has been down for the whole uptime.
     """
+
+    inline = True  # reads the server's shared INFO only (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
