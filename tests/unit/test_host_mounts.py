@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from watchdogd import inline
 from watchdogd.contracts import ProbeError
 from watchdogd.families.host import probes as host
 from watchdogd.families.host.probes import PROBES, MountTable
@@ -108,3 +109,31 @@ def test_disk_and_inodes_name_one_shared_table() -> None:
     assert PROBES["host.disk"].shared is PROBES["host.inodes"].shared is host.mount_table
     assert isinstance(host.mount_table(time.time), MountTable)
 
+
+
+def test_disk_and_inodes_of_one_cycle_share_one_statvfs_per_mount(table_file: Path) -> None:
+    poll = FakePoll()
+    table = MountTable(str(table_file), poller=lambda: poll)
+    probes = [make("host.disk", table), make("host.inodes", table), make("host.disk", table, mountpoints=["/"])]
+    for probe in probes:
+        probe.measure()
+    assert table.usage_reads == 1  # "/" once for all three rules
+
+
+def test_disk_runs_inline_only_on_a_fresh_usage(table_file: Path, tmp_path: Path) -> None:
+    poll = FakePoll()
+    table = MountTable(str(table_file), poller=lambda: poll)
+    disk = make("host.disk", table)
+    assert disk.inline
+    with inline.only(), pytest.raises(inline.WouldBlock):
+        disk.measure()  # neither the table nor the usage was read yet
+    disk.measure()
+    with inline.only():
+        assert [r.subject for r in disk.measure()] == ["/"]
+    table_file.write_text(ROOT + f"2 1 0:99 / {tmp_path} rw - xfs /dev/sdb1 rw\n")
+    poll.flagged = True  # the table changed: reading it again is refused on the rule's thread
+    with inline.only(), pytest.raises(inline.WouldBlock):
+        disk.measure()
+    # The kernel flags a change to one poll only: the refused run's poll took it, and the run on a probe
+    # thread must still read the table again.
+    assert [r.subject for r in disk.measure()] == ["/", str(tmp_path)]

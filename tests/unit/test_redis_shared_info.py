@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from watchdogd import inline
 from watchdogd.families.redis.target import RedisTarget, RedisTargetParams
 from watchdogd.model import Reading
 from watchdogd.registry import DEFAULT
@@ -96,3 +97,50 @@ def test_a_failed_info_is_not_kept() -> None:
     target.pipeline = answer  # type: ignore[method-assign]
     assert measure("redis.memory", target)[0].value == 50.0
     assert target.info_reads == 2
+
+
+class PingClient:
+    def __init__(self) -> None:
+        self.pings = 0
+
+    def ping(self) -> bool:
+        self.pings += 1
+        return True
+
+
+class PingTarget(RedisTarget):
+    """A target whose server answers PING; counts the measurements (``run`` calls) and the PINGs."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(RedisTargetParams(url="redis://127.0.0.1:1/0"), clock)
+        self.client = PingClient()
+        self.runs = 0
+
+    def run(self, operation: Any) -> Any:
+        self.runs += 1
+        return operation(self.client)
+
+
+def test_the_up_rules_of_one_cycle_share_one_ping_and_the_next_cycle_pings_again() -> None:
+    clock = Clock()
+    target = PingTarget(clock)
+    first = [measure("redis.up", target) for _ in range(3)]
+    assert target.runs == 1 and target.client.pings == 2  # two PINGs, the second timed
+    assert {r[0].value for r in first} == {first[0][0].value}
+    clock.now += 5.0
+    measure("redis.up", target)
+    assert target.runs == 2 and target.pings == 2
+
+
+def test_an_up_rule_runs_inline_on_a_fresh_ping_and_refuses_without_one() -> None:
+    clock = Clock()
+    target = PingTarget(clock)
+    spec = DEFAULT.probes["redis.up"]
+    probe = spec.factory(spec.params(), target, time.time)
+    assert probe.inline
+    with inline.only(), pytest.raises(inline.WouldBlock):
+        probe.measure()
+    probe.measure()
+    with inline.only():
+        [reading] = probe.measure()
+    assert reading.subject == "ping" and target.runs == 1

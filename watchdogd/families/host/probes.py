@@ -11,6 +11,7 @@ sample.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import heapq
 import os
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import psutil
 from pydantic import Field, field_validator
 
+from watchdogd import inline
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -39,6 +41,7 @@ from watchdogd.contracts import (
     local_probe,
 )
 from watchdogd.families.host import evidence
+from watchdogd.sharedread import SharedRead
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -296,7 +299,10 @@ class MountTable:
         self._closer: weakref.finalize[[int], MountTable] | None = None
         self._poll: select.poll | None = None
         self._raw = ""
+        self._stale = False
         self._mounts: dict[str, Mount] = {}
+        self._usage_lock = threading.Lock()
+        self._usage: dict[str, SharedRead[os.statvfs_result]] = {}  # mountpoint -> its statvfs, one per cycle
         self.generation = 0
         self.reads = 0
         """How many times the table was read (for tests and benchmarks)."""
@@ -306,10 +312,14 @@ class MountTable:
         with self._lock:
             try:
                 if self._fd is None:
+                    inline.check("mount table")
                     self._open()
                     self._read()
-                elif self._poll is None or self._poll.poll(0):
+                elif self._stale or self._poll is None or self._poll.poll(0):
+                    self._stale = True  # the kernel flags a change to one poll only: kept until the table is read
+                    inline.check("mount table")
                     self._read()
+                    self._stale = False
             except OSError as exc:
                 self._close()  # open afresh next time
                 raise ProbeError(f"cannot read the mount table {self._path}: {exc}") from exc
@@ -340,6 +350,24 @@ class MountTable:
         if raw != self._raw:
             self._raw, self._mounts = raw, parse_mountinfo(raw)
             self.generation += 1
+            with self._usage_lock:  # the usage of mounts that went away is not kept
+                self._usage = {mp: shared for mp, shared in self._usage.items() if mp in self._mounts}
+
+    def usage(self, mountpoint: str) -> os.statvfs_result:
+        """statvfs of one mount: one call serves every ``host.disk`` and ``host.inodes`` rule due in the same
+        cycle (``SharedRead``: at most ``MAX_AGE`` old; a failure is not kept). A statvfs stuck on a hung network
+        filesystem holds the rules that wait for it on their probe threads, as its own call did."""
+        with self._usage_lock:
+            shared = self._usage.get(mountpoint)
+            if shared is None:
+                shared = self._usage[mountpoint] = SharedRead(functools.partial(os.statvfs, mountpoint))
+        return shared.get()
+
+    @property
+    def usage_reads(self) -> int:
+        """statvfs calls made through ``usage`` for the mounts still in the table (tests and benchmarks)."""
+        with self._usage_lock:
+            return sum(shared.reads for shared in self._usage.values())
 
     def _close(self) -> None:
         if self._closer is not None:
@@ -362,7 +390,7 @@ class _MountSelection:
     """The filesystems a probe reports, recomputed only when the shared mount table changes."""
 
     def __init__(self, params: FilesystemParams, table: MountTable | None) -> None:
-        self._table = table if table is not None else MountTable()
+        self.table = table if table is not None else MountTable()
         self._wanted = params.mountpoints
         self._exclude_fstypes = _exclude_set(params.exclude_fstypes)
         patterns = params.exclude_mountpoints
@@ -373,7 +401,7 @@ class _MountSelection:
         self._selected: list[Mount] = []
 
     def current(self) -> list[Mount]:
-        generation, mounts = self._table.current()
+        generation, mounts = self.table.current()
         if generation != self._generation:
             selected = self._select(mounts)  # a missing mountpoint raises here, and again next run
             self._generation, self._selected = generation, selected
@@ -407,9 +435,10 @@ def _statvfs_all(
     selection one unreadable mount (another user's FUSE, a vanished
     automount) is skipped so it cannot blind the rule to the root disk.
     """
+    table = selection.table
     for mount in selection.current():
         try:
-            yield mount, os.statvfs(mount.mountpoint)
+            yield mount, table.usage(mount.mountpoint)
         except OSError as exc:
             if strict:
                 raise ProbeError(f"cannot stat filesystem {mount.mountpoint}: {exc}") from exc
@@ -421,6 +450,8 @@ class DiskProbe:
     The root-reserved blocks count as neither, exactly like psutil.disk_usage,
     so 100 % means ordinary processes get ENOSPC.
     """
+
+    inline = True  # reads the shared mount table and statvfs only (``watchdogd.inline``)
 
     def __init__(self, params: FilesystemParams, table: MountTable | None, clock: Clock) -> None:
         self._selection = _MountSelection(params, table)
@@ -447,6 +478,8 @@ class DiskProbe:
 
 class InodesProbe:
     """Percent of inodes used: a disk can be "full" with free space when small files ate the inodes."""
+
+    inline = True  # reads the shared mount table and statvfs only (``watchdogd.inline``)
 
     def __init__(self, params: FilesystemParams, table: MountTable | None, clock: Clock) -> None:
         self._selection = _MountSelection(params, table)

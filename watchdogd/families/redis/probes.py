@@ -318,10 +318,8 @@ class _DescribesServer:
 
 
 class PingProbe(_DescribesServer):
-    """Round-trip time of PING on a warm connection, in seconds.
-
-    Two PINGs, the second one timed: the first may have paid for a new TCP
-    (and TLS) handshake and AUTH, which is not the latency clients see.
+    """Round-trip time of PING on a warm connection, in seconds (``RedisTarget.ping``: one measurement serves
+    every ``redis.up`` rule of the server due in the same cycle).
 
     An availability probe: no answer (refused, or a server that accepts and
     then says nothing, such as a SIGSTOPped one, within the target's
@@ -330,6 +328,7 @@ class PingProbe(_DescribesServer):
     """
 
     SUBJECT = "ping"
+    inline = True  # reads the server's shared ping only (``watchdogd.inline``)
 
     def __init__(self, params: NoParams, target: RedisTarget, clock: Clock) -> None:
         self._target = target
@@ -338,14 +337,7 @@ class PingProbe(_DescribesServer):
         return [self.SUBJECT]
 
     def measure(self) -> list[Reading]:
-        def ping_twice(client: Any) -> float:
-            client.ping()
-            started = time.perf_counter()
-            client.ping()
-            return time.perf_counter() - started
-
-        seconds = self._target.run(ping_twice)
-        return [Reading(self.SUBJECT, seconds, {"server": self._target.name})]
+        return [Reading(self.SUBJECT, self._target.ping(), {"server": self._target.name})]
 
 
 class MemoryProbe(_DescribesServer):

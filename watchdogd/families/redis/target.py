@@ -259,6 +259,7 @@ class RedisTarget:
         # probe asked for so far (the set only grows: a probe's sections are asked for on its first run).
         self._info_sections: frozenset[str] = frozenset()
         self._info = SharedRead(self._read_info, max_age=info_max_age, monotonic=clock)
+        self._ping = SharedRead(self._ping_twice, max_age=info_max_age, monotonic=clock)
 
     # -- public API used by probes and actions -------------------------------------------
 
@@ -297,6 +298,30 @@ class RedisTarget:
             self._info.forget()
             snapshot = self._info.get()
         return [snapshot[name] for name in sections]
+
+    def ping(self) -> float:
+        """Round-trip seconds of PING on a warm connection: one measurement for every ``redis.up`` rule of this
+        server due in the same cycle (``SharedRead``, as ``info``: a success is reused for at most
+        ``info_max_age``, capped at half the shortest interval; a failure never).
+
+        Two PINGs, the second one timed: the first may have paid for a new
+        TCP (and TLS) handshake and AUTH, which is not the latency clients see.
+        """
+        return self._ping.get()
+
+    @property
+    def pings(self) -> int:
+        """PING measurements actually made through ``ping`` (tests and benchmarks count them)."""
+        return self._ping.reads
+
+    def _ping_twice(self) -> float:
+        def ping_twice(client: redis.Redis) -> float:
+            client.ping()
+            started = time.perf_counter()
+            client.ping()
+            return time.perf_counter() - started
+
+        return self.run(ping_twice)
 
     def forget_info(self) -> None:
         """After an action of ours (a client killed, keys deleted): the next probe reads INFO afresh."""
@@ -358,6 +383,7 @@ class RedisTarget:
         rule's next run. (The backoff is already reset by any answer.)
         """
         self._info.limit(seconds)  # no rule gets the same INFO snapshot on two of its runs
+        self._ping.limit(seconds)
         with self._lock:
             self._backoff.cap(self.params.reconnect_max, seconds)
 
