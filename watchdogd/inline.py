@@ -19,13 +19,22 @@ all (``/proc/meminfo``, ``getloadavg``); a probe with a read of its own
 
 ``WouldBlock`` is a ``BaseException``: a probe's ``except Exception``, which
 turns a failed read into a ``ProbeError``, must not catch it.
+
+The opposite case lives here too: a verify's re-probe right after an action
+must see what the action changed, not a shared value read before it (a
+``statvfs`` from before ``files.clean``, a ping from before a restart). Inside
+``fresh()`` the shared layers read again whatever they hold; ``fresh_call``
+carries that onto the probe thread the re-probe runs on.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 INLINE_ATTRIBUTE = "inline"
 """A probe's flag (class or instance attribute): its ``measure`` reads only through layers that call ``check``."""
@@ -37,10 +46,12 @@ class WouldBlock(BaseException):
 
 class _State(threading.local):
     active = False
+    fresh = False
 
 
 _STATE = _State()
-"""Per thread, whether the thread is inside ``only()``: the one piece of module state, a thread's own flag."""
+"""Per thread, whether the thread is inside ``only()`` or ``fresh()``: the one piece of module state, a thread's
+own flags."""
 
 
 @contextmanager
@@ -55,6 +66,26 @@ def only() -> Iterator[None]:
 
 def active() -> bool:
     return _STATE.active
+
+
+@contextmanager
+def fresh() -> Iterator[None]:
+    """Run the block with every shared value read again (``wants_fresh``)."""
+    _STATE.fresh = True
+    try:
+        yield
+    finally:
+        _STATE.fresh = False
+
+
+def fresh_call(fn: Callable[[], T]) -> T:
+    """``fn()`` inside ``fresh()``: what a verify hands to a probe thread."""
+    with fresh():
+        return fn()
+
+
+def wants_fresh() -> bool:
+    return _STATE.fresh
 
 
 def check(what: str) -> None:

@@ -70,10 +70,15 @@ class SharedRead(Generic[T]):
         """Reads started (for tests and benchmarks: N rules in one cycle should make it grow by one)."""
 
     def get(self) -> T:
-        """Inside ``inline.only()`` a value that is not fresh raises ``WouldBlock``: no read, no wait for one."""
+        """Inside ``inline.only()`` a value that is not fresh raises ``WouldBlock``: no read, no wait for one.
+
+        Inside ``inline.fresh()`` (a verify's re-probe after an action) no value read before is handed out: a
+        read in flight is waited for, then this caller reads again.
+        """
+        reuse = not inline.wants_fresh()
         with self._cond:
             while True:
-                fresh = self._fresh()
+                fresh = self._fresh() if reuse else None
                 if fresh is not None:
                     return fresh[0]
                 inline.check("shared read")

@@ -108,8 +108,17 @@ class ThreadProbe:
         return [Reading("a", 95.0)]
 
 
+ALERT_ONLY = """\
+    probe: fake.percent
+    params: {key: r}
+    above: 90
+    timeout: 1s
+"""
+"""A rule without actions: no verify, whose re-probes run on a probe thread (see the end of this file)."""
+
+
 def _engine_with(tmp_path: Path, probe: ThreadProbe):  # type: ignore[no-untyped-def]
-    engine, fake, _action, store = make_engine(tmp_path, BASE, Clock())
+    engine, _fake, _action, store = make_engine(tmp_path, ALERT_ONLY, Clock())
     for rt in engine._runtimes.values():
         rt.probe = probe
     return engine, store
@@ -120,7 +129,7 @@ def test_an_inline_probe_runs_on_the_rules_thread_without_the_pool(tmp_path: Pat
     engine, _store = _engine_with(tmp_path, probe)
     report = engine.run_rule("r")
     assert report.up
-    assert probe.threads and set(probe.threads) == {threading.get_ident()}  # its verify's re-probes too
+    assert probe.threads == [threading.get_ident()]
     assert engine.runner.pool.threads == 0  # no probe thread was ever started
 
 
@@ -186,3 +195,41 @@ def test_a_pidfile_selection_never_runs_inline(tmp_path: Path) -> None:
     pidfile = ProcessSelection(ProcessSelector.model_validate({"pidfile": str(tmp_path / "none.pid")}), table)
     with inline.only(), pytest.raises(inline.WouldBlock):
         pidfile.select()
+
+
+# -- a verify reads afresh -----------------------------------------------------------------------------------
+
+
+def test_a_fresh_block_reads_again_though_a_value_is_fresh() -> None:
+    calls = []
+    shared = SharedRead(lambda: calls.append(1) or len(calls), max_age=60.0)
+    assert shared.get() == 1
+    assert shared.get() == 1
+    with inline.fresh():
+        assert shared.get() == 2
+    assert shared.get() == 2 and not inline.wants_fresh()
+
+
+class SharedProbe:
+    """A probe over a shared read that never expires by itself: only a fresh read sees the action's fix."""
+
+    inline = True
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.shared = SharedRead(lambda: dict(values), max_age=3600.0)
+
+    def measure(self) -> list[Reading]:
+        return [Reading(subject, value) for subject, value in self.shared.get().items()]
+
+
+def test_the_verify_after_an_action_reads_what_the_action_changed(tmp_path: Path) -> None:
+    engine, fake, action, store = make_engine(tmp_path, BASE, Clock())
+    probe = SharedProbe(fake.values)  # the fake action sets fake.values["a"] = 0.0: the fix
+    for rt in engine._runtimes.values():
+        rt.probe = probe
+    report = engine.run_rule("r")
+    assert action.calls == [(["a"], False)]
+    [entry] = store.history()
+    assert entry.detail["held"] is True and entry.value_after == 0.0
+    assert report.firing == ()
+    assert probe.shared.reads == 2  # the run's read, then the verify's own

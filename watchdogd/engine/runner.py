@@ -12,6 +12,7 @@ waited for, so one stuck probe costs one thread and not the schedule.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -97,8 +98,12 @@ class Runner:
         return RunReport.of(rt, self._clock(), tuple(audit))
 
     def remeasure(self, rt: RuleRuntime) -> ProbeResult:
-        """Probe again and evaluate, for the gate's verify; the caller holds ``rt.lock``."""
-        result = self._record(rt, self._as_outage(rt, self._probe(rt)))
+        """Probe again and evaluate, for the gate's verify; the caller holds ``rt.lock``.
+
+        On a probe thread and with every shared read made again (``inline.fresh``): a value read before the
+        action (a ``statvfs`` before ``files.clean``, a ping before a restart) would misreport the fix.
+        """
+        result = self._record(rt, self._as_outage(rt, self._probe(rt, fresh=True)))
         if result.readings or result.up:
             self._evaluate(rt, result.readings, result.finished_at)
         return result
@@ -136,7 +141,7 @@ class Runner:
 
     # -- probing -----------------------------------------------------------------
 
-    def _probe(self, rt: RuleRuntime) -> ProbeResult:
+    def _probe(self, rt: RuleRuntime, *, fresh: bool = False) -> ProbeResult:
         started = time.monotonic()
         if rt.hung is not None and not rt.hung.done():
             # Never stack threads behind a probe that is still stuck; report it until it returns.
@@ -146,7 +151,7 @@ class Runner:
         probe = rt.probe
         readings: list[Reading] | None = None
         try:
-            if getattr(probe, inline.INLINE_ATTRIBUTE, False):
+            if not fresh and getattr(probe, inline.INLINE_ATTRIBUTE, False):
                 # Served from what the cycle's shared reads hold, on this thread: no hand-off (``watchdogd.inline``).
                 try:
                     with inline.only():
@@ -154,7 +159,8 @@ class Runner:
                 except inline.WouldBlock:
                     pass  # a read is due: on a probe thread, as for any other probe
             if readings is None:
-                future = self.pool.submit(probe.measure)
+                future = self.pool.submit(functools.partial(inline.fresh_call, probe.measure) if fresh
+                                          else probe.measure)
                 try:
                     readings = self._wait(future, started + rt.rule.timeout)
                 except FutureTimeout:
