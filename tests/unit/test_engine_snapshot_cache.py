@@ -120,3 +120,23 @@ def test_replacing_what_a_view_shows_moves_the_runtime_version(tmp_path: Path) -
     before = runtime.version
     runtime.trend_saved = 5.0  # not shown in a view
     assert runtime.version == before
+
+
+def test_a_run_leaves_its_view_made_for_the_next_snapshot(tmp_path: Path) -> None:
+    """The view is made on the rule's own thread after its run, not on the scrape's: the snapshot reuses it."""
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.snapshot()
+    engine.run_rule("r")
+    made = engine._snapshot_cache["r"].view
+    assert made.firing == {"a": 95.0} and made.last_actions  # this run's state and its action, already
+    assert views(engine.snapshot().rules)["r"] is made
+
+
+def test_a_removed_rule_leaves_the_view_cache(tmp_path: Path) -> None:
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    engine.run_rule("quiet")
+    engine._snapshot_cache["gone"] = engine._snapshot_cache["quiet"]  # as a rule a reload removed
+    engine.snapshot()
+    assert "gone" not in engine._snapshot_cache and "quiet" in engine._snapshot_cache

@@ -194,7 +194,29 @@ class Engine:
         self.settle_maintenance()  # an expired maintenance is on record before this run's actions
         with runtime.lock:
             runtime.settle()
-            return self.runner.run(runtime)
+            report = self.runner.run(runtime)
+        self._make_view(runtime)
+        return report
+
+    def _make_view(self, rt: RuleRuntime) -> None:
+        """The rule's view, made on its own thread right after its run, so the next scrape or status finds it made.
+
+        At 1,000 rules run since the last scrape, making every view was 10 ms
+        of a 27 ms render, on the scrape's clock; here each run pays its own
+        (about 10 us), while what it read is still in the CPU's caches.
+        """
+        rule = rt.rule
+        change, actions = self._tallies.rule_parts(rule.name, self._kinds(rule))
+        parts = (rt, rt.version, change, *actions)  # as in _rule_snapshots: read before the view is made
+        cache = self._snapshot_cache
+        cached = cache.get(rule.name)
+        now = self.clock()
+        if cached is None or not cached.serves(parts, now):
+            cache[rule.name] = _made(cached, rt, parts, actions, change, now=now)
+
+    @staticmethod
+    def _kinds(rule: Rule) -> tuple[str, ...]:
+        return tuple(action.kind for action in rule.actions) if rule.actions else ()
 
     # -- operator controls ---------------------------------------------------
 
@@ -417,8 +439,7 @@ class Engine:
         scrape, a third of a /metrics render, while most rules had not run
         since the last one.
         """
-        cache = self._snapshot_cache
-        fresh: dict[str, _SnapshotCache] = {}
+        cache = self._snapshot_cache  # also filled by each run (``_make_view``): updated in place, one key at a time
         views = []
         for rt in runtimes:  # inlined: two calls a rule less, 1,000 rules a scrape
             rule = rt.rule
@@ -430,10 +451,10 @@ class Engine:
             parts = (rt, rt.version, change, *actions)
             cached = cache.get(name)
             if cached is None or not cached.serves(parts, now):
-                cached = _made(cached, rt, parts, actions, change, now=now)
-            fresh[name] = cached
+                cached = cache[name] = _made(cached, rt, parts, actions, change, now=now)
             views.append(cached.view)
-        self._snapshot_cache = fresh  # one reference swap: concurrent readers at worst build a view twice
+        if len(cache) > len(runtimes):  # rules a reload removed: one reference swap (a run at worst adds one back)
+            self._snapshot_cache = {name: cache[name] for name in (rt.rule.name for rt in runtimes) if name in cache}
         return tuple(views)
 
     def fleet_stats(self, now: float) -> FleetStats | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from watchdogd.engine import events as ev
@@ -192,6 +192,13 @@ class Tallies:
     def last_actions(self) -> dict[tuple[str, str], AuditEntry]:
         with self._lock:
             return dict(self._last)
+
+    def rule_parts(
+        self, rule: str, kinds: Sequence[str]
+    ) -> tuple[RuleTransition | None, tuple[AuditEntry | None, ...]]:
+        """One rule's latest transition and, per action kind, its newest ran/dry_run row: what its view shows."""
+        with self._lock:
+            return self._changes.get(rule), tuple(self._last.get((rule, kind)) for kind in kinds) if kinds else ()
 
     def last_changes(self) -> dict[str, RuleTransition]:
         """Per rule, its latest transition since start (what ``status --json`` shows as ``last_change``)."""
