@@ -325,6 +325,7 @@ PROBES = (
 def _reading_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
     """Per subject for low-cardinality probes, in a family per unit created at its first rule."""
     readings: dict[str, Series] = {}
+    extremes: dict[str, tuple[Series, ...]] = {}  # unit suffix -> its max and min families
     for rule in rules:
         if not rule.readings:
             continue
@@ -339,12 +340,16 @@ def _reading_families(out: Sink, rules: Sequence[RuleSnapshot]) -> None:
                 add((name, subject), value * scale)
             continue
         # High cardinality (backends, clients): aggregates only; a pid never becomes a label.
-        values = rule.readings.values()
-        for stat, pick in (("max", max), ("min", min)):
-            out.gauge(PREFIX + f"rule_reading_{stat}" + unit.suffix,
-                      f"The {stat}imum over all subjects of the rule's last probe run, {unit.meaning} "
-                      "(probes with many subjects export this instead of one series per subject). " + CACHED,
-                      ["rule"]).add_metric([rule.name], pick(values) * unit.scale)
+        pair = extremes.get(unit.suffix)
+        if pair is None:  # made once per unit and render, not once per rule
+            pair = extremes[unit.suffix] = tuple(
+                out.gauge(PREFIX + f"rule_reading_{stat}" + unit.suffix,
+                          f"The {stat}imum over all subjects of the rule's last probe run, {unit.meaning} (probes "
+                          "with many subjects export this instead of one series per subject). " + CACHED, ("rule",))
+                for stat in ("max", "min"))
+        values, labels = rule.readings.values(), (rule.name,)
+        pair[0].add_metric(labels, max(values) * unit.scale)
+        pair[1].add_metric(labels, min(values) * unit.scale)
 
 
 _LOW = Cardinality.LOW
