@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -55,27 +55,26 @@ own flags."""
 
 
 @contextmanager
-def only() -> Iterator[None]:
-    """Run the block with reads refused (``check`` raises); not re-entrant, and never nested by the runner."""
-    _STATE.active = True
+def _flag(name: str) -> Iterator[None]:
+    setattr(_STATE, name, True)
     try:
         yield
     finally:
-        _STATE.active = False
+        setattr(_STATE, name, False)
+
+
+def only() -> AbstractContextManager[None]:
+    """Run the block with reads refused (``check`` raises); not re-entrant, and never nested by the runner."""
+    return _flag("active")
 
 
 def active() -> bool:
     return _STATE.active
 
 
-@contextmanager
-def fresh() -> Iterator[None]:
+def fresh() -> AbstractContextManager[None]:
     """Run the block with every shared value read again (``wants_fresh``)."""
-    _STATE.fresh = True
-    try:
-        yield
-    finally:
-        _STATE.fresh = False
+    return _flag("fresh")
 
 
 def fresh_call(fn: Callable[[], T]) -> T:

@@ -21,16 +21,8 @@ from watchdogd.model import Reading
 from watchdogd.sharedread import SharedRead
 
 
-class Ticking:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_fresh_shared_value_is_served_inside_only() -> None:
-    clock = Ticking()
+    clock = Clock(100.0)
     shared = SharedRead(lambda: ("read",), max_age=1.0, monotonic=clock)
     assert shared.get() == ("read",)
     with inline.only():
@@ -39,7 +31,7 @@ def test_a_fresh_shared_value_is_served_inside_only() -> None:
 
 
 def test_a_stale_shared_value_refuses_inside_only_and_reads_outside() -> None:
-    clock = Ticking()
+    clock = Clock(100.0)
     shared = SharedRead(lambda: ("read",), max_age=1.0, monotonic=clock)
     with inline.only(), pytest.raises(inline.WouldBlock):
         shared.get()  # never read yet
@@ -167,7 +159,7 @@ def test_a_selection_served_from_known_facts_runs_inline_and_one_that_needs_a_re
     fake.add(10, "worker", ["/usr/bin/worker", "--flag"])
     fake.add(11, "worker", ["/usr/bin/worker", "--flag"])
     fake.add(20, "other", ["/usr/bin/other", "--flag"])
-    clock = Ticking()
+    clock = Clock(100.0)
     table = ProcessTable(str(fake.root), max_age=1.0, monotonic=clock)
     workers = ProcessSelection(ProcessSelector.model_validate({"name": "worker"}), table)
     with inline.only(), pytest.raises(inline.WouldBlock):
