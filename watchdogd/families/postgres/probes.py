@@ -455,14 +455,15 @@ class UpProbe(_DescribesServer):
 
     def __init__(self, params: UpParams, client: PostgresClient, clock: Clock) -> None:
         self._client = client
-        self._fresh = params.new_connection
-        self.inline = params.new_connection  # the shared ping (``watchdogd.inline``); else a query of its own
+        # ``new_connection``: the target's shared connection test, served inline (``watchdogd.inline``); without
+        # it, a query of its own on the shared connection.
+        self.inline = params.new_connection
 
     def outage_subjects(self) -> list[str]:
         return [self._client.label]
 
     def measure(self) -> list[Reading]:
-        if self._fresh:
+        if self.inline:
             ping = self._client.ping()
             return [Reading(self._client.label, ping.connect_seconds + ping.query_seconds, {
                 "connect_seconds": round(ping.connect_seconds, 6),
