@@ -165,3 +165,17 @@ def test_a_failed_listing_is_not_kept() -> None:
     engine._retry_at = 0.0
     api.containers = FakeApi(ROWS).containers  # type: ignore[method-assign]
     assert len(engine.listing()) == len(ROWS)
+
+
+def test_a_stream_that_went_live_and_was_lost_between_two_reads_ends_the_reuse() -> None:
+    """Found by CI: listed while the follower was starting, then live, then lost: "not synced" both times."""
+    engine, api = engine_with(ROWS)
+    engine.listing()
+    assert not engine.events.synced
+    engine.events._set("live")
+    engine.events._set("backoff")
+    assert not engine.events.synced
+    engine.listing()
+    assert len(api.calls) == 2
+    engine.listing()
+    assert len(api.calls) == 2  # no change since: reused

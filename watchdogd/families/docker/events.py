@@ -269,6 +269,9 @@ class EventFollower:
         self._target = target
         self._cond = threading.Condition()
         self._state = _IDLE
+        self.generation = 0
+        """Bumped on every change of state: the shared listing compares it, since a stream that went live and
+        was lost again between two reads is back at "not synced" but may have missed events in between."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: Any = None
@@ -282,7 +285,7 @@ class EventFollower:
         with self._cond:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._state = _REPLAYING
+            self._set(_REPLAYING)  # the condition's lock is reentrant
             self._thread = threading.Thread(target=self._run, name=f"docker-events-{self._target}", daemon=True)
             self._thread.start()
 
@@ -310,7 +313,9 @@ class EventFollower:
 
     def _set(self, state: str) -> None:
         with self._cond:
-            self._state = state
+            if state != self._state:
+                self._state = state
+                self.generation += 1
             self._cond.notify_all()
 
     def _close_stream(self) -> None:

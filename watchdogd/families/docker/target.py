@@ -211,10 +211,11 @@ class DockerEngine:
         self.history = EventHistory(clock)
         self.events = EventFollower(self.history, self._open_events, clock, name)
         # One listing for every rule of this engine due in the same cycle, reused for ``listing_max_age``
-        # seconds unless a container event (start, die, ...) arrived or the event stream changed state since.
+        # seconds unless a container event (start, die, ...) arrived or the event stream changed state since
+        # (a generation, not ``synced``: live-then-lost between two reads would compare equal).
         self._listing = SharedRead(
             self._list_all, max_age=listing_max_age, monotonic=monotonic,
-            version=lambda: (self.history.last_time_nano, self.events.synced),
+            version=lambda: (self.history.last_time_nano, self.events.generation),
         )
 
     # -- plumbing ----------------------------------------------------------------------------
