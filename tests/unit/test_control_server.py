@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_control import FakeDaemon
-from watchdogd.faces.admission import Admission
+from watchdogd.faces.admission import Admission, sweep_until
 from watchdogd.faces.cli import Unreachable, call
 from watchdogd.faces.control import MAX_CONNECTIONS, MAX_REQUEST, ControlError, ControlServer, _Turns
 
@@ -226,6 +226,56 @@ def test_admission_at_the_cap_evicts_the_oldest_silent_of_the_biggest_holder_and
         admission.busy(victim)
     assert not admission.admit(Victim("late"), 0, now=6.0)  # nobody silent: refused, nobody cut
     assert not any(v.was_cut for v in (flood[1], flood[2], root, newcomer))
+
+
+def test_next_sweep_is_when_the_first_seat_within_its_grace_leaves_it() -> None:
+    admission: Admission[Victim] = Admission(total=10, stalled_per_key=1, grace=1.0)
+    assert admission.next_sweep(now=0.0) is None  # nobody: no sweep at all
+    early, late, served = Victim("early"), Victim("late"), Victim("served")
+    admission.admit(early, "a", now=0.0)
+    admission.admit(late, "a", now=0.5)
+    admission.admit(served, "a", now=0.2)
+    admission.busy(served)
+    assert admission.next_sweep(now=0.6) == 1.0
+    assert admission.next_sweep(now=1.2) == 1.5  # early is past its grace: judged, no longer scheduled
+    assert admission.next_sweep(now=1.6) is None
+    admission.silent(served, now=2.0)  # the reply is out, the next request owed
+    assert admission.next_sweep(now=2.0) == 3.0
+
+
+class CutSignal:
+    """A connection whose cut sets an asyncio event, so a test awaits the sweep instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.cut_event = asyncio.Event()
+
+    def cut(self) -> None:
+        self.cut_event.set()
+
+
+def test_the_sweeper_sleeps_with_nobody_silent_and_cuts_a_stall_at_its_grace() -> None:
+    async def scenario() -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        admission: Admission[CutSignal] = Admission(total=10, stalled_per_key=0, grace=0.2)
+        stop = asyncio.Event()
+        sweeper = asyncio.ensure_future(sweep_until(stop, admission, loop.time))
+        for _ in range(100):  # the sweeper's first pass: nothing due, so it sleeps unbounded
+            if admission.on_silent is not None:
+                break
+            await asyncio.sleep(0)
+        sleeping_unbounded = admission.on_silent is not None
+        stalled = CutSignal()
+        admitted_at = loop.time()
+        admission.admit(stalled, "10.0.0.9", admitted_at)  # wakes it: a sweep is now due at the grace
+        await asyncio.wait_for(stalled.cut_event.wait(), timeout=5.0)
+        waited = loop.time() - admitted_at
+        stop.set()
+        await asyncio.wait_for(sweeper, timeout=5.0)
+        return sleeping_unbounded, waited
+
+    sleeping_unbounded, waited = asyncio.run(scenario())
+    assert sleeping_unbounded
+    assert 0.2 <= waited < 2.0  # cut once past the grace, not before; the upper bound only catches a lost wake-up
 
 
 def test_worker_shares_leave_root_its_reserve() -> None:

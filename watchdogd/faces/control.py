@@ -890,7 +890,7 @@ class ControlServer:
         self._stop = asyncio.Event()
         server = await asyncio.start_unix_server(self._client, sock=self._sock, backlog=BACKLOG)
         try:
-            await sweep_until(self._stop, self.admission, self._loop.time, self.admission.grace / 2)
+            await sweep_until(self._stop, self.admission, self._loop.time)
         finally:
             server.close()
             self.admission.cut_silent()

@@ -550,7 +550,7 @@ class MetricsServer:
         server = await asyncio.start_server(self._connection, sock=self._sock, limit=self.limits.max_head,
                                             backlog=BACKLOG)
         try:
-            await sweep_until(self._stop, self.admission, self._loop.time, self.limits.stall_grace / 2)
+            await sweep_until(self._stop, self.admission, self._loop.time)
         finally:
             server.close()
             for task in self._tasks:
