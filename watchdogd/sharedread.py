@@ -53,7 +53,10 @@ class SharedRead(Generic[T]):
         max_age: float = MAX_AGE,
         monotonic: Callable[[], float] = time.monotonic,
         version: Callable[[], Hashable] | None = None,
+        inline_reads: bool = False,
     ) -> None:
+        """``inline_reads``: ``read`` is itself safe inside ``inline.only()`` (it refuses its own blocking reads
+        with ``WouldBlock``), so a caller there may start it; waiting for a read in flight is refused anyway."""
         if max_age < 0:
             raise ValueError(f"max_age must be >= 0, got {max_age!r}")
         self._read = read
@@ -61,6 +64,7 @@ class SharedRead(Generic[T]):
         self._max_age = max_age
         self._monotonic = monotonic
         self._version = version
+        self._inline_reads = inline_reads
         self._cond = threading.Condition()
         self._value: tuple[T, float, Hashable] | None = None  # value, read started at, version then
         self._reading = False
@@ -81,9 +85,11 @@ class SharedRead(Generic[T]):
                 fresh = self._fresh() if reuse else None
                 if fresh is not None:
                     return fresh[0]
-                inline.check("shared read")
                 if not self._reading:
+                    if not self._inline_reads:
+                        inline.check("shared read")
                     break
+                inline.check("shared read")
                 waited_for = self._round
                 while self._reading:
                     self._cond.wait()
@@ -95,6 +101,12 @@ class SharedRead(Generic[T]):
         started = self._monotonic()
         try:
             value = self._read()
+        except inline.WouldBlock:
+            # Not a failed read: the read needs a probe thread. Whoever waited reads for itself.
+            with self._cond:
+                self._reading, self._error, self._round = False, None, self._round + 1
+                self._cond.notify_all()
+            raise
         except BaseException as exc:
             with self._cond:
                 self._reading, self._error, self._round = False, exc, self._round + 1

@@ -31,6 +31,7 @@ from watchdogd.engine.budget import Budget, HostBudget, budget_for
 from watchdogd.engine.evidence import EvidenceStore, EvidenceTaker
 from watchdogd.engine.fleetbudget import FleetBudget, FleetGroup, FleetPlan
 from watchdogd.engine.gate import Gate
+from watchdogd.engine.probegroups import ProbeGroups
 from watchdogd.engine.runner import Runner
 from watchdogd.engine.runtime import (
     Clients,
@@ -96,6 +97,7 @@ class Engine:
         self._runtimes: dict[str, RuleRuntime] = {}
         self._snapshot_cache: dict[str, _SnapshotCache] = {}
         self._shared = SharedObjects(clock)
+        self._groups = ProbeGroups()
         self.runner = Runner(
             store=store, events=self.events, clock=clock, stop=self.stop, lookup=self._lookup, optional=self._optional
         )
@@ -133,11 +135,13 @@ class Engine:
     def _install(self, config: Config, clients: Clients, coordinator: Coordinator | None = None) -> None:
         saved = self.store.load_rules()
         runtimes: dict[str, RuleRuntime] = {}
+        self._groups.plan(config.rules.values())
         for name, rule in config.rules.items():
             old = self._runtimes.get(name)
             if old is not None and not same_measurement(old.rule, rule):
                 old = None
-            runtime = build_runtime(rule, config.registry, clients, self.clock, previous=old, shared=self._shared)
+            runtime = build_runtime(rule, config.registry, clients, self.clock, previous=old, shared=self._shared,
+                                    groups=self._groups)
             if old is not None:
                 # Keep pending timers, cooldowns and give-ups across a reload that did not change what is
                 # measured: copied now for status, taken over again (settle) once the old run is done.

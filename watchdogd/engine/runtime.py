@@ -13,6 +13,7 @@ from watchdogd.contracts import Action, Probe, ProbeError
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import OperatorFlags, operator_status, status_of
 from watchdogd.core.trend import TrendHistory
+from watchdogd.engine.probegroups import ProbeGroups, SharedProbe
 from watchdogd.model import AuditEntry, Clock, Decision, ProbeResult, Reading, RuleStatus, Status, SubjectState
 from watchdogd.registry import Registry
 
@@ -219,11 +220,14 @@ def build_runtime(
     previous: RuleRuntime | None = None,
     *,
     shared: SharedObjects | None = None,
+    groups: ProbeGroups | None = None,
 ) -> RuleRuntime:
     """``previous``: the same rule's runtime before a reload that did not change what it measures.
 
     ``shared``: where host-local probes get their family's shared object
     (``ProbeSpec.shared``); without it (tests) each probe gets its own.
+    ``groups``: the rules that measure the same thing on the same beat
+    (``engine.probegroups``); without it each rule has its own probe.
     """
     if not rule.enabled:
         return RuleRuntime(rule=rule, probe=_Disabled(), actions=())
@@ -233,12 +237,17 @@ def build_runtime(
     if probe_spec.shared is not None:
         probe_client = shared.get(probe_spec.shared) if shared is not None else probe_spec.shared(clock)
     hung, hung_since = None, None
+    kept: Probe | None = None
     if previous is not None and previous.probe_client is probe_client and previous.rule.enabled:
         # Same probe on the same connection: keep its memory (rate baselines, log offsets, RSS
         # history), or rate probes would go blind for an interval after every reload.
-        probe, hung, hung_since = previous.probe, previous.hung, previous.hung_since
-    else:
-        probe = probe_spec.factory(rule.params, probe_client, clock)
+        kept, hung, hung_since = previous.probe, previous.hung, previous.hung_since
+        kept = kept.probe if isinstance(kept, SharedProbe) else kept  # regrouped below
+
+    def make() -> Probe:
+        return kept if kept is not None else probe_spec.factory(rule.params, probe_client, clock)
+
+    probe = groups.probe_for(rule, make) if groups is not None else make()
     actions = []
     for action in rule.actions:
         spec = registry.actions[action.kind]
