@@ -7,6 +7,12 @@ few microseconds, measured here alone and subtracted), so what is left is
 what every rule pays whatever its probe: the tick, the hand-off to the rule
 pool, the probe pool's hand-off, evaluation and bookkeeping.
 
+The rules are identical, so since ``engine/probegroups.py`` they share one
+probe: a run's ``measure`` hands out the group's readings of the cycle and
+one run per cycle reads /proc. What is subtracted is what a run calls (the
+shared probe's ``measure``, a cache hit); the one real read per cycle stays
+in the figure, so grouping can only make it look worse, never better.
+
     python bench/bench_rule_overhead.py [--rules 1000] [--every 1] [--cycles 10]
 
 Target (issue 17): <= 0.1 ms of CPU per run beyond the probe. CPU time, not

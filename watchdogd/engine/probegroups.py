@@ -60,6 +60,8 @@ class SharedProbe:
         return tuple(self.probe.measure())
 
     def __getattr__(self, name: str) -> Any:
+        if name == "probe":  # not set yet (a copy, or __init__ failed): no recursion through ourselves
+            raise AttributeError(name)
         return getattr(self.probe, name)
 
 
