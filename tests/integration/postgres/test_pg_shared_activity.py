@@ -114,7 +114,9 @@ def test_rules_run_at_once_wait_for_the_read_in_flight(pg: PgEnv, tmp_path: Path
 
 def test_the_up_rules_of_one_cycle_share_one_fresh_connection(pg: PgEnv, tmp_path: Path) -> None:
     watchdog = pg.role("watchdog", "pg_monitor")
-    rules = "".join(f"  up-{i}:\n    probe: postgres.up\n    above: 5s\n" for i in range(3))
+    # Intervals of their own: three rules alike would share one probe (engine/probegroups.py), and the
+    # client's one connection per cycle is what is tested here.
+    rules = "".join(f"  up-{i}:\n    probe: postgres.up\n    above: 5s\n    every: {5 + i}s\n" for i in range(3))
     target = f'targets:\n  postgres:\n    main: {{dsn: "{pg.dsn(watchdog)}"}}\n'
     text = f"state_dir: {tmp_path}/state\n{target}rules:\n{rules}"
     config = parse_config(text, tmp_path / "watchdogd.yaml")
