@@ -32,7 +32,7 @@ from watchdogd.engine.state import StateStore
 from watchdogd.engine.statedir import DB_NAME, StateError, StateLock
 from watchdogd.faces import notify
 from watchdogd.faces.control import ControlError, ControlServer, Handlers, resolve_group
-from watchdogd.faces.exporter import Exposition, build_registry, render_text
+from watchdogd.faces.exporter import Exposition, RuleGroups, build_registry, render_text
 from watchdogd.faces.httpserver import (
     HttpLimits,
     ListenError,
@@ -99,8 +99,10 @@ class Daemon:
         self.store = StateStore(config.state_dir / DB_NAME, clock)
         self.clients = open_clients(config)
         self.coordinator = open_coordinator(config.fleet)
+        rule_groups = RuleGroups()  # the exporter's part of each view, prepared by the run that made it
         self.engine = Engine(
-            config, self.store, self.clients, clock, stop=self.stop_event, coordinator=self.coordinator
+            config, self.store, self.clients, clock, stop=self.stop_event, coordinator=self.coordinator,
+            on_view=rule_groups.add,
         )
         self.notifications = Notifications(self.engine, lambda: self.engine.config, clock, transports)
         self.scheduler = Scheduler(self._run_rule, clock)
@@ -108,7 +110,7 @@ class Daemon:
         deliveries, runs = self.notifications.stats, self.scheduler.progress.run_counts
         self.build = buildinfo.current(__version__)  # once: files under .git are read at start only
         self.exposition = Exposition(
-            build_registry(self.engine.snapshot, self.build, deliveries=deliveries, runs=runs)
+            build_registry(self.engine.snapshot, self.build, deliveries=deliveries, runs=runs, prepared=rule_groups)
         )
         self._textfile_registry = build_registry(
             self.engine.snapshot, self.build, process=False, deliveries=deliveries, runs=runs

@@ -140,3 +140,16 @@ def test_a_removed_rule_leaves_the_view_cache(tmp_path: Path) -> None:
     engine._snapshot_cache["gone"] = engine._snapshot_cache["quiet"]  # as a rule a reload removed
     engine.snapshot()
     assert "gone" not in engine._snapshot_cache and "quiet" in engine._snapshot_cache
+
+
+def test_each_view_a_run_makes_goes_to_on_view(tmp_path: Path) -> None:
+    """The exporter prepares a rule's lines from there (faces.exporter.RuleGroups), on the rule's thread."""
+    clock = Clock()
+    engine, *_ = make_engine(tmp_path, clock)
+    seen: list[RuleSnapshot] = []
+    engine._on_view = seen.append
+    engine.run_rule("r")
+    engine.run_rule("quiet")
+    assert [view.name for view in seen] == ["r", "quiet"]
+    current = views(engine.snapshot().rules)
+    assert seen[0] is current["r"] and seen[1] is current["quiet"]

@@ -18,7 +18,14 @@ from watchdogd.core.guard import Maintenance
 from watchdogd.engine.events import SinkStats as EventSinkStats
 from watchdogd.engine.scheduler import RunCounts
 from watchdogd.engine.snapshot import ActionSummary, EngineSnapshot, FleetStats, GroupStats, Held, Wait
-from watchdogd.faces.exporter import FAST_FORMATS, MetricsRegistry, build_registry, encoder_for, render_text
+from watchdogd.faces.exporter import (
+    FAST_FORMATS,
+    MetricsRegistry,
+    RuleGroups,
+    build_registry,
+    encoder_for,
+    render_text,
+)
 from watchdogd.faces.textformat import escape_label, go_float
 from watchdogd.model import Cardinality, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
@@ -116,6 +123,29 @@ def test_lines_kept_from_the_last_render_never_show_old_values(openmetrics: bool
         state["snap"] = snap
         reference = generate_openmetrics(reg) if openmetrics else generate_latest(reg)
         assert reg.encode(openmetrics=openmetrics) == reference
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics-1.0.0"])
+def test_groups_prepared_by_the_runs_write_what_prometheus_client_writes(openmetrics: bool) -> None:
+    prepared = RuleGroups()
+    state = {"snap": rich()}
+    reg = build_registry(lambda: state["snap"], "1.2.3", process=False, prepared=prepared)
+    for view in state["snap"].rules:
+        prepared.add(view)  # what the engine's on_view does after each run
+    assert reg.encode(openmetrics=openmetrics) == (generate_openmetrics(reg) if openmetrics else generate_latest(reg))
+
+    # A group prepared for another view of the rule (the snapshot remade it: a pause ran out) is not used.
+    first = state["snap"].rules[0]
+    prepared.add(replace(first, last_run=NOW + 5, duration=9.5, status=RuleStatus.PAUSED))
+    state["snap"] = replace(state["snap"], rules=(replace(first, last_run=NOW + 7), *state["snap"].rules[1:]))
+    fast = reg.encode(openmetrics=openmetrics)
+    assert fast == (generate_openmetrics(reg) if openmetrics else generate_latest(reg))
+    assert go_float(NOW + 7).encode() in fast and go_float(NOW + 5).encode() not in fast
+
+    # A removed rule's prepared group goes at the next render.
+    state["snap"] = replace(state["snap"], rules=state["snap"].rules[1:])
+    reg.encode(openmetrics=openmetrics)
+    assert first.name not in prepared.take(state["snap"].rules)
 
 
 def test_the_scheduler_counts_kept_as_one_block_follow_every_change() -> None:

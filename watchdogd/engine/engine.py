@@ -76,8 +76,12 @@ class Engine:
         grace: bool = True,
         stop: threading.Event | None = None,
         coordinator: Coordinator | None = None,
+        on_view: Callable[[RuleSnapshot], None] | None = None,
     ) -> None:
+        """``on_view``: called with each view a run made, on the rule's thread (the exporter prepares the rule's
+        lines there: ``faces.exporter.RuleGroups``); it must be quick and must not raise."""
         self.clock = clock
+        self._on_view = on_view
         self.store = store
         self.stop = stop or threading.Event()
         self.started_at = clock()
@@ -216,7 +220,9 @@ class Engine:
         cached = cache.get(rule.name)
         now = self.clock()
         if cached is None or not cached.serves(parts, now):
-            cache[rule.name] = _made(cached, rt, parts, actions, change, now=now)
+            made = cache[rule.name] = _made(cached, rt, parts, actions, change, now=now)
+            if self._on_view is not None:
+                self._on_view(made.view)
 
     @staticmethod
     def _kinds(rule: Rule) -> tuple[str, ...]:

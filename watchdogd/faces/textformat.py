@@ -79,8 +79,8 @@ Group = tuple[Key, tuple[str, ...], tuple[str, ...]]
 """A group's key, its text in each of its kept families, and the heads of its fresh ones."""
 
 
-def _line(head: str, value: float) -> str:
-    return head + go_float(value) + "\n"
+def _joined(head: str, value: str) -> str:
+    return head + value + "\n"
 
 
 class Memo:
@@ -228,7 +228,7 @@ class Families:
 
     def group(
         self, group: str, key: Key, families: Sequence[object], rows: GroupRows, *args: object,
-        fresh: tuple[float, ...] = (),
+        fresh: tuple[str, ...] = (),
     ) -> None:
         """Series of several families written together, named ``group`` (a rule's name): their texts again
         while ``key`` is equal.
@@ -242,8 +242,8 @@ class Families:
 
         ``fresh``: the values of the group's last ``len(fresh)`` families,
         one series each, which change at nearly every render (a probe's
-        duration and last run): only their lines' heads are kept (from the
-        labels ``rows`` gives them) and these values are formatted each time.
+        duration and last run), already formatted (``go_float``): only their
+        lines' heads are kept (from the labels ``rows`` gives them).
         """
         self._groups_written += 1
         fams = cast(Sequence[Family], families)
@@ -259,7 +259,7 @@ class Families:
                 raise ValueError(f"group {group!r}: rows gave {len(heads)} fresh series for {len(fresh)} values")
             last = self._memo.groups[group] = (key, tuple("".join(lines) for lines in parts[:kept]), heads)
         _, texts, heads = last
-        for _ in map(list.append, self._lines_of(families), (*texts, *map(_line, heads, fresh))):  # a C loop
+        for _ in map(list.append, self._lines_of(families), (*texts, *map(_joined, heads, fresh))):  # a C loop
             pass
 
     def _lines_of(self, families: Sequence[object]) -> tuple[list[str], ...]:
