@@ -279,7 +279,8 @@ class RuleGroups:
         by_rule = self._by_rule
         if len(by_rule) > len(rules):
             names = {rule.name for rule in rules}
-            for name in [name for name in by_rule if name not in names]:
+            # list(): copied in one step under the GIL; a rule thread may add a name while this loops
+            for name in [name for name in list(by_rule) if name not in names]:
                 by_rule.pop(name, None)
         return by_rule
 
