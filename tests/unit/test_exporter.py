@@ -216,6 +216,31 @@ def test_a_scrape_after_a_change_renders_the_change_at_once() -> None:
     assert exposition.renders == renders + 1
 
 
+def test_a_reused_body_is_rendered_again_once_a_rule_in_it_would_pass_its_interval() -> None:
+    """A scrape within min_spacing of another gets its body only while every rule in it is within its interval."""
+    state = {"last_run": NOW - 14.0}  # every 15 s: due at NOW + 1
+    now, wall = [100.0], [NOW]
+    exposition = Exposition(
+        build_registry(lambda: snapshot(rule(last_run=state["last_run"]), taken_at=wall[0]), "1", process=False),
+        min_spacing=0.5, max_age=60, clock=lambda: now[0], wall=lambda: wall[0],
+    )
+    exposition.render("", False)
+    renders = exposition.renders
+    exposition.changed()  # another rule ran (not this one): its data is what ages
+    now[0] += 0.2
+    wall[0] += 0.2
+    exposition.render("", False)
+    assert exposition.renders == renders  # within min_spacing, data within its interval: reused
+    now[0] += 0.2
+    wall[0] = NOW + 1.05  # past the rule's last run + its interval
+    exposition.render("", False)
+    assert exposition.renders == renders + 1  # rendered again before min_spacing ran out
+    exposition.changed()
+    now[0] += 0.05
+    exposition.render("", False)
+    assert exposition.renders == renders + 1  # under SPACING_FLOOR, served as is: a tight loop stays bounded
+
+
 def test_concurrent_scrapes_share_one_render() -> None:
     release = threading.Event()
     entered = threading.Event()
