@@ -22,8 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from pydantic import BaseModel
-
 from watchdogd import inline
 from watchdogd.config import Rule
 from watchdogd.contracts import Probe
@@ -68,35 +66,40 @@ class SharedProbe:
 def group_key(rule: Rule) -> Hashable | None:
     """What makes two rules' measurements the same; None: this rule measures alone.
 
-    Parameters compare by value (their JSON), and only frozen ones (nothing
-    can change them after load). JSON hides secrets, so ``probe_for`` also
-    checks that a member's parameters equal its group's.
+    Parameters by identity: a config load already hands rules that say the
+    same one params object (``config`` ``share``: frozen, equal by JSON and
+    by ``==``, so two secrets never merge), and a load keeps every params
+    object alive, so an identity is never reused within one config.
     """
-    params = rule.params
-    if not rule.enabled or not isinstance(params, BaseModel) or not params.model_config.get("frozen"):
+    if not rule.enabled:
         return None
-    return (rule.probe, rule.target, rule.every, rule.jitter, type(params), params.model_dump_json())
+    return (rule.probe, rule.target, rule.every, rule.jitter, id(rule.params))
 
 
 class ProbeGroups:
-    """The groups of one loaded config, kept across reloads so that a group keeps its probe's memory."""
+    """The groups of the config being installed, planned again at each load.
+
+    A reload builds the groups anew: the probe a group wraps is its first
+    member's kept probe (``build_runtime`` unwraps it), so a group keeps its
+    memory across reloads without this holding anything from one load to
+    the next (an identity from an old load could be a new object's).
+    """
 
     def __init__(self) -> None:
         self._sizes: Counter[Hashable] = Counter()
-        self._probes: dict[Hashable, tuple[Any, SharedProbe]] = {}  # key -> (the group's params, its probe)
+        self._probes: dict[Hashable, SharedProbe] = {}
 
     def plan(self, rules: Iterable[Rule]) -> None:
-        """Count each group's members in the config about to be installed; drop the groups that are gone."""
+        """Count each group's members in the config about to be installed."""
         self._sizes = Counter(key for key in map(group_key, rules) if key is not None)
-        self._probes = {key: probe for key, probe in self._probes.items() if self._sizes[key] > 1}
+        self._probes = {}
 
     def probe_for(self, rule: Rule, make: Callable[[], Probe]) -> Probe:
         """The group's shared probe (``make`` builds the probe it wraps, once), or ``make()`` for a rule alone."""
         key = group_key(rule)
         if key is None or self._sizes[key] < 2:
             return make()
-        found = self._probes.get(key)
-        if found is None:
-            found = self._probes[key] = (rule.params, SharedProbe(make(), min(MAX_AGE, rule.every / 2)))
-        params, shared = found
-        return shared if params == rule.params else make()
+        shared = self._probes.get(key)
+        if shared is None:
+            shared = self._probes[key] = SharedProbe(make(), min(MAX_AGE, rule.every / 2))
+        return shared
