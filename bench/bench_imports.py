@@ -14,13 +14,24 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    host-only policy and (b) the shipped policy (``etc/watchdogd/watchdogd.yaml``
    with state_dir, control_socket and listen moved), VmRSS once every rule has
    run once, and which client libraries it loaded.
+4. **Accounting** (per policy: host-only, shipped, and ``bench_scale``'s 1,000-rule
+   mix): the daemon runs in-process under a small driver that, once its rules
+   have run, reads its VmRSS and ``sys.modules``; a fresh interpreter then
+   imports exactly those modules, group by group, in this order: the required
+   stack (and the stdlib it pulls in), the client libraries the policy loaded,
+   pydantic, our other libraries, the rest of the stdlib, watchdogd's own
+   modules (their pydantic models are built here). What the daemon holds over
+   the last step is the running daemon itself: config, rules, threads,
+   connections, heap. The required stack and client libraries together are the
+   floor no change to watchdogd can go below; a target under it is impossible
+   with the required stack.
 
 Run it with the interpreter of a clean venv (bench/run's, or
 ``python3 -m venv V && V/bin/pip install .``): a development interpreter with
 hundreds of distributions makes pydantic's plugin scan and APScheduler's
 entry points look bigger than they are.
 
-    python bench/bench_imports.py [--no-daemon] [--settle SECONDS]
+    python bench/bench_imports.py [--no-daemon] [--no-accounting] [--rules N] [--settle SECONDS]
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "watchdogd" / "watchdogd.yaml"
 HOST_ONLY_TARGET_MIB = 35.0
+MIX_TARGET_MIB = 60.0
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("stdlib: threading, logging, json, dataclasses, typing", "threading, logging, json, dataclasses, typing"),
@@ -163,9 +175,114 @@ def daemon_rss(text: str, settle: float) -> tuple[int, list[str]]:
             proc.wait(timeout=30)
 
 
+DRIVER = """
+import json, os, sys, threading, time
+out, settle, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+def report():
+    time.sleep(settle)  # the rules' first cycles: the daemon offers nothing to wait on from inside
+    with open('/proc/self/status') as f:
+        rss = next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+    with open(out, 'w') as f:
+        json.dump({'rss': rss, 'modules': sorted(sys.modules)}, f)
+    os._exit(0)
+threading.Thread(target=report, daemon=True).start()
+from watchdogd.daemon import main
+sys.exit(main(['--config', config, '--dry-run']))
+"""
+"""The daemon in-process, unchanged but for a thread that reports its VmRSS and modules and ends it."""
+
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("required stack (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, sqlite3) and the stdlib it imports",
+     ("psutil", "apscheduler", "tzlocal", "yaml", "_yaml", "prometheus_client", "sdnotify", "sqlite3", "_sqlite3")),
+    ("client libraries the policy loaded (psycopg, redis, docker) and what they import",
+     ("psycopg", "psycopg_binary", "psycopg_c", "redis", "async_timeout", "docker", "requests", "urllib3",
+      "charset_normalizer", "idna", "certifi", "websocket")),
+    ("pydantic and what it imports", ("pydantic", "pydantic_core", "annotated_types", "typing_inspection",
+                                      "typing_extensions")),
+    ("our other libraries (bcrypt, etcd3gw, ...)", ()),
+    ("the rest of the stdlib watchdogd imports", ()),
+    ("watchdogd's own modules (with their pydantic models built)", ("watchdogd",)),
+)
+"""Import groups in order; a module joins the first group naming its top-level package; () groups take the
+third-party (4th) or stdlib (5th) modules no group names."""
+
+ACCOUNT = """
+import gc, importlib, json, sys
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+groups, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+named = {top for _, tops in groups for top in tops}
+def group_of(name):
+    top = name.split('.')[0]
+    for index, (_, tops) in enumerate(groups):
+        if top in tops:
+            return index
+    return 4 if top in sys.stdlib_module_names or top.startswith('_') else 3
+buckets = [[] for _ in groups]
+for name in modules:
+    if name not in sys.modules and not name.startswith('__'):
+        buckets[group_of(name)].append(name)
+out, failed = [('interpreter', rss())], []
+for (label, _), names in zip(groups, buckets):
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a private module that only imports from its package's own order
+            failed.append(f'{name}: {type(exc).__name__}')
+    gc.collect()
+    out.append((label, rss()))
+print(json.dumps({'steps': out, 'failed': failed}))
+"""
+
+
+def daemon_modules(text: str, settle: float) -> tuple[int, list[str]]:
+    """VmRSS and ``sys.modules`` of the daemon in-process (``DRIVER``) after ``settle`` seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "w.yaml"
+        config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
+        config.chmod(0o600)
+        out = Path(tmp) / "out.json"
+        proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=settle + 120,
+                              check=False)
+        if not out.exists():
+            raise RuntimeError(f"daemon exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        report = json.loads(out.read_text())
+    return int(report["rss"]), list(report["modules"])
+
+
+def accounting(title: str, text: str, settle: float) -> None:
+    daemon_kib, modules = daemon_modules(text, settle)
+    proc = subprocess.run([sys.executable, "-c", ACCOUNT, json.dumps(GROUPS), json.dumps(modules)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "accounting failed")
+    report = json.loads(proc.stdout)
+    rows = [(label, int(kib)) for label, kib in report["steps"]]
+    rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon_kib))
+    print_steps(f"Accounting: {title} ({len(modules)} modules; the daemon's VmRSS {daemon_kib / 1024:.1f} MiB)", rows)
+    floor = rows[2][1]
+    print(f"floor (interpreter + required stack + client libraries): {floor / 1024:.1f} MiB")
+    if report["failed"]:
+        print(f"(not imported on their own: {', '.join(report['failed'])})")
+
+
+def mix_config(rules: int) -> str:
+    """``bench_scale``'s mix of ``rules`` rules (the services that answer here), paths under ``{tmp}``."""
+    from bench_scale import PG, REDIS, answers, config_text, mix, templates  # noqa: PLC0415 (only this policy)
+
+    available = frozenset(name for name, up in (("postgres", answers(PG)), ("redis", answers(REDIS))) if up)
+    kinds = templates("{tmp}/files/f*.txt", 9, "watchdogd-bench-imports-absent")
+    text = config_text(Path("{tmp}"), 0, mix(rules, kinds, available), available)
+    return text.replace("{", "{{").replace("}", "}}").replace("{{tmp}}", "{tmp}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-daemon", action="store_true", help="only the import steps and the floor")
+    parser.add_argument("--no-accounting", action="store_true", help="skip the per-policy accounting")
+    parser.add_argument("--rules", type=int, default=1000, help="rules in the accounting's bench_scale mix")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the daemon's RSS is read")
     args = parser.parse_args()
     print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
@@ -184,6 +301,13 @@ def main() -> int:
         full_kib, full_libs = daemon_rss(shipped_config(Path(tmp)), args.settle)
     print(f"daemon RSS, shipped policy, after its first cycles: {full_kib / 1024:.1f} MiB "
           f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: {', '.join(full_libs) or 'none'}")
+    if args.no_accounting:
+        return 0
+    accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", HOST_ONLY, args.settle)
+    with tempfile.TemporaryDirectory() as tmp:
+        accounting("shipped policy (target <= 2 x node_exporter)", shipped_config(Path(tmp)), args.settle)
+    accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
+               mix_config(args.rules), args.settle)
     return 0
 
 
