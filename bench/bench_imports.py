@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "watchdogd" / "watchdogd.yaml"
@@ -232,7 +233,7 @@ for (label, _), names in zip(groups, buckets):
             failed.append(f'{name}: {type(exc).__name__}')
     gc.collect()
     out.append((label, rss()))
-print(json.dumps({'steps': out, 'failed': failed}))
+print(json.dumps({'steps': out, 'failed': failed, 'groups': buckets}))
 """
 
 
@@ -252,13 +253,20 @@ def daemon_modules(text: str, settle: float) -> tuple[int, list[str]]:
     return int(report["rss"]), list(report["modules"])
 
 
-def accounting(title: str, text: str, settle: float) -> None:
-    daemon_kib, modules = daemon_modules(text, settle)
+def import_groups(modules: list[str]) -> dict[str, Any]:
+    """A fresh interpreter imports ``modules`` group by group (``ACCOUNT``): its VmRSS after each, the modules
+    of each group, and those that would not import on their own."""
     proc = subprocess.run([sys.executable, "-c", ACCOUNT, json.dumps(GROUPS), json.dumps(modules)],
                           capture_output=True, text=True, check=False, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "accounting failed")
-    report = json.loads(proc.stdout)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def accounting(title: str, text: str, settle: float) -> None:
+    daemon_kib, modules = daemon_modules(text, settle)
+    report = import_groups(modules)
     rows = [(label, int(kib)) for label, kib in report["steps"]]
     rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon_kib))
     print_steps(f"Accounting: {title} ({len(modules)} modules; the daemon's VmRSS {daemon_kib / 1024:.1f} MiB)", rows)
