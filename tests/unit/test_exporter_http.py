@@ -6,6 +6,8 @@ import base64
 import http.client
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -381,3 +383,17 @@ def test_a_reload_changes_the_idle_time_of_open_connections() -> None:
 
 def test_the_default_idle_time_outlasts_a_usual_scrape_interval() -> None:
     assert HttpLimits().keepalive_idle >= 60.0
+
+
+def test_bcrypt_is_loaded_only_where_basic_auth_is_on() -> None:
+    """0.4 MiB of RSS (issue 17): a daemon serving /metrics without users never imports it."""
+    code = (
+        "import sys\n"
+        "from watchdogd.faces.httpserver import BasicAuth\n"
+        "assert BasicAuth({}).check(None)\n"
+        "assert 'bcrypt' not in sys.modules, 'imported without users'\n"
+        "assert not BasicAuth({'bob': b'$2b$04$' + b'a' * 53}).check('Basic Ym9iOng=')\n"
+        "assert 'bcrypt' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
