@@ -276,6 +276,59 @@ def accounting(title: str, text: str, settle: float) -> None:
         print(f"(not imported on their own: {', '.join(report['failed'])})")
 
 
+SHARE = """
+import gc, json, os, pathlib, sys, tracemalloc
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+import ssl, asyncio, json, logging, threading, http.client, http.server, urllib.request, sqlite3, psutil, yaml
+import apscheduler.schedulers.background, apscheduler.executors.pool, prometheus_client, sdnotify
+for name in filter(None, sys.argv[3].split(',')):  # the policy's client libraries: not what this measures
+    __import__(name)
+gc.collect(); before = rss()
+import pydantic, pydantic.main, pydantic.fields, pydantic.types, pydantic.functional_validators
+gc.collect(); imported = rss()
+if sys.argv[2] == 'trace':
+    tracemalloc.start(64)
+import watchdogd.daemon
+from watchdogd.config import load_config
+config = load_config(pathlib.Path(sys.argv[1]), force_dry_run=True)
+gc.collect()
+if sys.argv[2] == 'trace':
+    traces = tracemalloc.take_snapshot().traces
+    total = sum(t.size for t in traces)
+    under = sum(t.size for t in traces if any('/pydantic' in f.filename for f in t.traceback))
+    print(json.dumps({'traced': total, 'pydantic': under}))
+else:
+    print(json.dumps({'import': imported - before, 'ours': rss() - imported}))
+"""
+"""pydantic's share of a daemon's load: its import (RSS), the Python objects allocated under its frames and
+kept (tracemalloc, in a second interpreter: tracing costs several times what it traces), and an upper bound
+for what it keeps outside Python (pydantic-core's validators): our modules' and config's RSS less all they
+keep as Python objects."""
+
+
+def pydantic_share(title: str, text: str, clients: str = "") -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "w.yaml"
+        config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
+        config.chmod(0o600)
+        figures: dict[str, int] = {}
+        for mode in ("rss", "trace"):
+            proc = subprocess.run([sys.executable, "-c", SHARE, str(config), mode, clients], capture_output=True,
+                                  text=True, check=False, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "share failed")
+            figures.update(json.loads(proc.stdout))
+    mib = {key: value / 1024 for key, value in figures.items() if key in ("import", "ours")}
+    traced, under = figures["traced"] / 2**20, figures["pydantic"] / 2**20
+    outside = max(0.0, mib["ours"] - traced)
+    print(f"pydantic's share, {title}: its import {mib['import']:.1f} MiB; then watchdogd's modules and the config "
+          f"load {mib['ours']:.1f} MiB: Python objects {traced:.1f}, of them allocated under pydantic {under:.1f}, "
+          f"and {outside:.1f} outside Python objects (pydantic-core's validators, and heap the load's temporaries "
+          f"left partly used): pydantic {mib['import'] + under:.1f} to {mib['import'] + under + outside:.1f} MiB")
+
+
 def mix_config(rules: int) -> str:
     """``bench_scale``'s mix of ``rules`` rules (the services that answer here), paths under ``{tmp}``."""
     from bench_scale import PG, REDIS, answers, config_text, mix, templates  # noqa: PLC0415 (only this policy)
@@ -316,6 +369,9 @@ def main() -> int:
         accounting("shipped policy (target <= 2 x node_exporter)", shipped_config(Path(tmp)), args.settle)
     accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
                mix_config(args.rules), args.settle)
+    print()
+    pydantic_share("host-only policy", HOST_ONLY)
+    pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
     return 0
 
 

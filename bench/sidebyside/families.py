@@ -47,7 +47,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_log.py", "log lines", headline=(r"^probe runs:", r"^verdict")),
     Bench("bench_rss.py", "daemon RSS over 1,000 cycles", headline=(r"^daemon RSS", r"^growth", r"^verdict")),
     Bench("bench_imports.py", "RSS by import group, per policy (issue 17's floor)",
-          headline=(r"^daemon RSS", r"^Accounting:", r"^floor \(interpreter \+ required stack")),
+          headline=(r"^daemon RSS", r"^Accounting:", r"^floor \(interpreter \+ required stack", r"^pydantic's share")),
     Bench("bench_scrape.py", "/metrics with 50 rules", headline=(r"^watchdogd(-uncached)?: p50",)),
     Bench("bench_status.py", "watchdogctl status, 50 rules",
           headline=(r"^watchdogctl \(console script\)", r"^watchdogctl status p90")),
