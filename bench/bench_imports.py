@@ -37,12 +37,14 @@ entry points look bigger than they are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,12 +160,19 @@ def shipped_config(tmp: Path) -> str:
     return text
 
 
-def daemon_rss(text: str, settle: float) -> tuple[int, list[str]]:
-    """VmRSS of a real daemon after ``settle`` seconds (every rule has run once by then), and its client libraries."""
+@contextlib.contextmanager
+def policy_file(text: str) -> Iterator[Path]:
+    """``text`` as a config file (mode 0600, as the daemon demands) in a temp dir its ``{tmp}`` names."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "w.yaml"
         config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
         config.chmod(0o600)
+        yield config
+
+
+def daemon_rss(text: str, settle: float) -> tuple[int, list[str]]:
+    """VmRSS of a real daemon after ``settle`` seconds (every rule has run once by then), and its client libraries."""
+    with policy_file(text) as config:
         proc = subprocess.Popen([sys.executable, "-m", "watchdogd.daemon", "--config", str(config), "--dry-run"],
                                 stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
@@ -213,7 +222,6 @@ def rss():
     with open('/proc/self/status') as f:
         return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
 groups, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-named = {top for _, tops in groups for top in tops}
 def group_of(name):
     top = name.split('.')[0]
     for index, (_, tops) in enumerate(groups):
@@ -239,11 +247,8 @@ print(json.dumps({'steps': out, 'failed': failed, 'groups': buckets}))
 
 def daemon_modules(text: str, settle: float) -> tuple[int, list[str]]:
     """VmRSS and ``sys.modules`` of the daemon in-process (``DRIVER``) after ``settle`` seconds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "w.yaml"
-        config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
-        config.chmod(0o600)
-        out = Path(tmp) / "out.json"
+    with policy_file(text) as config:
+        out = config.parent / "out.json"
         proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=settle + 120,
                               check=False)
@@ -304,15 +309,12 @@ else:
 """
 """pydantic's share of a daemon's load: its import (RSS), the Python objects allocated under its frames and
 kept (tracemalloc, in a second interpreter: tracing costs several times what it traces), and an upper bound
-for what it keeps outside Python (pydantic-core's validators): our modules' and config's RSS less all they
-keep as Python objects."""
+for what it keeps outside Python objects: our modules' and config's RSS less all they keep as Python objects
+(pydantic-core's validators, and the heap the load's temporaries left partly used)."""
 
 
 def pydantic_share(title: str, text: str, clients: str = "") -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "w.yaml"
-        config.write_text(text.format(tmp=tmp) if "{tmp}" in text else text)
-        config.chmod(0o600)
+    with policy_file(text) as config:
         figures: dict[str, int] = {}
         for mode in ("rss", "trace"):
             proc = subprocess.run([sys.executable, "-c", SHARE, str(config), mode, clients], capture_output=True,
