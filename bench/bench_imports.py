@@ -68,7 +68,6 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("apscheduler (background scheduler, thread pool)",
      "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval"),
     ("prometheus_client", "prometheus_client"),
-    ("bcrypt", "bcrypt"),
     ("watchdogd.model, units, contracts", "watchdogd.model, watchdogd.units, watchdogd.contracts"),
     ("watchdogd.registry (no family)", "watchdogd.registry"),
     ("watchdogd.config", "watchdogd.config"),
@@ -86,6 +85,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("psycopg", "psycopg"),
     ("redis", "redis"),
     ("docker", "docker"),
+    ("bcrypt (only where basic auth is on)", "bcrypt"),
 )
 
 REQUIRED = ("psutil, yaml, sdnotify, sqlite3, prometheus_client, "
