@@ -248,12 +248,11 @@ values' text."""
 def prepare(rule: RuleSnapshot) -> Prepared:
     """What a rule's group is made of, from its view alone: done by the run that made the view (``RuleGroups``)."""
     values = _rule_values(rule)
-    if rule.up is not None and rule.last_run is not None:  # a rule not run yet has no probe series,
-        key: textformat.Key = (rule.severity, rule.status, values, rule.unit, rule.above, rule.below,  # rather
-                               rule.probe, rule.target, rule.up)  # than a misleading 0 for "failed"
-        return rule, values, True, key, (textformat.go_float(rule.duration or 0.0),
-                                                   textformat.go_float(rule.last_run))
-    return rule, values, False, (rule.severity, rule.status, values, rule.unit, rule.above, rule.below), ()
+    key = (rule.severity, rule.status, values, rule.unit, rule.above, rule.below)
+    if rule.up is None or rule.last_run is None:  # not run yet: no probe series, rather than a 0 for "failed"
+        return rule, values, False, key, ()
+    fresh = (textformat.go_float(rule.duration or 0.0), textformat.go_float(rule.last_run))
+    return rule, values, True, (*key, rule.probe, rule.target, rule.up), fresh
 
 
 class RuleGroups:
@@ -643,10 +642,10 @@ def _sorted_counts(counts: Mapping[str, int]) -> Iterator[tuple[tuple[str], floa
 
 
 class _Writer(Collector):
+    """One of our collectors: ``collect()`` for prometheus-client (the reference), ``write()`` for the fast path."""
+
     fresh_until = math.inf
     """Wall time until which the last write's data stays within every rule's interval (``fresh_until``)."""
-
-    """One of our collectors: ``collect()`` for prometheus-client (the reference), ``write()`` for the fast path."""
 
     def write(self, out: Sink) -> None:
         raise NotImplementedError
