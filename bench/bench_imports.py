@@ -10,13 +10,13 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
 2. **Floor**: the interpreter plus the required third-party stack alone
    (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, pydantic and
    sqlite3 for the state): what no change to watchdogd's own code can go below.
-3. **Daemon**: the real daemon (``python -m watchdogd.daemon``) with (a) a
-   host-only policy and (b) the shipped policy (``etc/watchdogd/watchdogd.yaml``
-   with state_dir, control_socket and listen moved), VmRSS once every rule has
-   run once, and which client libraries it loaded.
-4. **Accounting** (per policy: host-only, shipped, and ``bench_scale``'s 1,000-rule
-   mix): the daemon runs in-process under a small driver that, once its rules
-   have run, reads its VmRSS and ``sys.modules``; a fresh interpreter then
+3. **Daemon**: the real daemon (``watchdogd.daemon.main``, in-process under a
+   small driver thread) with (a) a host-only policy and (b) the shipped policy
+   (``etc/watchdogd/watchdogd.yaml`` with state_dir, control_socket and listen
+   moved): its VmRSS once every rule has run once, and which client libraries
+   it loaded (from its ``sys.modules``).
+4. **Accounting** (per policy: those two, and ``bench_scale``'s 1,000-rule
+   mix): from the same daemon runs, a fresh interpreter then
    imports exactly those modules, group by group, in this order: the required
    stack (and the stdlib it pulls in), the client libraries the policy loaded,
    pydantic, our other libraries, the rest of the stdlib, watchdogd's own
@@ -43,7 +43,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,11 +91,15 @@ REQUIRED = ("psutil, yaml, sdnotify, sqlite3, prometheus_client, "
             "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval")
 PYDANTIC = "pydantic.main, pydantic.fields, pydantic.types"
 
-PROBE = """
-import gc, importlib, json, sys
+RSS = """
 def rss():
     with open('/proc/self/status') as f:
         return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+"""
+"""VmRSS in KiB, for the scripts below: each runs in an interpreter of its own."""
+
+PROBE = RSS + """
+import gc, importlib, json, sys
 out = [('interpreter', rss())]
 for label, names in json.loads(sys.argv[1]):
     for name in names.split(','):
@@ -137,18 +140,6 @@ def print_steps(title: str, rows: list[tuple[str, int]]) -> None:
         previous = kib
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def loaded(pid: int) -> list[str]:
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    return [name for name in ("psycopg", "redis", "docker") if f"/{name}/" in maps or f"{name}_binary" in maps]
-
-
 def shipped_config(tmp: Path) -> str:
     """The shipped policy byte for byte but for its paths and listen address."""
     text = SHIPPED.read_text()
@@ -170,30 +161,13 @@ def policy_file(text: str) -> Iterator[Path]:
         yield config
 
 
-def daemon_rss(text: str, settle: float) -> tuple[int, list[str]]:
-    """VmRSS of a real daemon after ``settle`` seconds (every rule has run once by then), and its client libraries."""
-    with policy_file(text) as config:
-        proc = subprocess.Popen([sys.executable, "-m", "watchdogd.daemon", "--config", str(config), "--dry-run"],
-                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        try:
-            time.sleep(settle)  # the rules' first cycle: nothing to wait on from outside
-            if proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {proc.returncode}")
-            return rss_kib(proc.pid), loaded(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-DRIVER = """
+DRIVER = RSS + """
 import json, os, sys, threading, time
 out, settle, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 def report():
     time.sleep(settle)  # the rules' first cycles: the daemon offers nothing to wait on from inside
-    with open('/proc/self/status') as f:
-        rss = next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
     with open(out, 'w') as f:
-        json.dump({'rss': rss, 'modules': sorted(sys.modules)}, f)
+        json.dump({'rss': rss(), 'modules': sorted(sys.modules)}, f)
     os._exit(0)
 threading.Thread(target=report, daemon=True).start()
 from watchdogd.daemon import main
@@ -216,11 +190,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 """Import groups in order; a module joins the first group naming its top-level package; () groups take the
 third-party (4th) or stdlib (5th) modules no group names."""
 
-ACCOUNT = """
+ACCOUNT = RSS + """
 import gc, importlib, json, sys
-def rss():
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
 groups, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def group_of(name):
     top = name.split('.')[0]
@@ -269,8 +240,11 @@ def import_groups(modules: list[str]) -> dict[str, Any]:
     return report
 
 
-def accounting(title: str, text: str, settle: float) -> None:
-    daemon_kib, modules = daemon_modules(text, settle)
+def client_libraries(modules: list[str]) -> str:
+    return ", ".join(name for name in ("psycopg", "redis", "docker") if name in modules) or "none"
+
+
+def accounting(title: str, daemon_kib: int, modules: list[str]) -> None:
     report = import_groups(modules)
     rows = [(label, int(kib)) for label, kib in report["steps"]]
     rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon_kib))
@@ -281,11 +255,8 @@ def accounting(title: str, text: str, settle: float) -> None:
         print(f"(not imported on their own: {', '.join(report['failed'])})")
 
 
-SHARE = """
+SHARE = RSS + """
 import gc, json, os, pathlib, sys, tracemalloc
-def rss():
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
 import ssl, asyncio, json, logging, threading, http.client, http.server, urllib.request, sqlite3, psutil, yaml
 import apscheduler.schedulers.background, apscheduler.executors.pool, prometheus_client, sdnotify
 for name in filter(None, sys.argv[3].split(',')):  # the policy's client libraries: not what this measures
@@ -357,20 +328,18 @@ def main() -> int:
           f"before any of watchdogd's own code (host-only target {HOST_ONLY_TARGET_MIB:.0f} MiB)")
     if args.no_daemon:
         return 0
-    host_kib, host_libs = daemon_rss(HOST_ONLY, args.settle)
-    print(f"daemon RSS, host-only policy, after its first cycles: {host_kib / 1024:.1f} MiB "
-          f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {', '.join(host_libs) or 'none'}")
     with tempfile.TemporaryDirectory() as tmp:
-        full_kib, full_libs = daemon_rss(shipped_config(Path(tmp)), args.settle)
-    print(f"daemon RSS, shipped policy, after its first cycles: {full_kib / 1024:.1f} MiB "
-          f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: {', '.join(full_libs) or 'none'}")
+        host, shipped = daemon_modules(HOST_ONLY, args.settle), daemon_modules(shipped_config(Path(tmp)), args.settle)
+    print(f"daemon RSS, host-only policy, after its first cycles: {host[0] / 1024:.1f} MiB "
+          f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {client_libraries(host[1])}")
+    print(f"daemon RSS, shipped policy, after its first cycles: {shipped[0] / 1024:.1f} MiB "
+          f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: {client_libraries(shipped[1])}")
     if args.no_accounting:
         return 0
-    accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", HOST_ONLY, args.settle)
-    with tempfile.TemporaryDirectory() as tmp:
-        accounting("shipped policy (target <= 2 x node_exporter)", shipped_config(Path(tmp)), args.settle)
+    accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", *host)
+    accounting("shipped policy (target <= 2 x node_exporter)", *shipped)
     accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
-               mix_config(args.rules), args.settle)
+               *daemon_modules(mix_config(args.rules), args.settle))
     print()
     pydantic_share("host-only policy", HOST_ONLY)
     pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
