@@ -24,6 +24,7 @@ ENGINE_LAYERS = CONTRACTS["layers:watchdogd.engine"]
 INDEPENDENT_FAMILIES = CONTRACTS["independence:"]
 FAMILIES_FORBIDDEN = CONTRACTS["forbidden:watchdogd.families"]
 CONTRACTS_FORBIDDEN = CONTRACTS["forbidden:watchdogd.contracts"]
+DAEMON_NO_CLI = CONTRACTS["forbidden:watchdogd.daemon"]
 
 
 def lint_imports(root: Path) -> tuple[int, str]:
@@ -97,6 +98,13 @@ def test_the_real_tree_keeps_every_contract() -> None:
             "from watchdogd.engine import runner",
             {ENGINE_LAYERS},
             "watchdogd.engine.gate -> watchdogd.engine.runner",
+        ),
+        # The control socket reusing a helper of watchdogctl's would load the whole CLI into the daemon.
+        (
+            "faces/control.py",
+            "from watchdogd.faces.cli import socket_from_config",
+            {DAEMON_NO_CLI},
+            "watchdogd.faces.control -> watchdogd.faces.cli",
         ),
         # exhaustive: a new top-level module must be given a layer.
         ("newhelper.py", "", {LAYERS}, "- watchdogd.newhelper"),

@@ -20,7 +20,7 @@ from tests.unit.test_exporter import NOW, rule, snapshot
 from tests.unit.test_pager import Rig
 from watchdogd.core import guard as guards
 from watchdogd.engine.engine import HOST_RULE, MAINTENANCE_KEY
-from watchdogd.faces import cli
+from watchdogd.faces import cli, reason
 from watchdogd.faces.control import Dispatcher, Handlers, Peer, status_document
 from watchdogd.faces.exporter import build_registry, render_text
 from watchdogd.model import Decision, RuleStatus, Status
@@ -280,11 +280,11 @@ def test_status_document_has_the_maintenance_or_null() -> None:
 
 
 def test_reason_problem() -> None:
-    assert cli.reason_problem("kernel upgrade, ticket OPS-42 (ünïcode ok)") is None
-    assert cli.reason_problem("x" * cli.MAX_REASON) is None
-    assert "at most" in (cli.reason_problem("x" * (cli.MAX_REASON + 1)) or "")
-    assert "U+0009" in (cli.reason_problem("tab\there") or "")
-    assert "U+2028" in (cli.reason_problem("line\u2028sep") or "")
+    assert reason.reason_problem("kernel upgrade, ticket OPS-42 (ünïcode ok)") is None
+    assert reason.reason_problem("x" * reason.MAX_REASON) is None
+    assert "at most" in (reason.reason_problem("x" * (reason.MAX_REASON + 1)) or "")
+    assert "U+0009" in (reason.reason_problem("tab\there") or "")
+    assert "U+2028" in (reason.reason_problem("line\u2028sep") or "")
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,12 @@ import socket
 import stat
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from watchdogd import __version__
 from watchdogd.counting import count_line
+from watchdogd.faces.reason import MAX_REASON, reason_problem
 
 PROTOCOL = 1
 """Must equal ``watchdogd.faces.control.PROTOCOL`` (a test checks); not imported, to keep status light."""
@@ -48,12 +48,6 @@ TIMEOUTS = {"run": 900.0, "reload": 120.0, "fleet": 160.0}
 """Seconds to wait for the daemon; run waits for probes and actions (each bounded by its own timeout), fleet for
 the coordinator (one fleet.coordinator.timeout, under 150 s)."""
 DEFAULT_TIMEOUT = 10.0
-
-MAX_REASON = 200
-"""Characters of a maintenance ``--reason`` at most: one line in status, logs and pages, not a document."""
-_NOT_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-"""Unicode categories a reason may not hold: controls (newlines, ESC: a forged log line or terminal escape),
-invisible formatting (bidi overrides that make a reason read other than it is), lone surrogates, line breaks."""
 
 _SIMPLE_SCALAR = re.compile(r"^control_socket:[ \t]*([^\s#'\"{}\[\]&*!|>%@`][^#\n]*?)[ \t]*(?:#.*)?$", re.M)
 
@@ -145,23 +139,6 @@ def call(path: str, command: str, args: Mapping[str, Any] | None = None, *, time
         error = reply.get("error") or {}
         raise Refused(str(error.get("code", "error")), str(error.get("message", "request refused")))
     return reply.get("result")
-
-
-def reason_problem(text: str) -> str | None:
-    """What is wrong with ``text`` as a maintenance reason (``pause --all --reason``), or None.
-
-    The reason goes into status, the daemon log, audit rows and pages, read
-    on terminals: one line of plain text, bounded. The daemon checks it too
-    (``watchdogd.faces.control`` uses this very function).
-    """
-    if not text.strip():
-        return "is empty"
-    if len(text) > MAX_REASON:
-        return f"is {len(text)} characters long; at most {MAX_REASON}"
-    bad = next((char for char in text if unicodedata.category(char) in _NOT_TEXT), None)
-    if bad is not None:
-        return f"contains the control character U+{ord(bad):04X}; give one line of plain text"
-    return None
 
 
 # --------------------------------------------------------------------------- socket path

@@ -54,8 +54,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
-from watchdogd.faces.cli import reason_problem
 from watchdogd.faces.fleetview import fleet_document
+from watchdogd.faces.reason import reason_problem
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
