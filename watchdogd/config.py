@@ -7,7 +7,6 @@ mistakes at once, each as ``file:line: key.path: message``.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -889,6 +888,8 @@ def _dotted(path: KeyPath) -> str:
 
 
 def _did_you_mean(word: str, candidates: Mapping[str, Any] | Sequence[str]) -> str:
+    import difflib  # noqa: PLC0415 (only a config with a typo needs it: 76 KiB of RSS otherwise, issue 17)
+
     names = list(candidates)
     close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     if close:

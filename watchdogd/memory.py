@@ -24,7 +24,6 @@ measured flat at 85.0-85.3 MiB (issue 17), with no change in render time.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
@@ -34,11 +33,14 @@ MMAP_THRESHOLD = 256 * 1024
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library already loaded into this process, through the program's own symbol table.
+
+    ``ctypes.util.find_library("c")`` would run ``ldconfig -p`` in a child at
+    every start and return None where ldconfig is missing (slim containers),
+    silently leaving malloc untuned; ``dlopen(NULL)`` needs neither.
+    """
     try:
-        return ctypes.CDLL(name)
+        return ctypes.CDLL(None)
     except OSError:
         return None
 

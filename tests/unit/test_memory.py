@@ -26,6 +26,25 @@ def test_arena_limit_and_mmap_threshold_are_accepted() -> None:
     assert tune_malloc(2) is True
 
 
+NO_CHILDREN = """
+import subprocess
+def refuse(*args, **kwargs):
+    raise OSError("no child may run: " + repr(args[:1]))
+subprocess.Popen = refuse  # ctypes.util.find_library runs ldconfig (and gcc, ld) through it
+from watchdogd.memory import release_free_memory, tune_malloc
+assert tune_malloc(2) is True and release_free_memory() is True
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt/malloc_trim are glibc's")
+def test_tuning_needs_no_ldconfig() -> None:
+    """Found through the process's own symbols: where ldconfig cannot run (a slim container, a sandbox
+    without it) malloc is tuned all the same, and a start spawns nothing for it."""
+    done = subprocess.run([sys.executable, "-c", NO_CHILDREN], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 BIG_BUFFERS = """
 from tests.unit.test_memory import rss_kib
 from watchdogd.memory import tune_malloc
