@@ -249,11 +249,6 @@ class Daemon:
             self._last_trim = now
             release_free_memory()
 
-    def request_stop(self) -> None:
-        """Stop from another thread (tests, embedding); a signal handler uses ``_inbox`` alone."""
-        self.stop_event.set()
-        self._inbox.note("stop")
-
     def shutdown(self) -> int:
         self.notifier.stopping()
         event(log, logging.INFO, "stopping")

@@ -399,10 +399,6 @@ class Engine:
         """Probe threads still running after the engine gave up on them (every rule, old configs included)."""
         return self.runner.pool.stuck
 
-    @property
-    def abandoned_probes_total(self) -> int:
-        return self.runner.pool.abandoned_total
-
     def snapshot(self) -> EngineSnapshot:
         """Everything status and /metrics show, from memory: never a database read, never a wait on a sync."""
         now = self.clock()

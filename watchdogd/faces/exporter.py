@@ -160,13 +160,6 @@ def _ts(value: float | None) -> float:
     return 0.0 if value is None else value
 
 
-def families(snap: EngineSnapshot, build: BuildInfo) -> Iterator[Metric]:
-    """Every watchdogd_* family for one snapshot, as prometheus-client families."""
-    out = _Families()
-    write_snapshot(out, snap, build)
-    return iter(out)
-
-
 def write_snapshot(out: Sink, snap: EngineSnapshot, build: BuildInfo, prepared: RuleGroups | None = None) -> None:
     """Every watchdogd_* family for one snapshot, into either sink; ``prepared``: see ``RuleGroups``."""
     _daemon_families(out, snap, build)
@@ -586,12 +579,6 @@ def _fleet_families(out: Sink, fleet: FleetStats) -> None:
         acquire.add_metric(labels, group.acquire_count, group.acquire_seconds_sum)
 
 
-def delivery_families(stats: Sequence[SinkStats]) -> Iterator[Metric]:
-    out = _Families()
-    write_deliveries(out, stats)
-    return iter(out)
-
-
 def write_deliveries(out: Sink, stats: Sequence[SinkStats]) -> None:
     """The notification outbox, per sink: what was delivered, retried and given up, and what waits."""
     counters = (
@@ -614,12 +601,6 @@ def write_deliveries(out: Sink, stats: Sequence[SinkStats]) -> None:
         for name, documentation, field_name in gauges:
             value = float(getattr(sink, field_name))
             out.gauge(PREFIX + name, documentation, ["sink"]).add_metric([sink.sink], value)
-
-
-def run_families(counts: RunCounts) -> Iterator[Metric]:
-    out = _Families()
-    write_runs(out, counts)
-    return iter(out)
 
 
 def write_runs(out: Sink, counts: RunCounts) -> None:
