@@ -24,7 +24,10 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    the last step is the running daemon itself: config, rules, threads,
    connections, heap. The required stack and client libraries together are the
    floor no change to watchdogd can go below; a target under it is impossible
-   with the required stack.
+   with the required stack. Then where that daemon's memory lives: pages of
+   mapped files (shared libraries, which the kernel reclaims first), CPython's
+   arenas (live objects in them) and glibc's heap (in use and free, after
+   ``malloc_trim``): how much of the RSS is anything but live data.
 
 Run it with the interpreter of a clean venv (bench/run's, or
 ``python3 -m venv V && V/bin/pip install .``): a development interpreter with
@@ -45,7 +48,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "watchdogd" / "watchdogd.yaml"
@@ -162,18 +165,42 @@ def policy_file(text: str) -> Iterator[Path]:
 
 
 DRIVER = RSS + """
-import json, os, sys, threading, time
+import ctypes, gc, json, os, sys, tempfile, threading, time
 out, settle, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
+                                                'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+def malloc_stats():
+    # CPython writes them to the C stderr: caught in a file for the moment (a log line then may land there).
+    with tempfile.TemporaryFile('w+') as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        return caught.read()
 def report():
     time.sleep(settle)  # the rules' first cycles: the daemon offers nothing to wait on from inside
+    gc.collect()
+    libc = ctypes.CDLL(None)
+    libc.malloc_trim(0)
+    libc.mallinfo2.restype = MallInfo2
+    heap = libc.mallinfo2()
+    with open('/proc/self/smaps') as f:
+        smaps = f.read()
     with open(out, 'w') as f:
-        json.dump({'rss': rss(), 'modules': sorted(sys.modules)}, f)
+        json.dump({'rss': rss(), 'modules': sorted(sys.modules), 'smaps': smaps, 'pymalloc': malloc_stats(),
+                   'heap_used': heap.uordblks, 'heap_free': heap.fordblks}, f)
     os._exit(0)
 threading.Thread(target=report, daemon=True).start()
 from watchdogd.daemon import main
 sys.exit(main(['--config', config, '--dry-run']))
 """
-"""The daemon in-process, unchanged but for a thread that reports its VmRSS and modules and ends it."""
+"""The daemon in-process, unchanged but for a thread that ends it after ``settle`` seconds, reporting its VmRSS,
+its modules and where its memory lives (smaps; CPython's arenas; glibc's heap, after ``malloc_trim``)."""
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("required stack (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, sqlite3) and the stdlib it imports",
@@ -216,8 +243,15 @@ print(json.dumps({'steps': out, 'failed': failed, 'groups': buckets}))
 """
 
 
-def daemon_modules(text: str, settle: float) -> tuple[int, list[str]]:
-    """VmRSS and ``sys.modules`` of the daemon in-process (``DRIVER``) after ``settle`` seconds."""
+class Daemon(NamedTuple):
+    kib: int
+    modules: list[str]
+    where: str
+
+
+def daemon_modules(text: str, settle: float) -> Daemon:
+    """VmRSS, ``sys.modules`` and where the memory lives, of the daemon in-process (``DRIVER``) after ``settle``
+    seconds."""
     with policy_file(text) as config:
         out = config.parent / "out.json"
         proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config)],
@@ -226,7 +260,39 @@ def daemon_modules(text: str, settle: float) -> tuple[int, list[str]]:
         if not out.exists():
             raise RuntimeError(f"daemon exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
         report = json.loads(out.read_text())
-    return int(report["rss"]), list(report["modules"])
+    live, arenas = pymalloc_use(report["pymalloc"])
+    files = mapped_files(report["smaps"])
+    top = ", ".join(f"{name} {kib / 1024:.1f}" for name, kib in sorted(files.items(), key=lambda kv: -kv[1])[:6])
+    where = (f"mapped files {sum(files.values()) / 1024:.1f} MiB (shared libraries; the largest: {top}); "
+             f"Python's arenas {live / 2**20:.1f} MiB of objects in {arenas} of 1 MiB; "
+             f"glibc's heap {report['heap_used'] / 2**20:.1f} MiB in use, {report['heap_free'] / 2**20:.1f} free")
+    return Daemon(int(report["rss"]), list(report["modules"]), where)
+
+
+def mapped_files(smaps: str) -> dict[str, int]:
+    """Resident KiB of each mapped file (by its base name) in a ``/proc/<pid>/smaps`` text."""
+    files: dict[str, int] = {}
+    current: str | None = None
+    for line in smaps.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            path = fields[5] if len(fields) > 5 else ""
+            current = path.rsplit("/", 1)[-1] if path.startswith("/") else None
+        elif fields[0] == "Rss:" and current is not None:
+            files[current] = files.get(current, 0) + int(fields[1])
+    return files
+
+
+def pymalloc_use(stats: str) -> tuple[int, int]:
+    """Bytes in live blocks and arenas in use, from ``sys._debugmallocstats()``'s text."""
+    figures = {}
+    for line in stats.splitlines():
+        if line.startswith("#") and "=" in line:
+            key, _, value = line[1:].partition("=")
+            figures[key.strip()] = int(value.strip().replace(",", ""))
+    return figures["bytes in allocated blocks"], figures["arenas allocated current"]
 
 
 def import_groups(modules: list[str]) -> dict[str, Any]:
@@ -244,13 +310,15 @@ def client_libraries(modules: list[str]) -> str:
     return ", ".join(name for name in ("psycopg", "redis", "docker") if name in modules) or "none"
 
 
-def accounting(title: str, daemon_kib: int, modules: list[str]) -> None:
+def accounting(title: str, daemon: Daemon) -> None:
+    daemon_kib, modules = daemon.kib, daemon.modules
     report = import_groups(modules)
     rows = [(label, int(kib)) for label, kib in report["steps"]]
     rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon_kib))
     print_steps(f"Accounting: {title} ({len(modules)} modules; the daemon's VmRSS {daemon_kib / 1024:.1f} MiB)", rows)
     floor = rows[2][1]
     print(f"floor (interpreter + required stack + client libraries): {floor / 1024:.1f} MiB")
+    print(f"where the daemon's memory lives: {daemon.where}")
     if report["failed"]:
         print(f"(not imported on their own: {', '.join(report['failed'])})")
 
@@ -330,16 +398,17 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         host, shipped = daemon_modules(HOST_ONLY, args.settle), daemon_modules(shipped_config(Path(tmp)), args.settle)
-    print(f"daemon RSS, host-only policy, after its first cycles: {host[0] / 1024:.1f} MiB "
-          f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {client_libraries(host[1])}")
-    print(f"daemon RSS, shipped policy, after its first cycles: {shipped[0] / 1024:.1f} MiB "
-          f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: {client_libraries(shipped[1])}")
+    print(f"daemon RSS, host-only policy, after its first cycles: {host.kib / 1024:.1f} MiB "
+          f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {client_libraries(host.modules)}")
+    print(f"daemon RSS, shipped policy, after its first cycles: {shipped.kib / 1024:.1f} MiB "
+          f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: "
+          f"{client_libraries(shipped.modules)}")
     if args.no_accounting:
         return 0
-    accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", *host)
-    accounting("shipped policy (target <= 2 x node_exporter)", *shipped)
+    accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", host)
+    accounting("shipped policy (target <= 2 x node_exporter)", shipped)
     accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
-               *daemon_modules(mix_config(args.rules), args.settle))
+               daemon_modules(mix_config(args.rules), args.settle))
     print()
     pydantic_share("host-only policy", HOST_ONLY)
     pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
