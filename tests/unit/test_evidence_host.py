@@ -324,6 +324,29 @@ def test_process_evidence_rows_for_the_measured_processes(spawn: Any, secret: st
     print(f"process.cpu describe, 2 processes: {elapsed * 1000:.0f} ms, {size(sections)} bytes")
 
 
+def test_process_evidence_asks_nss_once_per_owner(spawn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three rows of one owner: one user-name lookup (NSS may be a directory server, inside the deadline)."""
+    from watchdogd.families.process import probes  # noqa: PLC0415
+
+    token = uuid.uuid4().hex
+    children = [spawn(IDLE, token) for _ in range(3)]
+    probe = make(PROCESS, "process.count", cmdline=token)
+    readings = probe.measure()
+    me = psutil.Process().username()
+    asked: list[int] = []
+    real = probes.pwd.getpwuid
+
+    def counting(uid: int) -> Any:
+        asked.append(uid)
+        return real(uid)
+
+    monkeypatch.setattr(probes.pwd, "getpwuid", counting)
+    sections = probe.describe(readings, limits())
+    assert {r["pid"] for r in sections["matching processes"]} == {c.pid for c in children}
+    assert {r["user"] for r in sections["matching processes"]} == {me}
+    assert asked == [os.getuid()]
+
+
 def test_process_count_evidence_uses_the_pids_and_notices_the_gone(spawn: Any) -> None:
     token = uuid.uuid4().hex
     children = [spawn(IDLE, token) for _ in range(3)]

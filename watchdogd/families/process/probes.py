@@ -348,14 +348,18 @@ def _command(argv: tuple[str, ...], name: str, show: bool) -> str:
     return argv[0][:EVIDENCE_CUT] + (" <redacted>" if len(argv) > 1 else "")
 
 
-def _user(pid: int) -> str | None:
+def _user(pid: int, names: dict[int, str]) -> str | None:
+    """The process owner's name; ``names`` keeps each uid's answer for the rest of one describe: a uid asks
+    NSS (maybe a directory server) once, not once per row, inside the evidence deadline."""
     uid = procfs.read_uid(pid)
     if uid is None:
         return None
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    if uid not in names:
+        try:
+            names[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            names[uid] = str(uid)
+    return names[uid]
 
 
 def _fds(pid: int) -> tuple[int | None, int | str | None]:
@@ -390,6 +394,7 @@ def describe_processes(readings: Sequence[Reading], limits: EvidenceLimits) -> d
     rows = []
     cut = None
     up = procfs.uptime()
+    users: dict[int, str] = {}
     for pid, (before, at) in first.items():
         if time.monotonic() >= stop:
             cut = "deadline"
@@ -406,7 +411,7 @@ def describe_processes(readings: Sequence[Reading], limits: EvidenceLimits) -> d
         rows.append({
             "pid": pid,
             "name": name,
-            "user": _user(pid),
+            "user": _user(pid, users),
             "state": st.state,
             "cpu_percent": round(percent, 1) if percent is not None else None,
             "rss_bytes": st.rss,
