@@ -326,7 +326,7 @@ def test_process_evidence_rows_for_the_measured_processes(spawn: Any, secret: st
 
 def test_process_evidence_asks_nss_once_per_owner(spawn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three rows of one owner: one user-name lookup (NSS may be a directory server, inside the deadline)."""
-    from watchdogd.families.process import probes  # noqa: PLC0415
+    import pwd  # noqa: PLC0415
 
     token = uuid.uuid4().hex
     children = [spawn(IDLE, token) for _ in range(3)]
@@ -334,13 +334,13 @@ def test_process_evidence_asks_nss_once_per_owner(spawn: Any, monkeypatch: pytes
     readings = probe.measure()
     me = psutil.Process().username()
     asked: list[int] = []
-    real = probes.pwd.getpwuid
+    real = pwd.getpwuid
 
     def counting(uid: int) -> Any:
         asked.append(uid)
         return real(uid)
 
-    monkeypatch.setattr(probes.pwd, "getpwuid", counting)
+    monkeypatch.setattr(pwd, "getpwuid", counting)
     sections = probe.describe(readings, limits())
     assert {r["pid"] for r in sections["matching processes"]} == {c.pid for c in children}
     assert {r["user"] for r in sections["matching processes"]} == {me}

@@ -21,7 +21,6 @@ accounting follows; the wall clock may step under NTP.
 from __future__ import annotations
 
 import json
-import pwd
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from pydantic import Field, model_validator
 from watchdogd.contracts import Cardinality, Clock, EvidenceLimits, Probe, ProbeError, ProbeSpec, Reading, Unit
 from watchdogd.families.process import procfs
 from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector, process_name
-from watchdogd.families.process.table import ProcessTable, Snapshot, process_table
+from watchdogd.families.process.table import ProcessTable, Snapshot, process_table, user_name
 from watchdogd.units import Duration
 
 
@@ -349,17 +348,10 @@ def _command(argv: tuple[str, ...], name: str, show: bool) -> str:
 
 
 def _user(pid: int, names: dict[int, str]) -> str | None:
-    """The process owner's name; ``names`` keeps each uid's answer for the rest of one describe: a uid asks
-    NSS (maybe a directory server) once, not once per row, inside the evidence deadline."""
+    """The process owner's name; ``names`` lives for one describe: a uid asks NSS once, not once per row,
+    inside the evidence deadline."""
     uid = procfs.read_uid(pid)
-    if uid is None:
-        return None
-    if uid not in names:
-        try:
-            names[uid] = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            names[uid] = str(uid)
-    return names[uid]
+    return None if uid is None else user_name(uid, names)
 
 
 def _fds(pid: int) -> tuple[int | None, int | str | None]:

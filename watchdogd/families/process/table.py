@@ -194,15 +194,9 @@ class ProcessTable:
         return facts
 
     def user_name(self, uid: int) -> str:
-        name = self._users.get(uid)
-        if name is None:
+        if uid not in self._users:
             inline.check("user name")  # NSS may ask a directory server
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._users[uid] = name
-        return name
+        return user_name(uid, self._users)
 
     def _scan(self) -> Snapshot:
         taken = self._monotonic()
@@ -227,6 +221,17 @@ class ProcessTable:
 def _new_facts(stat: procfs.Stat, uptime: float) -> Facts:
     age = uptime - stat.start_ticks / procfs.CLOCK_TICKS
     return Facts(stat.pid, stat.start_ticks, stat.comm, age >= SETTLE_SECONDS)
+
+
+def user_name(uid: int, names: dict[int, str]) -> str:
+    """``uid``'s user name, or the uid itself where NSS has none; ``names`` keeps each answer, so a uid asks
+    NSS (maybe a directory server) once for as long as the caller keeps ``names``."""
+    if uid not in names:
+        try:
+            names[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            names[uid] = str(uid)
+    return names[uid]
 
 
 def process_table(clock: Clock) -> ProcessTable:
