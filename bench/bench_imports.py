@@ -249,7 +249,7 @@ class Daemon(NamedTuple):
     where: str
 
 
-def daemon_modules(text: str, settle: float) -> Daemon:
+def run_daemon(text: str, settle: float) -> Daemon:
     """VmRSS, ``sys.modules`` and where the memory lives, of the daemon in-process (``DRIVER``) after ``settle``
     seconds."""
     with policy_file(text) as config:
@@ -260,13 +260,17 @@ def daemon_modules(text: str, settle: float) -> Daemon:
         if not out.exists():
             raise RuntimeError(f"daemon exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
         report = json.loads(out.read_text())
+    return Daemon(int(report["rss"]), list(report["modules"]), where(report))
+
+
+def where(report: dict[str, Any]) -> str:
+    """One line from ``DRIVER``'s report: mapped files, CPython's arenas, glibc's heap."""
     live, arenas = pymalloc_use(report["pymalloc"])
     files = mapped_files(report["smaps"])
     top = ", ".join(f"{name} {kib / 1024:.1f}" for name, kib in sorted(files.items(), key=lambda kv: -kv[1])[:6])
-    where = (f"mapped files {sum(files.values()) / 1024:.1f} MiB (shared libraries; the largest: {top}); "
-             f"Python's arenas {live / 2**20:.1f} MiB of objects in {arenas} of 1 MiB; "
-             f"glibc's heap {report['heap_used'] / 2**20:.1f} MiB in use, {report['heap_free'] / 2**20:.1f} free")
-    return Daemon(int(report["rss"]), list(report["modules"]), where)
+    return (f"mapped files {sum(files.values()) / 1024:.1f} MiB (shared libraries; the largest: {top}); "
+            f"Python's arenas {live / 2**20:.1f} MiB of objects in {arenas} of 1 MiB; "
+            f"glibc's heap {report['heap_used'] / 2**20:.1f} MiB in use, {report['heap_free'] / 2**20:.1f} free")
 
 
 def mapped_files(smaps: str) -> dict[str, int]:
@@ -311,11 +315,11 @@ def client_libraries(modules: list[str]) -> str:
 
 
 def accounting(title: str, daemon: Daemon) -> None:
-    daemon_kib, modules = daemon.kib, daemon.modules
-    report = import_groups(modules)
+    report = import_groups(daemon.modules)
     rows = [(label, int(kib)) for label, kib in report["steps"]]
-    rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon_kib))
-    print_steps(f"Accounting: {title} ({len(modules)} modules; the daemon's VmRSS {daemon_kib / 1024:.1f} MiB)", rows)
+    rows.append(("the running daemon (config, rules, threads, connections, heap)", daemon.kib))
+    print_steps(f"Accounting: {title} ({len(daemon.modules)} modules; the daemon's VmRSS {daemon.kib / 1024:.1f} MiB)",
+                rows)
     floor = rows[2][1]
     print(f"floor (interpreter + required stack + client libraries): {floor / 1024:.1f} MiB")
     print(f"where the daemon's memory lives: {daemon.where}")
@@ -324,13 +328,13 @@ def accounting(title: str, daemon: Daemon) -> None:
 
 
 SHARE = RSS + """
-import gc, json, os, pathlib, sys, tracemalloc
-import ssl, asyncio, json, logging, threading, http.client, http.server, urllib.request, sqlite3, psutil, yaml
-import apscheduler.schedulers.background, apscheduler.executors.pool, prometheus_client, sdnotify
-for name in filter(None, sys.argv[3].split(',')):  # the policy's client libraries: not what this measures
-    __import__(name)
+import gc, importlib, json, pathlib, sys, tracemalloc
+def load(names):
+    for name in filter(None, (name.strip() for name in names.split(','))):
+        importlib.import_module(name)
+load(sys.argv[3])  # the required stack and the policy's client libraries: not what this measures
 gc.collect(); before = rss()
-import pydantic, pydantic.main, pydantic.fields, pydantic.types, pydantic.functional_validators
+load(sys.argv[4])
 gc.collect(); imported = rss()
 if sys.argv[2] == 'trace':
     tracemalloc.start(64)
@@ -356,8 +360,9 @@ def pydantic_share(title: str, text: str, clients: str = "") -> None:
     with policy_file(text) as config:
         figures: dict[str, int] = {}
         for mode in ("rss", "trace"):
-            proc = subprocess.run([sys.executable, "-c", SHARE, str(config), mode, clients], capture_output=True,
-                                  text=True, check=False, timeout=300)
+            proc = subprocess.run([sys.executable, "-c", SHARE, str(config), mode, f"{REQUIRED}, {clients}",
+                                   f"{PYDANTIC}, pydantic.functional_validators"],
+                                  capture_output=True, text=True, check=False, timeout=300)
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "share failed")
             figures.update(json.loads(proc.stdout))
@@ -397,7 +402,7 @@ def main() -> int:
     if args.no_daemon:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        host, shipped = daemon_modules(HOST_ONLY, args.settle), daemon_modules(shipped_config(Path(tmp)), args.settle)
+        host, shipped = run_daemon(HOST_ONLY, args.settle), run_daemon(shipped_config(Path(tmp)), args.settle)
     print(f"daemon RSS, host-only policy, after its first cycles: {host.kib / 1024:.1f} MiB "
           f"(target <= {HOST_ONLY_TARGET_MIB:.0f} MiB); client libraries loaded: {client_libraries(host.modules)}")
     print(f"daemon RSS, shipped policy, after its first cycles: {shipped.kib / 1024:.1f} MiB "
@@ -408,7 +413,7 @@ def main() -> int:
     accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", host)
     accounting("shipped policy (target <= 2 x node_exporter)", shipped)
     accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
-               daemon_modules(mix_config(args.rules), args.settle))
+               run_daemon(mix_config(args.rules), args.settle))
     print()
     pydantic_share("host-only policy", HOST_ONLY)
     pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
