@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -95,6 +95,9 @@ class _RawConfig(_Strict):
     """How long an idle keep-alive connection to ``listen`` stays open: longer than a scrape interval (15 s to
     1 m), so Prometheus reuses its connection instead of reconnecting (and re-handshaking TLS) every scrape."""
     textfile_dir: str | None = None
+    release_start_pages_after: Annotated[Duration, Field(ge=1.0, le=3600.0)] | None = 60.0
+    """How long after a start or a reload the daemon hands back the pages of shared libraries it touched only
+    while starting (memory.release_file_pages); null: never. Long enough for every rule's first run."""
     state_dir: str = "/var/lib/watchdogd"
     control_socket: str = "/run/watchdogd/control.sock"
     control_group: str | None = None
@@ -224,6 +227,8 @@ class Config:
     pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
     http_keepalive_idle: float = 120.0
     """Seconds an idle keep-alive HTTP connection stays open (``HttpLimits.keepalive_idle``)."""
+    release_start_pages_after: float | None = 60.0
+    """Seconds after a start or reload at which the start's file pages are handed back; None: never."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
     notify: NotifySection = field(default_factory=NotifySection)
@@ -422,6 +427,7 @@ class _Builder:
             listen=raw.listen or None,
             web_config_file=raw.web_config_file,
             http_keepalive_idle=raw.http_keepalive_idle,
+            release_start_pages_after=raw.release_start_pages_after,
             textfile_dir=raw.textfile_dir,
             state_dir=Path(raw.state_dir),
             control_socket=Path(raw.control_socket),

@@ -19,16 +19,34 @@ the first /metrics page (2 MiB of text at 1,000 rules) every later page was
 made on the heap, and the daemon swung between 84.5 and 91.1 MiB between two
 trims. A fixed threshold of 256 KiB keeps big, short-lived buffers in mmap:
 measured flat at 85.0-85.3 MiB (issue 17), with no change in render time.
+
+A start touches pages of shared libraries that the running daemon never
+touches again: imports, pydantic-core building its validators, the config's
+validation, psycopg's and OpenSSL's initialisation. They stay resident until
+the kernel needs the memory, and they are 5-7 MiB of the daemon's RSS
+(``bench/bench_imports.py``). ``release_file_pages`` asks the kernel to
+reclaim them now (``MADV_PAGEOUT``, Linux 5.4+). Only clean pages of files
+come back this way: anonymous memory is untouched (there is no swap to move
+it to, and it would not be a saving if there were), pages another process
+maps stay, and a page the daemon needs again is read back on its next touch.
+That read is why it runs once after a start or a reload, never on a timer.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 1024
+MADV_PAGEOUT = 21  # from linux/mman.h, Linux 5.4+
+PROC_SELF = Path("/proc/self")
 
 
 @functools.cache
@@ -40,7 +58,7 @@ def _libc() -> ctypes.CDLL | None:
     silently leaving malloc untuned; ``dlopen(NULL)`` needs neither.
     """
     try:
-        return ctypes.CDLL(None)
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
@@ -65,3 +83,60 @@ def release_free_memory() -> bool:
         return libc is not None and bool(libc.malloc_trim(0))
     except AttributeError:
         return False
+
+
+@dataclass(frozen=True)
+class Released:
+    """What one ``release_file_pages`` did: the process's resident file pages before and after, in KiB."""
+
+    mappings: int
+    refused: int
+    file_kib_before: int
+    file_kib_after: int
+    seconds: float
+
+
+def private_file_mappings(maps: str) -> Iterator[tuple[int, int]]:
+    """(start, length) of each private mapping of a file in ``/proc/<pid>/maps`` text.
+
+    Shared mappings are left alone (a page out of a written shared page is a
+    write to its file), as are anonymous ones and the kernel's ``[vdso]``.
+    """
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith("/") or fields[1][3:4] != "p" or fields[4] == "0":
+            continue
+        start, _, end = fields[0].partition("-")
+        low, high = int(start, 16), int(end, 16)
+        yield low, high - low
+
+
+def resident_file_kib(proc: Path = PROC_SELF) -> int:
+    """``RssFile`` of ``/proc/<pid>/status``: resident pages of mapped files, in KiB."""
+    with (proc / "status").open() as status:
+        return next((int(line.split()[1]) for line in status if line.startswith("RssFile:")), 0)
+
+
+def release_file_pages(proc: Path = PROC_SELF, clock: Callable[[], float] = time.monotonic) -> Released | None:
+    """Ask the kernel to reclaim this process's resident pages of files now (see the module's docstring).
+
+    None where the call does not exist: not glibc, or a kernel older than
+    5.4 (every mapping refused with EINVAL). A mapping the kernel will not
+    page out (locked, a device) is counted in ``refused`` and skipped.
+    """
+    libc = _libc()
+    madvise = getattr(libc, "madvise", None)
+    if madvise is None:
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    started = clock()
+    before = resident_file_kib(proc)
+    mappings = list(private_file_mappings((proc / "maps").read_text()))
+    refused = invalid = 0
+    for start, length in mappings:
+        if madvise(start, length, MADV_PAGEOUT) != 0:
+            refused += 1
+            invalid += ctypes.get_errno() == errno.EINVAL
+    if mappings and invalid == len(mappings):
+        return None
+    return Released(len(mappings), refused, before, resident_file_kib(proc), clock() - started)
