@@ -28,6 +28,12 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    mapped files (shared libraries, which the kernel reclaims first), CPython's
    arenas (live objects in them) and glibc's heap (in use and free, after
    ``malloc_trim``): how much of the RSS is anything but live data.
+5. **Start-up pages handed back**: each policy's daemon again, its config
+   setting ``release_start_pages_after`` to one second past the reading above;
+   its VmRSS and resident file pages ``--released-for`` seconds (30) after it
+   handed the pages of shared libraries it touched only while starting back
+   to the kernel, with the pages its rules touched since come back. Before
+   that, every reading above is taken with the release off.
 
 Run it with the interpreter of a clean venv (bench/run's, or
 ``python3 -m venv V && V/bin/pip install .``): a development interpreter with
@@ -35,6 +41,7 @@ hundreds of distributions makes pydantic's plugin scan and APScheduler's
 entry points look bigger than they are.
 
     python bench/bench_imports.py [--no-daemon] [--no-accounting] [--rules N] [--settle SECONDS]
+                                  [--released-for SECONDS]
 """
 
 from __future__ import annotations
@@ -93,6 +100,7 @@ STEPS: tuple[tuple[str, str], ...] = (
 REQUIRED = ("psutil, yaml, sdnotify, sqlite3, prometheus_client, "
             "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval")
 PYDANTIC = "pydantic.main, pydantic.fields, pydantic.types"
+CLIENTS = "psycopg, redis, docker"
 
 RSS = """
 def rss():
@@ -111,6 +119,23 @@ for label, names in json.loads(sys.argv[1]):
     out.append((label, rss()))
 print(json.dumps(out))
 """
+
+FLOOR_RELEASED = RSS + """
+import gc, importlib, json, sys
+def anon():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('RssAnon:'))
+for name in sys.argv[1].split(','):
+    importlib.import_module(name.strip())
+gc.collect()
+imported = rss()
+from watchdogd.memory import release_file_pages  # ctypes, after the stack: what asking adds is taken off
+asking = rss() - imported
+release_file_pages()
+print(json.dumps({'imported': imported, 'released': rss() - asking, 'anon': anon() - asking}))
+"""
+"""An interpreter that imports only ``argv[1]`` and then hands back its start-up pages: the floor as a daemon
+that does the same would see it (less what importing ``watchdogd.memory`` to ask adds)."""
 
 HOST_ONLY = """\
 state_dir: {tmp}/state
@@ -133,6 +158,16 @@ def steps(pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, int]]:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "import probe failed")
     return [(label, int(kib)) for label, kib in json.loads(proc.stdout)]
+
+
+def floor_released(names: str) -> str:
+    """``FLOOR_RELEASED`` of ``names``: RSS imported -> after the release (anonymous), MiB."""
+    proc = subprocess.run([sys.executable, "-c", FLOOR_RELEASED, names], capture_output=True, text=True,
+                          check=False, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip()[-500:] or "floor probe failed")
+    got = json.loads(proc.stdout)
+    return f"{got['imported'] / 1024:.1f} -> {got['released'] / 1024:.1f} MiB (anonymous {got['anon'] / 1024:.1f})"
 
 
 def print_steps(title: str, rows: list[tuple[str, int]]) -> None:
@@ -166,7 +201,10 @@ def policy_file(text: str) -> Iterator[Path]:
 
 DRIVER = RSS + """
 import ctypes, gc, json, os, sys, tempfile, threading, time
-out, settle, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+out, settle, config, released_for = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+def resident(key):
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ':'))
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
                                                 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
@@ -191,16 +229,21 @@ def report():
     heap = libc.mallinfo2()
     with open('/proc/self/smaps') as f:
         smaps = f.read()
+    report = {'rss': rss(), 'file': resident('RssFile'), 'anon': resident('RssAnon'), 'modules': sorted(sys.modules),
+              'smaps': smaps, 'pymalloc': malloc_stats(), 'heap_used': heap.uordblks, 'heap_free': heap.fordblks}
+    if released_for:
+        time.sleep(1 + released_for)  # the config hands the pages back at settle + 1: then the rules run on
+        report.update(released=[rss(), resident('RssFile'), resident('RssAnon')])
     with open(out, 'w') as f:
-        json.dump({'rss': rss(), 'modules': sorted(sys.modules), 'smaps': smaps, 'pymalloc': malloc_stats(),
-                   'heap_used': heap.uordblks, 'heap_free': heap.fordblks}, f)
+        json.dump(report, f)
     os._exit(0)
 threading.Thread(target=report, daemon=True).start()
 from watchdogd.daemon import main
 sys.exit(main(['--config', config, '--dry-run']))
 """
 """The daemon in-process, unchanged but for a thread that ends it after ``settle`` seconds, reporting its VmRSS,
-its modules and where its memory lives (smaps; CPython's arenas; glibc's heap, after ``malloc_trim``)."""
+its modules and where its memory lives (smaps; CPython's arenas; glibc's heap, after ``malloc_trim``); with
+``released_for``, its VmRSS and file pages that long after it handed back its start-up pages as well."""
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("required stack (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, sqlite3) and the stdlib it imports",
@@ -247,20 +290,39 @@ class Daemon(NamedTuple):
     kib: int
     modules: list[str]
     where: str
+    resident: tuple[int, int]
+    """Resident pages of files and anonymous memory, KiB."""
+    released: tuple[int, int, int] | None
+    """VmRSS, resident file pages and anonymous memory, KiB, ``released_for`` seconds after the start-up pages
+    went back."""
 
 
-def run_daemon(text: str, settle: float) -> Daemon:
+def run_daemon(text: str, settle: float, released_for: float = 0.0) -> Daemon:
     """VmRSS, ``sys.modules`` and where the memory lives, of the daemon in-process (``DRIVER``) after ``settle``
-    seconds."""
-    with policy_file(text) as config:
+    seconds; with ``released_for``, also that long after its start-up pages went back (at ``settle`` + 1)."""
+    release = f"{settle + 1:g}s" if released_for else "null"
+    with policy_file(f"release_start_pages_after: {release}\n{text}") as config:
         out = config.parent / "out.json"
-        proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=settle + 120,
-                              check=False)
+        proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config), str(released_for)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              timeout=settle + released_for + 120, check=False)
         if not out.exists():
             raise RuntimeError(f"daemon exited with {proc.returncode}: {proc.stderr.strip()[-500:]}")
         report = json.loads(out.read_text())
-    return Daemon(int(report["rss"]), list(report["modules"]), where(report))
+    rss, files, anon = report.get("released") or (0, 0, 0)
+    released = (int(rss), int(files), int(anon)) if released_for else None
+    return Daemon(int(report["rss"]), list(report["modules"]), where(report),
+                  (int(report["file"]), int(report["anon"])), released)
+
+
+def handed_back(title: str, daemon: Daemon, released_for: float) -> None:
+    """One line: the daemon before and ``released_for`` seconds after its start-up pages went back."""
+    assert daemon.released is not None
+    (rss, files, anon), (files_before, anon_before) = daemon.released, daemon.resident
+    print(f"{title}: {daemon.kib / 1024:.1f} MiB after its first cycles -> {rss / 1024:.1f} MiB "
+          f"{released_for:g} s after it handed back its start-up pages (pages of files "
+          f"{files_before / 1024:.1f} -> {files / 1024:.1f} MiB, anonymous {anon_before / 1024:.1f} -> "
+          f"{anon / 1024:.1f})")
 
 
 def where(report: dict[str, Any]) -> str:
@@ -391,6 +453,8 @@ def main() -> int:
     parser.add_argument("--no-accounting", action="store_true", help="skip the per-policy accounting")
     parser.add_argument("--rules", type=int, default=1000, help="rules in the accounting's bench_scale mix")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the daemon's RSS is read")
+    parser.add_argument("--released-for", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds the rules run after the start-up pages went back (0: skip that reading)")
     args = parser.parse_args()
     print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
     print_steps("Import steps (cumulative, one fresh interpreter)", steps(STEPS))
@@ -399,6 +463,9 @@ def main() -> int:
           f"prometheus-client, sdnotify, sqlite3) {(required - bare) / 1024:.1f} MiB = {required / 1024:.1f} MiB; "
           f"+ pydantic {(chosen - required) / 1024:.1f} MiB = {chosen / 1024:.1f} MiB, "
           f"before any of watchdogd's own code (host-only target {HOST_ONLY_TARGET_MIB:.0f} MiB)")
+    print(f"floor with its start-up pages handed back: the required libraries {floor_released(REQUIRED)}; "
+          f"with psycopg, redis and docker {floor_released(REQUIRED + ', ' + CLIENTS)} (the shipped policy's "
+          f"target is 2 x node_exporter, about 41 MiB)")
     if args.no_daemon:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -409,6 +476,7 @@ def main() -> int:
           f"(target <= 2 x node_exporter, see bench/run); client libraries loaded: "
           f"{client_libraries(shipped.modules)}")
     if args.no_accounting:
+        released_readings(args)
         return 0
     accounting(f"host-only policy (target <= {HOST_ONLY_TARGET_MIB:.0f} MiB)", host)
     accounting("shipped policy (target <= 2 x node_exporter)", shipped)
@@ -417,7 +485,20 @@ def main() -> int:
     print()
     pydantic_share("host-only policy", HOST_ONLY)
     pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
+    released_readings(args)
     return 0
+
+
+def released_readings(args: argparse.Namespace) -> None:
+    """Each policy's daemon again, its start-up pages handed back one second after ``--settle``."""
+    if not args.released_for:
+        return
+    print("\nStart-up pages handed back (release_start_pages_after), same policies:")
+    with tempfile.TemporaryDirectory() as tmp:
+        policies = (("host-only policy", HOST_ONLY), ("shipped policy", shipped_config(Path(tmp))),
+                    (f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules)))
+        for title, text in policies:
+            handed_back(title, run_daemon(text, args.settle, args.released_for), args.released_for)
 
 
 if __name__ == "__main__":
