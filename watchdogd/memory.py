@@ -23,7 +23,7 @@ measured flat at 85.0-85.3 MiB (issue 17), with no change in render time.
 A start touches pages of shared libraries that the running daemon never
 touches again: imports, pydantic-core building its validators, the config's
 validation, psycopg's and OpenSSL's initialisation. They stay resident until
-the kernel needs the memory, and they are 5-7 MiB of the daemon's RSS
+the kernel needs the memory, and they are 5-9 MiB of the daemon's RSS
 (``bench/bench_imports.py``). ``release_file_pages`` asks the kernel to
 reclaim them now (``MADV_PAGEOUT``, Linux 5.4+). Only clean pages of files
 come back this way: anonymous memory is untouched (there is no swap to move
@@ -117,8 +117,10 @@ def resident_file_kib(proc: Path = PROC_SELF) -> int:
         return next((int(line.split()[1]) for line in status if line.startswith("RssFile:")), 0)
 
 
-def release_file_pages(proc: Path = PROC_SELF, clock: Callable[[], float] = time.monotonic) -> Released | None:
+def release_file_pages(clock: Callable[[], float] = time.monotonic) -> Released | None:
     """Ask the kernel to reclaim this process's resident pages of files now (see the module's docstring).
+
+    This process only: madvise acts on the caller's own address space.
 
     None where the call does not exist: not glibc, or a kernel older than
     5.4 (every mapping refused with EINVAL). A mapping the kernel will not
@@ -130,8 +132,8 @@ def release_file_pages(proc: Path = PROC_SELF, clock: Callable[[], float] = time
         return None
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     started = clock()
-    before = resident_file_kib(proc)
-    mappings = list(private_file_mappings((proc / "maps").read_text()))
+    before = resident_file_kib()
+    mappings = list(private_file_mappings((PROC_SELF / "maps").read_text()))
     refused = invalid = 0
     for start, length in mappings:
         if madvise(start, length, MADV_PAGEOUT) != 0:
@@ -139,4 +141,4 @@ def release_file_pages(proc: Path = PROC_SELF, clock: Callable[[], float] = time
             invalid += ctypes.get_errno() == errno.EINVAL
     if mappings and invalid == len(mappings):
         return None
-    return Released(len(mappings), refused, before, resident_file_kib(proc), clock() - started)
+    return Released(len(mappings), refused, before, resident_file_kib(), clock() - started)
