@@ -111,9 +111,9 @@ def private_file_mappings(maps: str) -> Iterator[tuple[int, int]]:
         yield low, high - low
 
 
-def resident_file_kib(proc: Path = PROC_SELF) -> int:
-    """``RssFile`` of ``/proc/<pid>/status``: resident pages of mapped files, in KiB."""
-    with (proc / "status").open() as status:
+def resident_file_kib() -> int:
+    """``RssFile`` of ``/proc/self/status``: this process's resident pages of mapped files, in KiB."""
+    with (PROC_SELF / "status").open() as status:
         return next((int(line.split()[1]) for line in status if line.startswith("RssFile:")), 0)
 
 
