@@ -122,17 +122,14 @@ print(json.dumps(out))
 
 FLOOR_RELEASED = RSS + """
 import gc, importlib, json, sys
-def anon():
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('RssAnon:'))
 for name in sys.argv[1].split(','):
     importlib.import_module(name.strip())
 gc.collect()
 imported = rss()
-from watchdogd.memory import release_file_pages  # ctypes, after the stack: what asking adds is taken off
+from watchdogd.memory import release_file_pages, resident_kib  # after the stack: what asking adds is taken off
 asking = rss() - imported
 release_file_pages()
-print(json.dumps({'imported': imported, 'released': rss() - asking, 'anon': anon() - asking}))
+print(json.dumps({'imported': imported, 'released': rss() - asking, 'anon': resident_kib('RssAnon') - asking}))
 """
 """An interpreter that imports only ``argv[1]`` and then hands back its start-up pages: the floor as a daemon
 that does the same would see it (less what importing ``watchdogd.memory`` to ask adds)."""
@@ -202,9 +199,6 @@ def policy_file(text: str) -> Iterator[Path]:
 DRIVER = RSS + """
 import ctypes, gc, json, os, sys, tempfile, threading, time
 out, settle, config, released_for = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-def resident(key):
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith(key + ':'))
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',
                                                 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
@@ -229,6 +223,7 @@ def report():
     heap = libc.mallinfo2()
     with open('/proc/self/smaps') as f:
         smaps = f.read()
+    from watchdogd.memory import resident_kib as resident  # loaded by the daemon already: costs nothing here
     report = {'rss': rss(), 'file': resident('RssFile'), 'anon': resident('RssAnon'), 'modules': sorted(sys.modules),
               'smaps': smaps, 'pymalloc': malloc_stats(), 'heap_used': heap.uordblks, 'heap_free': heap.fordblks}
     if released_for:

@@ -111,10 +111,11 @@ def private_file_mappings(maps: str) -> Iterator[tuple[int, int]]:
         yield low, high - low
 
 
-def resident_file_kib() -> int:
-    """``RssFile`` of ``/proc/self/status``: this process's resident pages of mapped files, in KiB."""
+def resident_kib(key: str = "RssFile") -> int:
+    """A line of ``/proc/self/status`` in KiB: ``RssFile`` (resident pages of mapped files), ``RssAnon``,
+    ``VmRSS``; 0 where the kernel has no such line."""
     with (PROC_SELF / "status").open() as status:
-        return next((int(line.split()[1]) for line in status if line.startswith("RssFile:")), 0)
+        return next((int(line.split()[1]) for line in status if line.startswith(key + ":")), 0)
 
 
 def release_file_pages(clock: Callable[[], float] = time.monotonic) -> Released | None:
@@ -132,7 +133,7 @@ def release_file_pages(clock: Callable[[], float] = time.monotonic) -> Released 
         return None
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     started = clock()
-    before = resident_file_kib()
+    before = resident_kib()
     mappings = list(private_file_mappings((PROC_SELF / "maps").read_text()))
     refused = invalid = 0
     for start, length in mappings:
@@ -141,4 +142,4 @@ def release_file_pages(clock: Callable[[], float] = time.monotonic) -> Released 
             invalid += ctypes.get_errno() == errno.EINVAL
     if mappings and invalid == len(mappings):
         return None
-    return Released(len(mappings), refused, before, resident_file_kib(), clock() - started)
+    return Released(len(mappings), refused, before, resident_kib(), clock() - started)
