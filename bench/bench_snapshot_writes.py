@@ -216,13 +216,13 @@ def as_old(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # These four modules exist only in the old tree (ruff sorts them as third-party for that reason).
     from watchdogd.actions.base import ActionParams  # noqa: PLC0415
     from watchdogd.probes.base import Params  # noqa: PLC0415
-    from watchdogd.spec import ANY_SUBJECT, ActionSpec, ProbeSpec  # noqa: PLC0415
     from watchdogd.state import StateStore  # noqa: PLC0415
 
     from watchdogd import registry  # noqa: PLC0415
     from watchdogd.config import parse_config  # noqa: PLC0415
     from watchdogd.engine import Engine  # noqa: PLC0415
     from watchdogd.model import Cardinality, Unit  # noqa: PLC0415
+    from watchdogd.spec import ANY_SUBJECT, ActionSpec, ProbeSpec  # noqa: PLC0415
 
     class FakeParams(Params):
         key: str

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from watchdogd import hazards
 from watchdogd.configfiles import FileProblem, Sources, merge_includes, read_text
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
@@ -26,6 +24,7 @@ from watchdogd.model import Cardinality, Unit
 from watchdogd.notifyspec import NotifyPolicy, NotifySection
 from watchdogd.registry import DEFAULT, Registry
 from watchdogd.secrets import resolve_secret
+from watchdogd.spec import ConfigDict, Field, Model, model_default, model_validator
 from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Size, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
@@ -37,7 +36,7 @@ MAX_COUNT = 100_000
 """Upper bound of the action counts (``budget.actions``, ``max_actions.count``): far past any sane limit."""
 HOST_WIDE = "*"
 """The rule name of host-wide audit and history rows (maintenance mode), so no rule may take it."""
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Model)
 S = TypeVar("S")
 _FROZEN_DATACLASSES = (Thresholds, GuardPolicy)
 """What ``_Builder.share`` may hand to many rules besides frozen models: frozen, slotted, numbers and flags only."""
@@ -55,7 +54,7 @@ class ConfigError(Exception):
 # Raw schema: what the YAML may contain. Unknown keys are errors everywhere.
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -102,14 +101,14 @@ class _RawConfig(_Strict):
     control_socket: str = "/run/watchdogd/control.sock"
     control_group: str | None = None
     dry_run: bool = False
-    budget: _Budget = _Budget(actions=30, per=3600.0)
+    budget: _Budget = model_default(_Budget, actions=30, per=3600.0)
     grace: Duration = 60.0
     history_retention: Duration = 30 * 86400.0
     stuck_probes_restart: int = Field(default=16, ge=0, le=1000)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     notify: NotifySection = Field(default_factory=NotifySection)
-    evidence: _Evidence = _Evidence()
+    evidence: _Evidence = model_default(_Evidence)
     fleet: FleetSection | None = None
 
 
@@ -151,7 +150,7 @@ class _RawRule(_Strict):
     cooldown: Duration = 300.0
     max_cooldown: Duration | None = None
     stable_for: Duration = 600.0
-    max_actions: _MaxActions = _MaxActions(count=5, per=3600.0)
+    max_actions: _MaxActions = model_default(_MaxActions, count=5, per=3600.0)
     verify_after: ShortDuration = 0.0
     on_down: Literal["fire", "hold"] | None = None
     depends_on: str | list[str] = []
@@ -343,18 +342,15 @@ class _Builder:
         """The first equal ``value`` this load built, so rules that say the same hold one object.
 
         Memory at 1,000 rules (issue 17): per-rule params, notify policies, thresholds and guards
-        were 1.5 MiB, nearly all copies of a dozen values. Only frozen pydantic models and frozen
+        were 1.5 MiB, nearly all copies of a dozen values. Only frozen models and frozen
         dataclasses are shared (nothing assigns to them or mutates their containers after load);
-        the key is exact (JSON or repr: 1 and 1.0 differ) and a hit must also compare equal, so
+        the key is exact (the repr: 1 and 1.0 differ) and a hit must also compare equal, so
         a field the key cannot see (a secret, a private attribute) never merges two values.
         """
-        if isinstance(value, BaseModel):
+        if isinstance(value, Model):
             if not value.model_config.get("frozen"):
                 return value
-            try:
-                key = value.model_dump_json()
-            except (ValueError, TypeError):  # PydanticSerializationError is a ValueError: keep it unshared
-                return value
+            key = repr(value)
         elif isinstance(value, _FROZEN_DATACLASSES):
             key = repr(value)
         else:
@@ -363,6 +359,8 @@ class _Builder:
         return cast("S", shared) if shared is value or shared == value else value
 
     def validate(self, model: type[M], data: Any, at: KeyPath) -> M | None:
+        from pydantic import ValidationError  # noqa: PLC0415 (only a load checks: the daemon asks a child, configcheck)
+
         if data is None:
             data = {}
         try:
@@ -374,6 +372,8 @@ class _Builder:
 
     def validate_partial(self, model: type[M], data: dict[str, Any], at: KeyPath) -> tuple[M | None, bool]:
         """Report problems, then retry without the offending keys so deeper checks still run."""
+        from pydantic import ValidationError  # noqa: PLC0415 (as in validate)
+
         try:
             return model.model_validate(data), True
         except ValidationError as exc:
@@ -386,7 +386,7 @@ class _Builder:
         except ValidationError:
             return None, False
 
-    def _report(self, model: type[BaseModel], at: KeyPath, err: Mapping[str, Any]) -> None:
+    def _report(self, model: type[Model], at: KeyPath, err: Mapping[str, Any]) -> None:
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
@@ -905,28 +905,27 @@ def _did_you_mean(word: str, candidates: Mapping[str, Any] | Sequence[str]) -> s
     return ""
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(model: type[Model], loc: tuple[Any, ...]) -> list[str]:
     """Field names valid at ``loc`` inside ``model``, for the did-you-mean hint."""
     current: Any = model
     for part in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part)) or next(
-                (f for f in current.model_fields.values() if f.alias == part), None
-            )
+        if isinstance(current, type) and issubclass(current, Model):
+            fields = current.twin().model_fields  # the resolved annotations are the checking form's
+            info = fields.get(str(part)) or next((f for f in fields.values() if f.alias == part), None)
             if info is None:
                 return []
             current = _unwrap(info.annotation)
         else:
             return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [info.alias or field_name for field_name, info in current.model_fields.items()]
+    if isinstance(current, type) and issubclass(current, Model):
+        return [spec.alias or field_name for field_name, spec in current.model_fields.items()]
     return []
 
 
 def _unwrap(annotation: Any) -> Any:
     """Optional[Model] -> Model, so hints work inside optional sub-sections."""
     for arg in getattr(annotation, "__args__", ()):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
+        if isinstance(arg, type) and issubclass(arg, Model):
             return arg
     return annotation
 

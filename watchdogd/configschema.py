@@ -23,6 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 from watchdogd.config import _RawConfig, _RawRule
 from watchdogd.registry import DEFAULT, Registry
+from watchdogd.spec import Model
 
 SCHEMA_ID = "https://watchdogd.invalid/watchdogd.schema.json"
 """An identifier, not a download location: editors take the schema from the file path."""
@@ -30,15 +31,16 @@ SCHEMA_ID = "https://watchdogd.invalid/watchdogd.schema.json"
 
 def policy_schema(registry: Registry = DEFAULT) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a policy file, drop-ins included."""
-    models: list[tuple[type[BaseModel], Any]] = [(_RawConfig, "validation"), (_RawRule, "validation")]
-    models += [(spec.params, "validation") for spec in registry.targets.values()]
-    models += [(spec.params, "validation") for spec in registry.probes.values()]
-    models += [(spec.params, "validation") for spec in registry.actions.values()]
+    plain: list[type[Model]] = [_RawConfig, _RawRule]
+    plain += [spec.params for spec in registry.targets.values()]
+    plain += [spec.params for spec in registry.probes.values()]
+    plain += [spec.params for spec in registry.actions.values()]
+    models: list[tuple[type[BaseModel], Any]] = [(model.twin(), "validation") for model in plain]
     refs, top = models_json_schema(models, ref_template="#/$defs/{model}")
     defs: dict[str, Any] = top.get("$defs", {})
 
-    def ref(model: type[BaseModel]) -> dict[str, Any]:
-        return dict(refs[(model, "validation")])
+    def ref(model: type[Model]) -> dict[str, Any]:
+        return dict(refs[(model.twin(), "validation")])
 
     config = defs[ref(_RawConfig)["$ref"].rsplit("/", 1)[-1]]
     rule_name = ref(_RawRule)["$ref"].rsplit("/", 1)[-1]

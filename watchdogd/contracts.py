@@ -21,9 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from watchdogd.model import ActionResult, Cardinality, Clock, ItemResult, Reading, Unit, no_data
+from watchdogd.spec import ConfigDict, Field, Model
 from watchdogd.units import Duration
 
 __all__ = [
@@ -61,7 +60,7 @@ class ProbeError(Exception):
     """A probe could not measure. The message ends up verbatim in status and /metrics logs."""
 
 
-class Params(BaseModel):
+class Params(Model):
     """Base of every probe's and action's ``params``: frozen, unknown keys are errors."""
 
     # defer_build: ~100 params models are registered but a config uses a handful; building each

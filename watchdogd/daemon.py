@@ -24,7 +24,8 @@ from typing import Any
 
 from watchdogd import __version__, buildinfo
 from watchdogd.clients import close_clients, open_clients
-from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path, load_config
+from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path
+from watchdogd.configchild import load_config_in_child
 from watchdogd.counting import count_line, tally
 from watchdogd.engine.engine import Engine, RunReport
 from watchdogd.engine.scheduler import JobSpec, Scheduler
@@ -202,7 +203,7 @@ class Daemon:
     def _reload(self) -> tuple[bool, str]:
         path = self.config.path
         try:
-            config = load_config(path, force_dry_run=self.args.dry_run)
+            config = load_config_in_child(path, force_dry_run=self.args.dry_run)
         except ConfigError as exc:
             self.engine.last_reload_error = f"{len(exc.problems)} problem(s): {exc.problems[0]}"
             for problem in exc.problems:
@@ -236,7 +237,7 @@ class Daemon:
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
         release_free_memory()  # the old config's objects are gone: give their pages back now
-        self._release_due = self._release_deadline(config)  # the load ran pydantic's validators again
+        self._release_due = self._release_deadline(config)  # the new rules' first runs touch pages again
         return True, config.summary()
 
     def _housekeeping(self) -> None:
@@ -667,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_malloc()
     args = parse_args(argv)
     try:
-        config = load_config(args.config, force_dry_run=args.dry_run)
+        config = load_config_in_child(args.config, force_dry_run=args.dry_run)
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return EXIT_CONFIG

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from watchdogd.spec import ConfigDict, Field, Model, model_default, model_validator
 from watchdogd.units import Duration, Timeout, Window
 
 MAX_SINKS = 32
 MAX_LABELS = 32
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -34,7 +33,7 @@ class AlertmanagerSink(_Strict):
 
     url: str = Field(pattern=r"^https?://[^\s]+$")
     timeout: Timeout = 5.0
-    tls: TlsSettings = TlsSettings()
+    tls: TlsSettings = model_default(TlsSettings)
     basic_auth_user: str | None = None
     basic_auth_password_file: str | None = None
     resend: Window = 60.0
@@ -47,7 +46,7 @@ class WebhookSink(_Strict):
 
     url: str = Field(pattern=r"^https?://[^\s]+$")
     timeout: Timeout = 5.0
-    tls: TlsSettings = TlsSettings()
+    tls: TlsSettings = model_default(TlsSettings)
     secret_file: str | None = None
     """A file holding the HMAC key: each request then carries ``X-Watchdogd-Signature: sha256=<hex>``
     of the body. ``secret_env`` names an environment variable instead."""
@@ -101,7 +100,7 @@ class NotifyPolicy(_Strict):
 
 class NotifySection(_Strict):
     sinks: dict[str, SinkConfig] = Field(default_factory=dict, max_length=MAX_SINKS)
-    default: NotifyPolicy = NotifyPolicy()
+    default: NotifyPolicy = model_default(NotifyPolicy)
     """The policy of rules that say nothing (their own ``notify:`` is merged over it)."""
     dry_run: Literal["mark", "silent"] = "mark"
     """A dry-run rule's notifications: sent with a clear dry-run marker, or not at all."""

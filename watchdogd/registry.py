@@ -136,6 +136,15 @@ class Registry:
             targets=_merge(family.targets for family in chosen),
         )
 
+    def __reduce__(self) -> str:
+        """The shipped registry crosses from the config child to the daemon by name (watchdogd.configchild).
+
+        Its specs hold the family loaders, which do not pickle; any other registry is a test's, never sent.
+        """
+        if self is not DEFAULT:
+            raise TypeError("only the shipped registry (watchdogd.registry.DEFAULT) is sent between processes")
+        return "DEFAULT"
+
     @classmethod
     def lazy(cls, index: Iterable[FamilyIndex]) -> Registry:
         """The families of ``index``, each imported when one of its kinds is first looked up."""

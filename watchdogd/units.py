@@ -11,9 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import BeforeValidator, WithJsonSchema
-
 from watchdogd.model import Unit
+from watchdogd.spec import BeforeValidator, WithJsonSchema
 
 DAY = 86400.0
 MAX_DURATION = 365 * DAY

@@ -31,12 +31,12 @@ import yaml
 from apscheduler.triggers.interval import IntervalTrigger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from watchdogd.config import Config, ConfigError, parse_config
 from watchdogd.daemon import jobs_for
 from watchdogd.model import Unit
 from watchdogd.registry import DEFAULT
+from watchdogd.spec import Model
 
 PATH = Path("/etc/watchdogd/fuzz.yaml")
 EXAMPLES = int(os.environ.get("WATCHDOGD_FUZZ_EXAMPLES", "150"))
@@ -123,8 +123,8 @@ def durations(config: Config) -> Iterator[float]:
             yield from param_durations(params)
 
 
-def param_durations(params: BaseModel) -> Iterator[float]:
-    for name, info in type(params).model_fields.items():
+def param_durations(params: Model) -> Iterator[float]:
+    for name, info in type(params).twin().model_fields.items():
         value = getattr(params, name)
         if isinstance(value, float) and "parse_duration" in f"{info.annotation!r}{info.metadata!r}":
             yield value
@@ -136,7 +136,7 @@ def floats(value: Any, depth: int = 0) -> Iterator[float]:
         return
     if isinstance(value, float):
         yield value
-    elif isinstance(value, BaseModel):
+    elif isinstance(value, Model):
         for name in type(value).model_fields:
             yield from floats(getattr(value, name), depth + 1)
     elif is_dataclass(value) and not isinstance(value, type):
@@ -318,13 +318,13 @@ def value_for(annotation_text: str) -> st.SearchStrategy[Any]:
     return st.one_of(plain_string(), hostile_number(), st.none())
 
 
-def params_for(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
+def params_for(model: type[Model]) -> st.SearchStrategy[dict[str, Any]]:
     """Some of the model's own fields (secret file/env sources left out: they read the machine)."""
     names = [name for name in model.model_fields if not name.endswith(("_file", "_env"))]
     if not names:
         return st.just({})
     strategies = {
-        name: value_for(f"{model.model_fields[name].annotation!r}{model.model_fields[name].metadata!r}")
+        name: value_for(f"{model.twin().model_fields[name].annotation!r}{model.twin().model_fields[name].metadata!r}")
         for name in names
     }
     return st.lists(st.sampled_from(names), unique=True, max_size=3).flatmap(

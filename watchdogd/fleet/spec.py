@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
-
+from watchdogd.spec import BeforeValidator, ConfigDict, Field, Model, StringConstraints, model_validator
 from watchdogd.units import Timeout, Window, duration_between
 
 MAX_GROUPS = 64
@@ -25,7 +24,7 @@ GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Prefix = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator, model_validator
-
 from watchdogd.contracts import ANY_SUBJECT, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading, Unit
 from watchdogd.families.docker.common import OPT_OUT_LABEL, check_labels, container_name, label_matches, parse_time
 from watchdogd.families.docker.events import CAUSE_OPERATOR
 from watchdogd.families.docker.target import DockerError
+from watchdogd.spec import Field, field_validator, model_validator
 from watchdogd.units import Duration, format_value
 
 if TYPE_CHECKING:

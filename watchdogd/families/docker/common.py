@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
 from watchdogd.contracts import Params, ProbeError
+from watchdogd.spec import Field, field_validator
 
 if TYPE_CHECKING:
     from watchdogd.families.docker.target import DockerEngine

@@ -33,8 +33,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
-
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -56,6 +54,7 @@ from watchdogd.families.docker.common import (
 )
 from watchdogd.families.docker.events import CAUSE_OPERATOR, CAUSE_WATCHDOGD, MATCH_SLACK
 from watchdogd.families.docker.resources import CpuParams, CpuProbe, MemoryParams, MemoryProbe
+from watchdogd.spec import Field
 from watchdogd.units import Duration
 
 if TYPE_CHECKING:

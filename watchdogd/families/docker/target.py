@@ -22,11 +22,10 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
-
 from watchdogd.contracts import Clock, Params, ProbeError, TargetParams, TargetSpec
 from watchdogd.families.docker.events import EVENT_FILTERS, EventFollower, EventHistory
 from watchdogd.sharedread import MAX_AGE, SharedRead
+from watchdogd.spec import Field, field_validator, model_validator
 from watchdogd.units import Duration
 
 T = TypeVar("T")

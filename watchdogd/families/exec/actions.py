@@ -22,10 +22,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import Field, field_validator, model_validator
-
 from watchdogd import hazards
 from watchdogd.contracts import ANY_SUBJECT, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
+from watchdogd.spec import Field, field_validator, model_validator
 from watchdogd.units import Size
 
 BASE_ENV: dict[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}

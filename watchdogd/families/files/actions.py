@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
-
 from watchdogd import hazards
 from watchdogd.contracts import ANY_SUBJECT, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading, Unit
+from watchdogd.spec import Field, PrivateAttr, field_validator, model_validator
 from watchdogd.units import Duration, format_value
 
 DEFAULT_ALLOWED_ROOTS: tuple[str, ...] = (

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psutil
-from pydantic import Field, field_validator
 
 from watchdogd import inline
 from watchdogd.contracts import (
@@ -42,6 +41,7 @@ from watchdogd.contracts import (
 )
 from watchdogd.families.host import evidence
 from watchdogd.sharedread import SharedRead
+from watchdogd.spec import Field, field_validator
 
 MOUNTINFO = "/proc/self/mountinfo"
 

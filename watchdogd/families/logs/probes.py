@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import Field, field_validator, model_validator
-
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -37,6 +35,7 @@ from watchdogd.contracts import (
     local_probe,
 )
 from watchdogd.families.logs.tail import FileTail, NotRegularFile
+from watchdogd.spec import Field, field_validator, model_validator
 from watchdogd.units import Duration, Size
 
 JOURNALCTL = "journalctl"

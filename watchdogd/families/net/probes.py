@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
-
 from watchdogd import __version__
 from watchdogd.contracts import (
     Cardinality,
@@ -49,6 +47,7 @@ from watchdogd.contracts import (
 )
 from watchdogd.families.net.x509dates import CertificateError, _header, validity
 from watchdogd.netio import connect
+from watchdogd.spec import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 from watchdogd.units import Duration, Size
 
 DOWN = float("inf")

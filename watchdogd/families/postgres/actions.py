@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from watchdogd.contracts import Action, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
 from watchdogd.families.postgres import queries as q
 from watchdogd.families.postgres.target import APPLICATION_NAME, PostgresClient, PostgresError, Row, Session
+from watchdogd.spec import Field, model_validator
 from watchdogd.units import Duration
 
 SIGNAL_CHUNK = 250

@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
-
 from watchdogd.contracts import Params
+from watchdogd.spec import AfterValidator
 
 LOCAL = "local"
 """The ``client_addrs`` token for Unix-socket connections, which have no address."""

@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -48,6 +46,7 @@ from watchdogd.families.postgres.target import (
     Row,
     _classify,
 )
+from watchdogd.spec import Field
 
 if TYPE_CHECKING:
     import psycopg

@@ -21,13 +21,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, PrivateAttr, model_validator
-
 from watchdogd.contracts import ProbeError, TargetParams, TargetSpec
 from watchdogd.families.postgres import queries as q
 from watchdogd.families.postgres.activity import Activity
 from watchdogd.secrets import resolve_secret
 from watchdogd.sharedread import MAX_AGE, SharedRead
+from watchdogd.spec import Field, PrivateAttr, model_validator
 from watchdogd.units import Duration
 
 if TYPE_CHECKING:

@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import model_validator
-
 from watchdogd.contracts import ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
 from watchdogd.families.process import procfs
+from watchdogd.spec import model_validator
 from watchdogd.units import Duration
 
 SignalName = Literal["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL"]

@@ -27,12 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from watchdogd.contracts import Cardinality, Clock, EvidenceLimits, Probe, ProbeError, ProbeSpec, Reading, Unit
 from watchdogd.families.process import procfs
 from watchdogd.families.process.select import Proc, ProcessSelection, ProcessSelector, process_name
 from watchdogd.families.process.table import ProcessTable, Snapshot, process_table, user_name
+from watchdogd.spec import Field, model_validator
 from watchdogd.units import Duration
 
 

@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
-
 from watchdogd import inline
 from watchdogd.contracts import Params, ProbeError
 from watchdogd.families.process import procfs
@@ -29,6 +27,7 @@ from watchdogd.families.process.table import (
     Snapshot,
     process_name,
 )
+from watchdogd.spec import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 __all__ = ["SETTLE_SECONDS", "Proc", "ProcessSelection", "ProcessSelector", "process_name"]
 

@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
-
 from watchdogd.contracts import ANY_SUBJECT, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
 from watchdogd.families.redis.clients import client_details, parse_client_list, protected_reason
 from watchdogd.families.redis.probes import as_info, text
 from watchdogd.families.redis.target import RedisCommandError, RedisError, RedisPermissionError, RedisTarget
+from watchdogd.spec import Field, field_validator
 
 SAMPLE_KEYS = 100
 """How many deleted key names an audit row lists (the engine keeps at most 100 items per row)."""

@@ -13,9 +13,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import Field, field_validator
-
 from watchdogd.contracts import Params
+from watchdogd.spec import Field, field_validator
 
 PROTECTED_FLAGS: Mapping[str, str] = {
     "S": "a replica",

@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
-
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -51,6 +49,7 @@ from watchdogd.families.redis.clients import (
     unprotected,
 )
 from watchdogd.families.redis.target import RedisCommandError, RedisTarget
+from watchdogd.spec import Field, model_validator
 from watchdogd.units import DAY, Duration
 
 SCAN_COUNT = 1000

@@ -25,11 +25,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-
 from watchdogd.contracts import ProbeError, TargetParams, TargetSpec
 from watchdogd.secrets import resolve_secret
 from watchdogd.sharedread import MAX_AGE, SharedRead
+from watchdogd.spec import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from watchdogd.units import Duration
 
 if TYPE_CHECKING:

@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import field_validator
-
 from watchdogd.contracts import ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
 from watchdogd.families.systemd.systemctl import (
     UNIT_SUFFIXES,
@@ -38,6 +36,7 @@ from watchdogd.families.systemd.systemctl import (
     own_unit,
     unit_name,
 )
+from watchdogd.spec import field_validator
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "Result", "CanStart", "CanReload",
               "RefuseManualStart", "MainPID", "NRestarts")

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from watchdogd.contracts import ANY_SUBJECT, ActionParams, ActionResult, ActionSpec, Clock, ItemResult, Reading
+from watchdogd.spec import Field, model_validator
 from watchdogd.units import Duration, Size
 
 JOURNALCTL = "journalctl"

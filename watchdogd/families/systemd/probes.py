@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
-
 from watchdogd.contracts import (
     Cardinality,
     Clock,
@@ -37,6 +35,7 @@ from watchdogd.contracts import (
 from watchdogd.counterwindow import Added, CounterWindow
 from watchdogd.evidencefit import fit_lines
 from watchdogd.families.systemd.systemctl import Systemctl, SystemctlError, is_glob, unit_name
+from watchdogd.spec import Field, field_validator
 from watchdogd.units import DAY, Duration
 
 PROPERTIES = (
