@@ -8,8 +8,9 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    steps before it (a module already loaded by an earlier step costs
    nothing again: the order is the daemon's own, stdlib pieces first).
 2. **Floor**: the interpreter plus the required third-party stack alone
-   (psutil, APScheduler, PyYAML, prometheus-client, sdnotify, pydantic and
-   sqlite3 for the state): what no change to watchdogd's own code can go below.
+   (psutil, APScheduler, PyYAML, prometheus-client, sdnotify and sqlite3 for
+   the state): what no change to watchdogd's own code can go below. pydantic is
+   not in it: the daemon checks its config in a child (``watchdogd.configchild``).
 3. **Daemon**: the real daemon (``watchdogd.daemon.main``, in-process under a
    small driver thread) with (a) a host-only policy and (b) the shipped policy
    (``etc/watchdogd/watchdogd.yaml`` with state_dir, control_socket and listen
@@ -19,8 +20,8 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    mix): from the same daemon runs, a fresh interpreter then
    imports exactly those modules, group by group, in this order: the required
    stack (and the stdlib it pulls in), the client libraries the policy loaded,
-   pydantic, our other libraries, the rest of the stdlib, watchdogd's own
-   modules (their pydantic models are built here). What the daemon holds over
+   pydantic (none: it is the config child's), our other libraries, the rest of
+   the stdlib, watchdogd's own modules. What the daemon holds over
    the last step is the running daemon itself: config, rules, threads,
    connections, heap. The required stack and client libraries together are the
    floor no change to watchdogd can go below; a target under it is impossible
@@ -34,6 +35,9 @@ node_exporter; most of the daemon's RSS is what it imports. This prints:
    handed the pages of shared libraries it touched only while starting back
    to the kernel, with the pages its rules touched since come back. Before
    that, every reading above is taken with the release off.
+6. **The config child**: what checking each policy costs the process that
+   does it for the daemon, at each start and reload (its peak RSS and its
+   wall time); it exits before the daemon runs a rule.
 
 Run it with the interpreter of a clean venv (bench/run's, or
 ``python3 -m venv V && V/bin/pip install .``): a development interpreter with
@@ -72,8 +76,6 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("psutil", "psutil"),
     ("yaml", "yaml"),
     ("sdnotify", "sdnotify"),
-    # ``import pydantic`` alone is lazy: BaseModel's modules load on first use.
-    ("pydantic (BaseModel, fields, types)", "pydantic, pydantic.main, pydantic.fields, pydantic.types"),
     ("apscheduler (background scheduler, thread pool)",
      "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval"),
     ("prometheus_client", "prometheus_client"),
@@ -99,7 +101,6 @@ STEPS: tuple[tuple[str, str], ...] = (
 
 REQUIRED = ("psutil, yaml, sdnotify, sqlite3, prometheus_client, "
             "apscheduler.schedulers.background, apscheduler.executors.pool, apscheduler.triggers.interval")
-PYDANTIC = "pydantic.main, pydantic.fields, pydantic.types"
 CLIENTS = "psycopg, redis, docker"
 
 RSS = """
@@ -250,7 +251,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                       "typing_extensions")),
     ("our other libraries (bcrypt, etcd3gw, ...)", ()),
     ("the rest of the stdlib watchdogd imports", ()),
-    ("watchdogd's own modules (with their pydantic models built)", ("watchdogd",)),
+    ("watchdogd's own modules", ("watchdogd",)),
 )
 """Import groups in order; a module joins the first group naming its top-level package; () groups take the
 third-party (4th) or stdlib (5th) modules no group names."""
@@ -384,52 +385,30 @@ def accounting(title: str, daemon: Daemon) -> None:
         print(f"(not imported on their own: {', '.join(report['failed'])})")
 
 
-SHARE = RSS + """
-import gc, importlib, json, pathlib, sys, tracemalloc
-def load(names):
-    for name in filter(None, (name.strip() for name in names.split(','))):
-        importlib.import_module(name)
-load(sys.argv[3])  # the required stack and the policy's client libraries: not what this measures
-gc.collect(); before = rss()
-load(sys.argv[4])
-gc.collect(); imported = rss()
-if sys.argv[2] == 'trace':
-    tracemalloc.start(64)
-import watchdogd.daemon
-from watchdogd.config import load_config
-config = load_config(pathlib.Path(sys.argv[1]), force_dry_run=True)
-gc.collect()
-if sys.argv[2] == 'trace':
-    traces = tracemalloc.take_snapshot().traces
-    total = sum(t.size for t in traces)
-    under = sum(t.size for t in traces if any('/pydantic' in f.filename for f in t.traceback))
-    print(json.dumps({'traced': total, 'pydantic': under}))
-else:
-    print(json.dumps({'import': imported - before, 'ours': rss() - imported}))
+CHILD = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run([sys.executable, '-P', '-m', 'watchdogd.configchild', '--dry-run', sys.argv[1]],
+                      capture_output=True, check=False)
+took = time.perf_counter() - started
+print(json.dumps({'ok': done.stdout[:1] == b'C', 'ms': took * 1000, 'answer': len(done.stdout),
+                  'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
-"""pydantic's share of a daemon's load: its import (RSS), the Python objects allocated under its frames and
-kept (tracemalloc, in a second interpreter: tracing costs several times what it traces), and an upper bound
-for what it keeps outside Python objects: our modules' and config's RSS less all they keep as Python objects
-(pydantic-core's validators, and the heap the load's temporaries left partly used)."""
+"""The config check the daemon runs at each start and reload, from a fresh parent so that its peak RSS
+(``RUSAGE_CHILDREN``) is the child's alone: peak KiB, wall time and the size of its answer."""
 
 
-def pydantic_share(title: str, text: str, clients: str = "") -> None:
+def child_cost(title: str, text: str) -> None:
     with policy_file(text) as config:
-        figures: dict[str, int] = {}
-        for mode in ("rss", "trace"):
-            proc = subprocess.run([sys.executable, "-c", SHARE, str(config), mode, f"{REQUIRED}, {clients}",
-                                   f"{PYDANTIC}, pydantic.functional_validators"],
-                                  capture_output=True, text=True, check=False, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "share failed")
-            figures.update(json.loads(proc.stdout))
-    mib = {key: value / 1024 for key, value in figures.items() if key in ("import", "ours")}
-    traced, under = figures["traced"] / 2**20, figures["pydantic"] / 2**20
-    outside = max(0.0, mib["ours"] - traced)
-    print(f"pydantic's share, {title}: its import {mib['import']:.1f} MiB; then watchdogd's modules and the config "
-          f"load {mib['ours']:.1f} MiB: Python objects {traced:.1f}, of them allocated under pydantic {under:.1f}, "
-          f"and {outside:.1f} outside Python objects (pydantic-core's validators, and heap the load's temporaries "
-          f"left partly used): pydantic {mib['import'] + under:.1f} to {mib['import'] + under + outside:.1f} MiB")
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(config)], capture_output=True, text=True,
+                              check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip()[-500:] or "config child failed")
+    got = json.loads(proc.stdout)
+    if not got["ok"]:
+        raise RuntimeError(f"the config child refused {title}")
+    print(f"config child, {title}: peak RSS {got['peak'] / 1024:.1f} MiB for {got['ms']:.0f} ms "
+          f"(pydantic, the checks, the load), then it exits; its answer {got['answer'] / 1024:.0f} KiB")
 
 
 def mix_config(rules: int) -> str:
@@ -453,10 +432,9 @@ def main() -> int:
     args = parser.parse_args()
     print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
     print_steps("Import steps (cumulative, one fresh interpreter)", steps(STEPS))
-    (_, bare), (_, required), (_, chosen) = steps((("required", REQUIRED), ("pydantic", PYDANTIC)))
+    (_, bare), (_, required) = steps((("required", REQUIRED),))
     print(f"\nfloor: interpreter {bare / 1024:.1f} MiB + required libraries (psutil, APScheduler, PyYAML, "
-          f"prometheus-client, sdnotify, sqlite3) {(required - bare) / 1024:.1f} MiB = {required / 1024:.1f} MiB; "
-          f"+ pydantic {(chosen - required) / 1024:.1f} MiB = {chosen / 1024:.1f} MiB, "
+          f"prometheus-client, sdnotify, sqlite3) {(required - bare) / 1024:.1f} MiB = {required / 1024:.1f} MiB, "
           f"before any of watchdogd's own code (host-only target {HOST_ONLY_TARGET_MIB:.0f} MiB)")
     print(f"floor with its start-up pages handed back: the required libraries {floor_released(REQUIRED)}; "
           f"with psycopg, redis and docker {floor_released(REQUIRED + ', ' + CLIENTS)} (the shipped policy's "
@@ -477,10 +455,12 @@ def main() -> int:
     accounting("shipped policy (target <= 2 x node_exporter)", shipped)
     accounting(f"bench_scale's mix, {args.rules:,} rules (target <= {MIX_TARGET_MIB:.0f} MiB at 1,000)",
                run_daemon(mix_config(args.rules), args.settle))
-    print()
-    pydantic_share("host-only policy", HOST_ONLY)
-    pydantic_share(f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules), "psycopg,redis")
     released_readings(args)
+    print()
+    with tempfile.TemporaryDirectory() as tmp:
+        for title, text in (("host-only policy", HOST_ONLY), ("shipped policy", shipped_config(Path(tmp))),
+                            (f"bench_scale's mix, {args.rules:,} rules", mix_config(args.rules))):
+            child_cost(title, text)
     return 0
 
 

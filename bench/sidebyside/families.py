@@ -48,7 +48,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_rss.py", "daemon RSS over 1,000 cycles", headline=(r"^daemon RSS", r"^growth", r"^verdict")),
     Bench("bench_imports.py", "RSS by import group, per policy (issue 17's floor)",
           headline=(r"^daemon RSS", r"^Accounting:", r"^floor \(interpreter \+ required stack",
-                    r"^where the daemon's memory", r"^pydantic's share", r"^floor with its start-up pages",
+                    r"^where the daemon's memory", r"^config child", r"^floor with its start-up pages",
                     r"after it handed back its start-up pages")),
     Bench("bench_scrape.py", "/metrics with 50 rules", headline=(r"^watchdogd(-uncached)?: p50",)),
     Bench("bench_status.py", "watchdogctl status, 50 rules",
