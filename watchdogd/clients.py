@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from watchdogd.config import Config
+from watchdogd.configtypes import Config
 from watchdogd.engine.runtime import Clients
 from watchdogd.logs import event
 from watchdogd.registry import Registry

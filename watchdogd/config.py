@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 from watchdogd import hazards
 from watchdogd.configfiles import FileProblem, Sources, merge_includes, read_text
+from watchdogd.configtypes import HOST_WIDE, ActionConfig, Config, ConfigError, EvidenceSettings, Rule
 from watchdogd.contracts import ActionParams, ActionSpec, Params, describe_kinds
 from watchdogd.core.guard import BudgetPolicy, GuardPolicy
 from watchdogd.core.policy import Thresholds
@@ -28,26 +29,18 @@ from watchdogd.spec import ConfigDict, Field, Model, model_default, model_valida
 from watchdogd.units import THRESHOLD_PARSERS, Duration, Interval, ShortDuration, Size, Timeout, Window
 from watchdogd.yamlsource import KeyPath, Located, YamlError, load_located
 
-DEFAULT_CONFIG_PATH = Path("/etc/watchdogd/watchdogd.yaml")
+__all__ = ["Config", "ConfigError", "load_config", "parse_config"]
+"""A load returns a ``Config`` or raises ``ConfigError`` (both in ``configtypes``, which the daemon imports alone)."""
+
 SEVERITIES = ("info", "warning", "critical")
 FOR_SLACK = 0.25
 """Fraction of a rule's interval by which ``for`` may fall short and still be met (see Thresholds.for_slack)."""
 MAX_COUNT = 100_000
 """Upper bound of the action counts (``budget.actions``, ``max_actions.count``): far past any sane limit."""
-HOST_WIDE = "*"
-"""The rule name of host-wide audit and history rows (maintenance mode), so no rule may take it."""
 M = TypeVar("M", bound=Model)
 S = TypeVar("S")
 _FROZEN_DATACLASSES = (Thresholds, GuardPolicy)
 """What ``_Builder.share`` may hand to many rules besides frozen models: frozen, slotted, numbers and flags only."""
-
-
-class ConfigError(Exception):
-    """All problems of one config file; ``str()`` is one line per problem."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
 
 
 # ---------------------------------------------------------------------------
@@ -155,106 +148,6 @@ class _RawRule(_Strict):
     on_down: Literal["fire", "hold"] | None = None
     depends_on: str | list[str] = []
     notify: dict[str, Any] | None = None  # merged over notify.default, then checked as a NotifyPolicy
-
-
-# ---------------------------------------------------------------------------
-# Resolved config: what the engine runs on.
-
-
-@dataclass(frozen=True)
-class ActionConfig:
-    kind: str
-    params: ActionParams
-    target: str | None
-    settle: float = 0.0  # effective: the action's ``settle`` or its kind's default
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    probe: str
-    target: str | None
-    params: Params
-    unit: Unit
-    cardinality: Cardinality
-    thresholds: Thresholds
-    every: float
-    jitter: float
-    timeout: float
-    severity: str
-    enabled: bool
-    dry_run: bool  # effective: global or per rule
-    actions: tuple[ActionConfig, ...]
-    guard: GuardPolicy
-    verify_after: float
-    description: str = ""
-    on_down: str = "hold"  # effective: "fire" turns a failed measurement into a breach
-    depends_on: tuple[str, ...] = ()
-    timeout_source: str = "probe_timeout"  # how ``timeout`` was derived, for check-config and status
-    notify: NotifyPolicy = field(default_factory=NotifyPolicy)  # effective: the rule's own over notify.default
-    predict: Prediction | None = None
-    """Set: the thresholds apply to where the value is projected to be (``predict:``), not to the value."""
-
-
-@dataclass(frozen=True)
-class EvidenceSettings:
-    """``evidence:``: how long a probe may take to describe, how much is kept, whether query texts are."""
-
-    timeout: float = 2.0
-    max_bytes: int = 64 * 1024
-    show_queries: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    interval: float
-    listen: str | None
-    web_config_file: str | None
-    textfile_dir: str | None
-    state_dir: Path
-    control_socket: Path
-    control_group: str | None
-    dry_run: bool
-    budget: BudgetPolicy
-    grace: float
-    history_retention: float
-    log_format: str
-    log_level: str
-    stuck_probes_restart: int = 16
-    """Probe threads stuck past their rule's timeout at which the daemon stops its systemd watchdog
-    pings (0: never). Only a restart gets such a thread back; see docs/faults.md."""
-    http_keepalive_idle: float = 120.0
-    """Seconds an idle keep-alive HTTP connection stays open (``HttpLimits.keepalive_idle``)."""
-    release_start_pages_after: float | None = 60.0
-    """Seconds after a start or reload at which the start's file pages are handed back; None: never."""
-    targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
-    rules: Mapping[str, Rule] = field(default_factory=dict)
-    notify: NotifySection = field(default_factory=NotifySection)
-    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
-    registry: Registry = field(default=DEFAULT, compare=False, repr=False)
-    """The kinds this config was checked against; the engine and the target clients build from the same."""
-    fleet: FleetSection | None = None
-    fleet_groups: Mapping[str, str] = field(default_factory=dict)
-    includes: tuple[Path, ...] = ()
-    """The ``include:`` drop-ins read, in order (their rules and targets are in ``rules``/``targets``)."""
-    """Rule name -> the fleet group its runs belong to (by ``rules:`` or by an action kind in ``actions:``)."""
-
-    def summary(self) -> str:
-        enabled = sum(1 for rule in self.rules.values() if rule.enabled)
-        actions = sum(len(rule.actions) for rule in self.rules.values() if rule.enabled)
-        targets = sum(len(named) for named in self.targets.values())
-        mode = ", dry-run" if self.dry_run else ""
-        if self.fleet is not None:
-            groups = len(self.fleet.groups)
-            mode += f", fleet budget on {self.fleet.coordinator.kind}: {groups} group{'s' * (groups != 1)}"
-        if self.includes:
-            mode += f", {len(self.includes)} drop-in{'s' * (len(self.includes) != 1)}"
-        return (
-            f"{len(self.rules)} rule{'s' * (len(self.rules) != 1)}: {enabled} enabled, "
-            f"{len(self.rules) - enabled} disabled; "
-            f"{actions} actions, {targets} targets{mode}"
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -928,8 +821,3 @@ def _unwrap(annotation: Any) -> Any:
         if isinstance(arg, type) and issubclass(arg, Model):
             return arg
     return annotation
-
-
-def env_config_path(default: Path = DEFAULT_CONFIG_PATH) -> Path:
-    """WATCHDOGD_CONFIG lets packaging and tests point both commands at one file."""
-    return Path(os.environ.get("WATCHDOGD_CONFIG", str(default)))

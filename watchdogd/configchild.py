@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from watchdogd.config import Config, ConfigError, load_config
+from watchdogd.configtypes import Config, ConfigError
 
 CHECK_TIMEOUT = 120.0
 """Seconds a check may take: 1,000 rules check in about 2 s; past this something is wrong, not slow."""
@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("path", type=Path)
     args = parser.parse_args(argv)
+    from watchdogd.config import load_config  # noqa: PLC0415 (the child's: the daemon imports none of the loader)
+
     try:
         config = load_config(args.path, force_dry_run=args.dry_run)
     except ConfigError as exc:

@@ -24,8 +24,8 @@ from typing import Any
 
 from watchdogd import __version__, buildinfo
 from watchdogd.clients import close_clients, open_clients
-from watchdogd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path
 from watchdogd.configchild import load_config_in_child
+from watchdogd.configtypes import DEFAULT_CONFIG_PATH, Config, ConfigError, env_config_path
 from watchdogd.counting import count_line, tally
 from watchdogd.engine.engine import Engine, RunReport
 from watchdogd.engine.scheduler import JobSpec, Scheduler

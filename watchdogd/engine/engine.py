@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from watchdogd.config import HOST_WIDE, Config, Rule
+from watchdogd.configtypes import HOST_WIDE, Config, Rule
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import subjects_status
 from watchdogd.counting import tally

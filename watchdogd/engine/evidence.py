@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from watchdogd.config import EvidenceSettings
+from watchdogd.configtypes import EvidenceSettings
 from watchdogd.contracts import Describes, EvidenceLimits
 from watchdogd.engine.probepool import ProbePool
 from watchdogd.engine.runtime import RuleRuntime

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from watchdogd.config import Rule
+from watchdogd.configtypes import Rule
 from watchdogd.contracts import Action, NamesThing
 from watchdogd.core import guard as guards
 from watchdogd.engine import events as ev

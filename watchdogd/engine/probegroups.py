@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from watchdogd import inline
-from watchdogd.config import Rule
+from watchdogd.configtypes import Rule
 from watchdogd.contracts import Probe
 from watchdogd.model import Reading
 from watchdogd.sharedread import MAX_AGE, SharedRead

@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchdogd.config import ActionConfig, Rule
+from watchdogd.configtypes import ActionConfig, Rule
 from watchdogd.contracts import Action, Probe, ProbeError
 from watchdogd.core import guard as guards
 from watchdogd.core.policy import OperatorFlags, operator_status, status_of

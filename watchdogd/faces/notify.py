@@ -24,7 +24,7 @@ from watchdogd.counting import count_line, tally
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
-    from watchdogd.config import Rule
+    from watchdogd.configtypes import Rule
     from watchdogd.engine.snapshot import EngineSnapshot
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from watchdogd.config import Config, Rule
+from watchdogd.configtypes import Config, Rule
 from watchdogd.engine import events as ev
 from watchdogd.engine.outbox import OpenAlert, Outbox, Queued
 from watchdogd.engine.snapshot import EngineSnapshot, RuleSnapshot

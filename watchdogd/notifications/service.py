@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Mapping
 
-from watchdogd.config import Config
+from watchdogd.configtypes import Config
 from watchdogd.engine.engine import Engine
 from watchdogd.engine.outbox import Outbox
 from watchdogd.model import Clock
