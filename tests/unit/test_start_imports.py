@@ -1,6 +1,6 @@
 """What a daemon does not load until it needs it (issue 17: every module a host does not use is RSS for nothing).
 
-A fresh interpreter imports what a start imports (the daemon, the config with
+A fresh interpreter imports what a start imports (the daemon, the config records with
 its families' models, the host family) and must not have pulled in any module
 below. Imports that wait for a config or a request are tested where they
 happen (bcrypt: test_exporter_http; a family's client library: its target's
@@ -25,6 +25,8 @@ NOT_AT_START = {
     "docker": "is loaded by the docker family's first call",
     "etcd3gw": "is loaded by the etcd fleet coordinator",
     "ctypes.util": "would run ldconfig at every start; memory.py finds libc through the process itself",
+    "yaml": "is read by the config child; the daemon itself only for a web_config_file",
+    "watchdogd.config": "is the loader: the config child runs it, the daemon gets configtypes' records",
     "pydantic": "checks configs only in the config child (watchdogd.configchild), never in the daemon",
     "pydantic_core": "is pydantic's: the daemon holds config models in their plain form (watchdogd.spec)",
 }
@@ -32,7 +34,7 @@ NOT_AT_START = {
 START = """
 import json, sys
 from pathlib import Path
-import watchdogd.daemon, watchdogd.config, watchdogd.registry, watchdogd.families.host
+import watchdogd.daemon, watchdogd.registry, watchdogd.families.host
 from watchdogd.configchild import load_config_in_child
 config = load_config_in_child(Path(sys.argv[1]))
 print(json.dumps(sorted(sys.modules)))

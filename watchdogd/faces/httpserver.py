@@ -45,8 +45,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
 from watchdogd.faces.exporter import Exposition
 from watchdogd.logs import event
@@ -138,6 +136,8 @@ def load_web_config(path: str | None) -> WebConfig:
     """Read and check a web config file; raise WebConfigError naming the key that is wrong."""
     if path is None:
         return WebConfig()
+    import yaml  # noqa: PLC0415 (only a daemon with a web config file reads YAML: the config child reads the policy)
+
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
