@@ -13,6 +13,16 @@ from watchdogd.configchild import load_config_in_child
 
 GOOD = """\
     interval: 5s
+    notify:
+      sinks:
+        am: {alertmanager: {url: "http://127.0.0.1:9093", resend: 2m}}
+        ops: {webhook: {url: "https://hooks.example.com/w", secret_env: HOOK_KEY, headers: {X-Team: db}}}
+      default: {when: act_first}
+    fleet:
+      host: web-17
+      coordinator: {etcd: {endpoints: ["http://127.0.0.1:2379"], prefix: /w/}}
+      groups:
+        restarts: {max_hosts: 2, max_runs: 10, per: 10m, rules: [disk]}
     targets:
       postgres:
         main: {dsn: "host=127.0.0.1 user=x password=s3cret", optional: true}
@@ -22,11 +32,17 @@ GOOD = """\
 """
 
 
-def test_the_child_hands_back_the_config_a_load_in_process_makes(tmp_path: Path) -> None:
+def test_the_child_hands_back_the_config_a_load_in_process_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every section kind crosses: targets with a secret, rules, actions, notify sinks, the fleet budget."""
+    monkeypatch.setenv("HOOK_KEY", "s3cret")
     path = write_config(tmp_path, GOOD)
     config = load_config_in_child(path, force_dry_run=True)
     assert config == load_config(path, force_dry_run=True)
     assert config.dry_run and config.rules["disk"].actions[0].params.older_than == 7 * 86400  # type: ignore[attr-defined]
+    assert config.fleet is not None and config.fleet_groups == {"disk": "restarts"}
+    assert set(config.notify.sinks) == {"am", "ops"}
 
 
 def test_problems_come_back_as_the_load_reports_them(tmp_path: Path) -> None:
