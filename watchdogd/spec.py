@@ -278,6 +278,8 @@ class Model:
 
     @classmethod
     def model_validate(cls: type[M], data: Any) -> M:
+        if isinstance(data, cls):  # already checked, as pydantic takes an instance of the model
+            return data
         return cast(M, _plain(cls.twin().model_validate(data)))
 
     @classmethod

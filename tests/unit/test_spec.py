@@ -85,6 +85,7 @@ def test_the_plain_form_is_frozen_compared_hashed_and_pickled_by_value() -> None
 def test_a_plain_instance_is_accepted_where_its_model_is_expected() -> None:
     inner = Inner(size=7)
     assert Outer(name="a", inner=inner).inner is inner
+    assert Inner.model_validate(inner) is inner
 
 
 def test_dump_and_copy() -> None:
