@@ -224,6 +224,7 @@ class _Builder:
         self.problems: list[str] = []
         self.broken_targets: set[tuple[str, str]] = set()  # already reported: rules naming them stay quiet
         self._shared: dict[tuple[type, str], Any] = {}  # see share(); per load, so a reload builds afresh
+        self._notify_default: dict[str, Any] = {}  # notify.default's own keys, once per load (build)
 
     def problem(self, key_path: KeyPath, message: str) -> None:
         """One ``file:line: key.path: message``, in the file (main or drop-in) that defined the key."""
@@ -304,6 +305,7 @@ class _Builder:
         dry_run = raw.dry_run or force_dry_run
         self.own = self._own_paths(raw.state_dir)
         self.share(raw.notify.default)  # first in: rules without their own ``notify:`` get this very object
+        self._notify_default = raw.notify.default.model_dump(exclude_defaults=True)
         targets = self._targets(sections.targets)
         rules = {
             name: rule
@@ -491,7 +493,7 @@ class _Builder:
 
         Shared (``share``): at 1,000 rules one policy per rule was 0.6 MiB for a single value.
         """
-        merged = {**section.default.model_dump(exclude_defaults=True), **(own or {})}
+        merged = {**self._notify_default, **(own or {})}
         policy = self.validate(NotifyPolicy, merged, at)
         if policy is None:
             return None

@@ -9,7 +9,7 @@ names below, which mirror pydantic's (``Field``, ``field_validator``,
   values as attributes, equality, hashing, ``repr``, ``model_dump`` and
   ``model_copy``. Nothing here imports pydantic. This is what the engine and the
   families run on, and what crosses the pipe from the process that checked the
-  config to the daemon (``watchdogd.configcheck``).
+  config to the daemon (``watchdogd.configchild``).
 - **the checking form** (``twin``): a pydantic model built on first use from
   the class's own annotations, defaults and validators, so every message the
   operator reads, the JSON Schema and "report every problem at once" stay
@@ -228,7 +228,9 @@ class SecretStr:
         )
 
 
-_SKIP = frozenset({"__module__", "__qualname__", "__annotations__", "__dict__", "__weakref__", "__doc__"})
+_SKIP = frozenset({"__module__", "__qualname__", "__annotations__", "__dict__", "__weakref__", "__doc__",
+                   "model_fields", "_declared", "_twin"})
+"""What of a plain class's namespace its checking form does not take over (pydantic's or set below)."""
 
 
 def _is_field(name: str, annotation: Any) -> bool:
@@ -389,11 +391,7 @@ def _build_twin(cls: type[Model]) -> type[pydantic.BaseModel]:
         base.twin() for base in cls.__bases__ if issubclass(base, Model) and base is not Model
     ) or (pydantic.BaseModel,)
     module = sys.modules[cls.__module__].__dict__
-    namespace: dict[str, Any] = {
-        name: value
-        for name, value in cls.__dict__.items()
-        if name not in _SKIP and name not in {"model_fields", "_declared", "_twin"} and not isinstance(value, _Private)
-    }
+    namespace: dict[str, Any] = {name: value for name, value in cls.__dict__.items() if name not in _SKIP}
     annotations: dict[str, Any] = {}
     for name, annotation in inspect.get_annotations(cls).items():
         resolved = eval(annotation, module, {cls.__name__: cls}) if isinstance(annotation, str) else annotation  # noqa: S307 (our own annotations, as typing.get_type_hints does)

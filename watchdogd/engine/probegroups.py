@@ -67,7 +67,7 @@ def group_key(rule: Rule) -> Hashable | None:
     """What makes two rules' measurements the same; None: this rule measures alone.
 
     Parameters by identity: a config load already hands rules that say the
-    same one params object (``config`` ``share``: frozen, equal by JSON and
+    same one params object (``config`` ``share``: frozen, equal by repr and
     by ``==``, so two secrets never merge), and a load keeps every params
     object alive, so an identity is never reused within one config.
     """
