@@ -73,8 +73,7 @@ class FakeDaemon:
 
 def ask(dispatcher: Dispatcher, message: Any) -> dict[str, Any]:
     raw = message if isinstance(message, bytes) else json.dumps(message).encode()
-    reply = dispatcher.handle(raw)
-    json.loads(encode(reply))  # every reply is strict JSON
+    reply: dict[str, Any] = json.loads(encode(dispatcher.handle(raw)))  # every reply is strict JSON
     return reply
 
 

@@ -30,6 +30,7 @@ from watchdogd.faces.control import (
     SUMMARY_LISTED,
     ControlServer,
     Dispatcher,
+    StatusReply,
     encode,
     jsonable,
     status_document,
@@ -102,6 +103,37 @@ def test_the_summary_view_is_the_full_document_cut_to_what_status_prints() -> No
             assert short[key]["count"] == whole[key]["count"]
             assert short[key]["subjects"] == whole[key]["subjects"][:SUMMARY_LISTED]
     assert len(json.dumps(summary)) < len(json.dumps(full))
+
+
+@pytest.mark.parametrize("view", ["full", "summary"])
+@pytest.mark.parametrize("snap", [busy_snapshot(), snapshot(), snapshot(rule(error="a \u00e9t\u00e9 \"cut\"\n"))],
+                         ids=["busy", "no rules", "escapes"])
+def test_the_streamed_reply_is_byte_for_byte_the_document(snap: EngineSnapshot, view: str) -> None:
+    """The daemon writes status a rule at a time: what a client reads must be the one document's encoding."""
+    whole = encode({"v": 1, "ok": True, "result": status_document(snap, pid=7, version="9", view=view)})
+    streamed = encode({"v": 1, "ok": True, "result": StatusReply(snap, pid=7, version="9", view=view)})
+    assert bytes(streamed) == whole
+    result = json.loads(streamed)["result"]
+    enabled = [doc for doc in result["rules"] if doc["enabled"]]
+
+    def named(keep: Callable[[dict[str, Any]], bool]) -> list[str]:
+        return [doc["name"] for doc in enabled if keep(doc)]
+
+    assert result["summary"] == {  # the lists, read from the views, say what the rules' documents say
+        "rules": len(snap.rules),
+        "states": {state: [doc["state"] for doc in result["rules"]].count(state)
+                   for state in dict.fromkeys(doc["state"] for doc in result["rules"])},
+        "firing": named(lambda doc: doc["firing"]["count"] > 0),
+        "firing_critical": named(lambda doc: doc["firing"]["count"] > 0 and doc["severity"] == "critical"),
+        "gave_up": named(lambda doc: doc["gave_up_at"] is not None),
+        "down": named(lambda doc: doc["state"] == "down"),
+        "unreachable": named(lambda doc: doc["up"] is False and doc["on_down"] == "fire" and doc["state"] != "absent"),
+        "waiting": named(lambda doc: doc["state"] == "waiting"),
+        "absent": named(lambda doc: doc["state"] == "absent"),
+        "stalled": sorted(snap.stalled_rules),
+    }
+    if snap.rules == busy_snapshot().rules:
+        assert result["summary"]["down"] == ["down"] and result["summary"]["gave_up"] == ["paused"]
 
 
 def test_status_and_check_print_the_same_from_either_view() -> None:

@@ -145,37 +145,97 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
-    """One reply line. Documents built here are JSON already, so they go straight to the encoder.
+def _dumps(value: Any) -> str:
+    """Compact strict JSON. Documents built here are JSON already, so they go straight to the encoder.
 
     Walking a 1,000-rule status document through ``jsonable`` first cost
-    more than encoding it; only a message holding what JSON cannot carry
-    (a non-finite float, a set, an object) takes that walk, and then
-    encodes exactly as before.
+    more than encoding it; only a value holding what JSON cannot carry (a
+    non-finite float, a set, an object) takes that walk, and then encodes
+    exactly as before.
     """
     try:
-        text = json.dumps(message, allow_nan=False, separators=(",", ":"))
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
-        text = json.dumps(jsonable(message), allow_nan=False, separators=(",", ":"))
-    return text.encode("utf-8") + b"\n"
+        return json.dumps(jsonable(value), allow_nan=False, separators=(",", ":"))
+
+
+class Streamed:
+    """A result written into the reply piece by piece (``write``) instead of held whole as one document.
+
+    ``status`` at 1,000 rules is a 1 MB reply. Built as one document, its
+    tens of thousands of small dicts, lists and strings were alive at once:
+    the interpreter's small-object heap grew by 2-3 MiB for them, and
+    objects the rules allocated meanwhile kept that growth resident for the
+    daemon's life (issue 17). Written a rule at a time, only one rule's
+    document is alive at any moment; the text goes into one buffer, which
+    the C library maps and unmaps whole.
+    """
+
+    def write(self, out: bytearray) -> None:
+        raise NotImplementedError
+
+
+def encode(message: Mapping[str, Any]) -> bytes | bytearray:
+    """One reply line; a ``Streamed`` result is written in place, as the last key (where a reply has it)."""
+    result = message.get("result")
+    if not isinstance(result, Streamed):
+        return _dumps(message).encode("utf-8") + b"\n"
+    head = _dumps({key: value for key, value in message.items() if key != "result"})
+    out = bytearray(head[:-1].encode("utf-8"))
+    out += b',"result":'
+    result.write(out)
+    out += b"}\n"
+    return out
 
 
 # --------------------------------------------------------------------------- documents (the schemas)
 
 
 def status_document(snap: EngineSnapshot, *, pid: int, version: str, view: str = "full") -> dict[str, Any]:
-    """What ``status`` returns; the schema is documented in docs/interfaces.md.
+    """What ``status`` returns, as one document; the schema is documented in docs/interfaces.md.
 
     The ``summary`` view is the same document with each rule cut to what
     the status table and ``check`` print, and ``"view": "summary"`` added;
     the default (``full``) is unchanged, so older clients see no difference.
+    The daemon sends it as ``StatusReply`` writes it: the same bytes.
     """
     summary = view == "summary"
-    rules = [_rule_summary(rule) if summary else _rule_document(rule) for rule in snap.rules]
-    enabled = [doc for doc in rules if doc["enabled"]]
+    rule_document = _rule_summary if summary else _rule_document
+    return {
+        **_status_head(snap, pid=pid, version=version),
+        "rules": [rule_document(rule) for rule in snap.rules],
+    } | ({"view": "summary"} if summary else {})
+
+
+class StatusReply(Streamed):
+    """``status_document``'s bytes, written a rule at a time (see ``Streamed``)."""
+
+    def __init__(self, snap: EngineSnapshot, *, pid: int, version: str, view: str = "full") -> None:
+        self._snap = snap
+        self._pid = pid
+        self._version = version
+        self._view = view
+
+    def write(self, out: bytearray) -> None:
+        summary = self._view == "summary"
+        rule_document = _rule_summary if summary else _rule_document
+        head = _dumps(_status_head(self._snap, pid=self._pid, version=self._version))
+        out += head[:-1].encode("utf-8")
+        out += b',"rules":['
+        for index, rule in enumerate(self._snap.rules):
+            if index:
+                out += b","
+            out += _dumps(rule_document(rule)).encode("utf-8")
+        out += b'],"view":"summary"}' if summary else b"]}"
+
+
+def _status_head(snap: EngineSnapshot, *, pid: int, version: str) -> dict[str, Any]:
+    """The status document up to its rules; the summary lists read the rules' views, as the documents say them."""
+    rules = snap.rules
+    enabled = [rule for rule in rules if rule.enabled]
     states: dict[str, int] = {}
-    for doc in rules:
-        states[doc["state"]] = states.get(doc["state"], 0) + 1
+    for rule in rules:
+        states[rule.status.value] = states.get(rule.status.value, 0) + 1
     return {
         "schema": STATUS_SCHEMA,
         "now": snap.taken_at,
@@ -209,26 +269,23 @@ def status_document(snap: EngineSnapshot, *, pid: int, version: str, view: str =
         "summary": {
             "rules": len(rules),
             "states": states,
-            "firing": [doc["name"] for doc in enabled if doc["firing"]["count"]],
-            "firing_critical": [
-                doc["name"] for doc in enabled if doc["firing"]["count"] and doc["severity"] == "critical"
-            ],
-            "gave_up": [doc["name"] for doc in enabled if doc["gave_up_at"] is not None],
+            "firing": [rule.name for rule in enabled if rule.firing],
+            "firing_critical": [rule.name for rule in enabled if rule.firing and rule.severity == "critical"],
+            "gave_up": [rule.name for rule in enabled if rule.gave_up_at is not None],
             # "down" is a probe that failed on a rule that holds its state; a rule firing on the
             # outage is in "firing" (and "unreachable"), a rule waiting on it in "waiting": one
             # outage counts once.
-            "down": [doc["name"] for doc in enabled if doc["state"] == "down"],
+            "down": [rule.name for rule in enabled if rule.status.value == "down"],
             "unreachable": [
-                doc["name"] for doc in enabled
-                if doc["up"] is False and doc["on_down"] == "fire" and doc["state"] != "absent"
+                rule.name for rule in enabled
+                if rule.up is False and rule.on_down == "fire" and rule.status.value != "absent"
             ],
-            "waiting": [doc["name"] for doc in enabled if doc["state"] == "waiting"],
-            "absent": [doc["name"] for doc in enabled if doc["state"] == "absent"],
+            "waiting": [rule.name for rule in enabled if rule.status.value == "waiting"],
+            "absent": [rule.name for rule in enabled if rule.status.value == "absent"],
             # A probe still stuck a whole interval past its timeout: the rule cannot run (/healthz 503).
             "stalled": sorted(snap.stalled_rules),
         },
-        "rules": rules,
-    } | ({"view": "summary"} if summary else {})
+    }
 
 
 def maintenance_document(m: Maintenance | None) -> dict[str, Any] | None:
@@ -545,7 +602,8 @@ def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
 
 
 class Dispatcher:
-    """Command name -> handler; everything here returns JSON-able data or raises RequestError."""
+    """Command name -> handler; everything here returns JSON-able data (or a ``Streamed`` result) or raises
+    RequestError."""
 
     def __init__(self, handlers: Handlers) -> None:
         self.handlers = handlers
@@ -591,7 +649,7 @@ class Dispatcher:
         view = args.get("view") or "full"
         if view not in VIEWS:
             raise RequestError("bad_request", f"status: view must be one of {', '.join(VIEWS)}, got {view!r}")
-        return status_document(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version, view=view)
+        return StatusReply(self.handlers.snapshot(), pid=os.getpid(), version=self.handlers.version, view=view)
 
     def _history(self, args: dict[str, Any], peer: Peer | None) -> Any:
         limit = args.get("limit")
@@ -938,7 +996,7 @@ class ControlServer:
         writer.write_eof()
         await _linger(reader)
 
-    def _handle(self, line: bytes, peer: Peer | None) -> bytes:
+    def _handle(self, line: bytes, peer: Peer | None) -> bytes | bytearray:
         """Run a command and encode its reply, both on a worker.
 
         A big reply (status at 1,000 rules) takes milliseconds to encode;
