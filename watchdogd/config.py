@@ -88,8 +88,9 @@ class _RawConfig(_Strict):
     1 m), so Prometheus reuses its connection instead of reconnecting (and re-handshaking TLS) every scrape."""
     textfile_dir: str | None = None
     release_start_pages_after: Annotated[Duration, Field(ge=1.0, le=3600.0)] | None = 60.0
-    """How long after a start or a reload the daemon hands back the pages of shared libraries it touched only
-    while starting (memory.release_file_pages); null: never. Long enough for every rule's first run."""
+    """The latest moment after a start or a reload at which the daemon hands back the pages of shared libraries
+    it touched only while starting (memory.release_file_pages): it does so as soon as every enabled rule has
+    run once, or at this deadline if one has not (a rule waiting on a dependency); null: never."""
     state_dir: str = "/var/lib/watchdogd"
     control_socket: str = "/run/watchdogd/control.sock"
     control_group: str | None = None

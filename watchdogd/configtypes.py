@@ -101,7 +101,8 @@ class Config:
     http_keepalive_idle: float = 120.0
     """Seconds an idle keep-alive HTTP connection stays open (``HttpLimits.keepalive_idle``)."""
     release_start_pages_after: float | None = 60.0
-    """Seconds after a start or reload at which the start's file pages are handed back; None: never."""
+    """Seconds after a start or reload by which the start's file pages are handed back (sooner once every
+    enabled rule has run); None: never."""
     targets: Mapping[str, Mapping[str, Params]] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
     notify: NotifySection = field(default_factory=NotifySection)

@@ -251,8 +251,8 @@ class Daemon:
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             release_free_memory()
-        if self._release_due is not None and now >= self._release_due:
-            self._release_due = None
+        if self._release_due is not None and (now >= self._release_due or self.engine.every_rule_ran()):
+            self._release_due = None  # once every rule has run, its first run's pages are touched: no need to wait
             self._release_start_pages()
 
     def _release_deadline(self, config: Config) -> float | None:

@@ -11,17 +11,64 @@ and bench/bench_imports.py measures the daemon alone (5-9 MiB).
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import DaemonProcess, write_config
+from tests.integration.faults.hung import BlackHole
 
 pytestmark = pytest.mark.integration
 
 
 def fields(line: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+def test_start_pages_go_back_as_soon_as_every_rule_has_run(tmp_path: Path) -> None:
+    """The default deadline is a minute; rules that all run within seconds of the start do not wait for it."""
+    config = write_config(
+        tmp_path,
+        """\
+        rules:
+          cpu: {probe: host.cpu, above: 100}
+          disk: {probe: host.disk, above: 100, every: 1h}
+    """,
+    )
+    with DaemonProcess(config) as daemon:
+        daemon.wait_for_log("started")
+        started = time.monotonic()
+        daemon.wait_for_log("handed back start-up pages", timeout=30.0)
+        assert time.monotonic() - started < 30.0
+
+
+def test_a_rule_still_in_its_first_run_holds_the_hand_back_until_the_deadline(tmp_path: Path) -> None:
+    """A probe hanging on a server that never answers keeps its rule from having run: the deadline decides."""
+    hole = BlackHole()
+    try:
+        config = write_config(
+            tmp_path,
+            f"""\
+            release_start_pages_after: 4s
+            rules:
+              cpu: {{probe: host.cpu, above: 100}}
+              slow:
+                probe: net.http
+                params: {{url: "http://127.0.0.1:{hole.port}/", timeout: 60s}}
+                above: 2s
+                every: 1m
+                timeout: 40s
+        """,
+        )
+        with DaemonProcess(config) as daemon:
+            daemon.wait_for_log("started")
+            started = time.monotonic()
+            daemon.wait_for_log("handed back start-up pages", timeout=30.0)
+            assert time.monotonic() - started >= 2.5  # the 4 s deadline (set before "started" was logged)
+            assert hole.connections == 1  # the slow rule's first run was still waiting on its answer
+    finally:
+        hole.close()
 
 
 def test_start_pages_go_back_once_after_the_start_and_again_after_a_reload(tmp_path: Path) -> None:

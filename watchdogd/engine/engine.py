@@ -374,6 +374,17 @@ class Engine:
             runtimes = list(self._runtimes.values())
         return tally(rt.status(now).value for rt in runtimes)
 
+    def every_rule_ran(self) -> bool:
+        """Whether every enabled rule has finished a run since it was configured: the start's pages are touched.
+
+        A rule that has not (waiting on a dependency, its probe stuck) makes
+        this False; the daemon then falls back on its deadline
+        (``release_start_pages_after``).
+        """
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+        return all(rt.last is not None for rt in runtimes if rt.rule.enabled)
+
     def stalled(self) -> list[str]:
         """Rules that cannot run: their probe has been stuck past a whole interval beyond its timeout.
 
