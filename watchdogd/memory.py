@@ -29,7 +29,8 @@ reclaim them now (``MADV_PAGEOUT``, Linux 5.4+). Only clean pages of files
 come back this way: anonymous memory is untouched (there is no swap to move
 it to, and it would not be a saving if there were), pages another process
 maps stay, and a page the daemon needs again is read back on its next touch.
-That read is why it runs once after a start or a reload, never on a timer.
+That read is why it runs only around a start or a reload (before the first
+runs and once every rule has run), never on a timer.
 """
 
 from __future__ import annotations

@@ -263,6 +263,21 @@ def test_concurrent_scrapes_share_one_render() -> None:
     assert len(calls) == 1 and len(bodies) == 1
 
 
+def test_memory_is_released_after_each_render_and_not_when_a_page_is_reused() -> None:
+    released: list[int] = []
+    now = [100.0]
+    exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), min_spacing=0.5,
+                            clock=lambda: now[0], release_memory=lambda: released.append(len(released)))
+    exposition.render("", True)
+    assert released == [0]  # after the render
+    exposition.render("", True)
+    assert released == [0]  # the same page again: nothing rendered, nothing to release
+    now[0] += 1.0
+    exposition.changed()
+    exposition.render("", True)
+    assert released == [0, 1]
+
+
 def test_the_previous_render_time_is_a_metric() -> None:
     exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), min_spacing=0.0)
     exposition.render("", False)
