@@ -541,7 +541,10 @@ class Daemon:
 
     def _loop_wait(self) -> float:
         due = self.notifier.watchdog_due()
-        return 1.0 if due is None else min(1.0, max(0.1, due))
+        wait = 1.0 if due is None else min(1.0, max(0.1, due))
+        # While the start's pages wait for the last first run, look every 0.1 s (a walk of the rules, 50 us
+        # at 1,000): the RSS until then is the start's peak, 1,000 runs' garbage on top of 16 MiB of file pages.
+        return wait if self._release_due is None else min(wait, 0.1)
 
 
 class _SignalInbox:
