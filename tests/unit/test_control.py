@@ -7,7 +7,7 @@ import math
 import os
 import pwd
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -73,7 +73,7 @@ class FakeDaemon:
 
 def ask(dispatcher: Dispatcher, message: Any) -> dict[str, Any]:
     raw = message if isinstance(message, bytes) else json.dumps(message).encode()
-    reply: dict[str, Any] = json.loads(encode(dispatcher.handle(raw)))  # every reply is strict JSON
+    reply: dict[str, Any] = json.loads(dispatcher.reply(raw))  # every reply is strict JSON
     return reply
 
 
@@ -226,6 +226,15 @@ def test_a_handler_bug_is_an_internal_error_reply(daemon: FakeDaemon) -> None:
     dispatcher = Dispatcher(Handlers(**{**handlers.__dict__, "snapshot": broken}))
     error = ask(dispatcher, {"v": 1, "cmd": "status"})["error"]
     assert error["code"] == "internal" and "boom" in error["message"]
+
+
+def test_a_status_that_fails_while_written_is_an_internal_error_reply(daemon: FakeDaemon) -> None:
+    """status is written after the handler returned (``StatusReply``): a bug there is still an error reply."""
+    handlers = daemon.handlers()
+    broken = replace(handlers.snapshot(), rules=(object(),))
+    dispatcher = Dispatcher(Handlers(**{**handlers.__dict__, "snapshot": lambda: broken}))
+    error = ask(dispatcher, {"v": 1, "cmd": "status"})["error"]
+    assert error["code"] == "internal" and "AttributeError" in error["message"]
 
 
 def test_version(dispatcher: Dispatcher) -> None:

@@ -635,6 +635,15 @@ class Dispatcher:
             log.exception("control request failed")
             return error_reply("internal", f"internal error: {type(exc).__name__}: {exc}")
 
+    def reply(self, raw: bytes, peer: Peer | None = None) -> bytes | bytearray:
+        """``handle``'s reply, encoded; a ``Streamed`` result that fails while it is written is an error reply too."""
+        message = self.handle(raw, peer)
+        try:
+            return encode(message)
+        except Exception as exc:  # a bug must be an error reply, never a connection cut without one
+            log.exception("control reply failed")
+            return encode(error_reply("internal", f"internal error: {type(exc).__name__}: {exc}"))
+
     def _known(self, rule: str) -> str:
         names = list(self.handlers.rules())
         if rule not in names:
@@ -1003,7 +1012,7 @@ class ControlServer:
         on the loop thread that would hold up every other client.
         """
         self._local.worker = True  # close() from a command (a reload moving the socket) must not wait for itself
-        return encode(self._dispatcher.handle(line, peer))
+        return self._dispatcher.reply(line, peer)
 
     async def _read_request(self, reader: asyncio.StreamReader) -> bytes | dict[str, Any]:
         buffer = bytearray()
