@@ -128,7 +128,9 @@ def test_cancel_stops_a_long_query_and_keeps_the_session(pg: PgEnv, watchdog: Po
 def test_cancel_then_terminate_a_query_that_ignores_cancel(pg: PgEnv, watchdog: PostgresClient) -> None:
     conn = pg.connect(pg.role("app"))
     subject, pid = pid_subject(conn), conn.info.backend_pid
-    with busy(pg, conn, SWALLOW_CANCELS) as running:
+    # Inside pg_sleep (wait event type Timeout), so inside the block that swallows the cancel: "active" alone
+    # came before it, and a cancel that landed there ended the statement (seen once in CI).
+    with busy(pg, conn, SWALLOW_CANCELS, wait_event_type="Timeout") as running:
         readings = measure("postgres.long_query", watchdog, users=[pg.prefix + "*"])
         started = time.monotonic()
         result = act("postgres.cancel", watchdog, readings, grace="1s")
