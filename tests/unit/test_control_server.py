@@ -230,17 +230,17 @@ def test_admission_at_the_cap_evicts_the_oldest_silent_of_the_biggest_holder_and
 
 def test_next_sweep_is_when_the_first_seat_within_its_grace_leaves_it() -> None:
     admission: Admission[Victim] = Admission(total=10, stalled_per_key=1, grace=1.0)
-    assert admission.next_sweep(now=0.0) is None  # nobody: no sweep at all
+    assert admission.next_sweep(judged_at=0.0) is None  # nobody: no sweep at all
     early, late, served = Victim("early"), Victim("late"), Victim("served")
     admission.admit(early, "a", now=0.0)
     admission.admit(late, "a", now=0.5)
     admission.admit(served, "a", now=0.2)
     admission.busy(served)
-    assert admission.next_sweep(now=0.6) == 1.0
-    assert admission.next_sweep(now=1.2) == 1.5  # early is past its grace: judged, no longer scheduled
-    assert admission.next_sweep(now=1.6) is None
+    assert admission.next_sweep(judged_at=0.6) == 1.0
+    assert admission.next_sweep(judged_at=1.2) == 1.5  # early was past its grace at that sweep: judged
+    assert admission.next_sweep(judged_at=1.6) is None
     admission.silent(served, now=2.0)  # the reply is out, the next request owed
-    assert admission.next_sweep(now=2.0) == 3.0
+    assert admission.next_sweep(judged_at=2.0) == 3.0
 
 
 class CutSignal:
@@ -276,6 +276,35 @@ def test_the_sweeper_sleeps_with_nobody_silent_and_cuts_a_stall_at_its_grace() -
     sleeping_unbounded, waited = asyncio.run(scenario())
     assert sleeping_unbounded
     assert 0.2 <= waited < 2.0  # cut once past the grace, not before; the upper bound only catches a lost wake-up
+
+
+def test_a_stall_that_passes_its_grace_between_two_looks_at_the_clock_is_still_cut() -> None:
+    """A loaded machine: each read of the clock finds it a tenth of a second on (CI cut 7 of 8 stalls).
+
+    The sweep at 0.2 s finds the seat exactly at its grace, not past it; by
+    the next read it is past. Scheduling from that later read dropped the seat
+    for good, so the sweeper slept with a stall nobody would ever cut.
+    """
+    reads = 0
+
+    def clock() -> float:
+        nonlocal reads
+        reads += 1
+        return (reads - 1) / 10
+
+    async def scenario() -> None:
+        admission: Admission[CutSignal] = Admission(total=10, stalled_per_key=0, grace=0.2)
+        stalled = CutSignal()
+        admission.admit(stalled, "10.0.0.9", now=0.0)
+        stop = asyncio.Event()
+        sweeper = asyncio.ensure_future(sweep_until(stop, admission, clock))
+        try:
+            await asyncio.wait_for(stalled.cut_event.wait(), timeout=5.0)
+        finally:
+            stop.set()
+            await asyncio.wait_for(sweeper, timeout=5.0)
+
+    asyncio.run(scenario())
 
 
 def test_worker_shares_leave_root_its_reserve() -> None:

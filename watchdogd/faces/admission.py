@@ -75,15 +75,20 @@ class Admission(Generic[C]):
             seat.silent_since = now
             self._went_silent()
 
-    def next_sweep(self, now: float) -> float | None:
-        """When a sweep could next cut something: the first silent seat still within ``grace`` leaves it.
+    def next_sweep(self, judged_at: float) -> float | None:
+        """When a sweep could next cut something: the first seat the last sweep (at ``judged_at``) did not judge.
 
-        None when no seat is: seats already past their grace were judged by
-        the sweep that saw them pass it, and stay as they are until another
-        seat of their key passes too (which this then schedules).
+        That is the first silent seat still within ``grace`` at ``judged_at``
+        leaving it; None when there is none. Seats already past their grace
+        then were judged by that sweep, and stay as they are until another
+        seat of their key passes too (which this then schedules). It takes
+        the sweep's moment, not the clock's: a seat that passed its grace
+        between the sweep and this call was judged by nobody, and reading
+        the clock again dropped it from the schedule for good (a flaky
+        test under CPU load: 7 of 8 stalled connections cut, the 8th never).
         """
         due = [seat.silent_since + self.grace for seat in self._seats.values()
-               if seat.silent_since is not None and now - seat.silent_since <= self.grace]
+               if seat.silent_since is not None and judged_at - seat.silent_since <= self.grace]
         return min(due) if due else None
 
     def busy(self, conn: C) -> None:
@@ -156,16 +161,18 @@ async def sweep_until(stop: asyncio.Event, admission: Admission[Any], clock: Cal
     wake = asyncio.Event()
     stopping = asyncio.ensure_future(stop.wait())
     woken: asyncio.Future[Any] | None = None
+    judged_at = float("-inf")  # nothing judged yet: every silent seat is due
     try:
         while not stopping.done():
             wake.clear()
-            due = admission.next_sweep(clock())
+            due = admission.next_sweep(judged_at)
             admission.on_silent = wake.set if due is None else None
             if woken is None or woken.done():
                 woken = asyncio.ensure_future(wake.wait())
             timeout = None if due is None else max(0.0, due - clock()) + SWEEP_SLACK
             await asyncio.wait({stopping, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            admission.sweep(clock())
+            judged_at = clock()
+            admission.sweep(judged_at)
     finally:
         admission.on_silent = None
         for task in (stopping, woken):
