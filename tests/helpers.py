@@ -20,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WATCHDOGD = [sys.executable, "-m", "watchdogd.daemon"]
+from watchdogd.launch import daemon_argv, interpreter
+
+DAEMON_PYCACHE = Path(__file__).resolve().parents[1] / "build" / "daemon-pycache"
+"""The test daemons' ``-OO`` bytecode (the unit's: /var/cache/watchdogd), in the checkout, not the interpreter's."""
+DAEMON_PYTHON = interpreter(sys.executable, DAEMON_PYCACHE)
+"""The interpreter as the unit starts the daemon's (watchdogd.launch): every test daemon runs with ``-OO``."""
+WATCHDOGD = daemon_argv(sys.executable, DAEMON_PYCACHE)
 WATCHDOGCTL = [sys.executable, "-m", "watchdogd.faces.cli"]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tests.helpers import WATCHDOGD
 from watchdogd.config import ConfigError, parse_config
 from watchdogd.families.postgres.actions import CancelParams, SignalParams, VacuumParams
 from watchdogd.families.postgres.target import PostgresParams
@@ -134,7 +135,7 @@ def test_bad_config_is_one_line_per_problem_and_exit_2(tmp_path: Path) -> None:
         rules: {{}}
     """))
     path.chmod(0o600)
-    result = subprocess.run([sys.executable, "-m", "watchdogd.daemon", "--config", str(path), "--once"],
+    result = subprocess.run([*WATCHDOGD, "--config", str(path), "--once"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (f'{path}:4: targets.postgres.main: dsn is not a valid libpq connection string: '

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers import WATCHDOGD
+
 COOLDOWN = 3.0
 """Longer than a restart (~1 s): a cooldown lost in a kill shows as a run ~1 s after the last one.
 
@@ -150,7 +152,7 @@ def truth_lines(workdir: Path) -> list[tuple[float, int]]:
 def _daemon(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "watchdogd.daemon", "--config", str(config), *extra],
+            [*WATCHDOGD, "--config", str(config), *extra],
             stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import WATCHDOGD, free_port, wait_until, write_config
+from tests.helpers import DAEMON_PYTHON, WATCHDOGD, free_port, wait_until, write_config
 from tests.integration.faults.hung import BlackHole, canary_rules, hung_rules, observe, rules
 from tests.integration.interfaces.conftest import DaemonFactory
 from tests.integration.interfaces.support import NotifyReceiver
@@ -141,7 +140,7 @@ def test_stop_past_its_deadline_exits_instead_of_waiting(short_dir: Path) -> Non
               - exec: {{argv: [/bin/sh, -c, "touch {marker}; exec sleep 120"], timeout: 150s}}
         """)
     runner = "import sys, watchdogd.daemon as d; d.STOP_DEADLINE = 2.0; sys.exit(d.main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", runner, "--config", str(config)],
+    proc = subprocess.Popen([*DAEMON_PYTHON, "-c", runner, "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(marker.exists, 30, "the slow action started")

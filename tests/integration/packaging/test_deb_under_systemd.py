@@ -231,6 +231,17 @@ def test_install_enables_and_starts_a_ready_service(box: SystemdContainer, packa
     assert inside(box, "watchdogd", "--version").stdout.strip() == f"watchdogd {packages.version}"
 
 
+def test_the_daemon_runs_optimized_from_the_cache_the_unit_lets_it_write(box: SystemdContainer) -> None:
+    """-OO under ProtectSystem=strict: its bytecode can only go to CacheDirectory, and the first start put it there."""
+    cmdline = inside(box, "cat", f"/proc/{main_pid(box)}/cmdline").stdout.split("\0")
+    assert cmdline[:cmdline.index("-m")] == [
+        "/opt/watchdogd/bin/python", "-P", "-OO", "-X", "pycache_prefix=/var/cache/watchdogd/pycache"], cmdline
+    site = "/var/cache/watchdogd/pycache/opt/watchdogd/lib/python3.11/site-packages"
+    assert inside(box, "test", "-s", f"{site}/watchdogd/daemon.cpython-311.opt-2.pyc", check=False).returncode == 0
+    written = inside(box, "find", "/opt/watchdogd", "-name", "*.opt-2.pyc").stdout
+    assert not written.strip(), f"the daemon wrote bytecode into the read-only tree: {written[:500]}"
+
+
 def test_unit_is_hardened(box: SystemdContainer) -> None:
     security = inside(box, "systemd-analyze", "security", "--no-pager", UNIT).stdout
     found = re.search(r"Overall exposure level for watchdogd\.service: (\d+\.\d+)", security)
@@ -426,6 +437,7 @@ def test_remove_keeps_state_and_purge_removes_it(box: SystemdContainer) -> None:
     assert inside(box, "test", "-e", "/var/lib/watchdogd/state.db", check=False).returncode == 0
     assert inside(box, "test", "-e", CONFIG, check=False).returncode == 0, "remove keeps conffiles"
     assert inside(box, "test", "-e", "/opt/watchdogd", check=False).returncode == 1
+    assert inside(box, "test", "-e", "/var/cache/watchdogd", check=False).returncode == 1, "remove keeps no cache"
 
     box.exec(["apt-get", "purge", "-y", "-q", "watchdogd"], env=env, timeout=300)
     for path in ("/var/lib/watchdogd", "/etc/watchdogd", "/opt/watchdogd", "/usr/bin/watchdogd",

@@ -30,7 +30,7 @@ def test_install_enables_for_next_boot_and_purge_cleans_up(packages: Packages) -
         status = box.exec(["dpkg-query", "-W", "-f=${Status}", "watchdogd"]).stdout
         assert status == "install ok installed"
         assert box.exec(["readlink", WANTS]).stdout.strip() == "/lib/systemd/system/watchdogd.service"
-        assert box.exec(["pgrep", "-f", "/usr/bin/watchdogd"], check=False).returncode == 1, "nothing may start"
+        assert box.exec(["pgrep", "-f", "watchdogd.daemon"], check=False).returncode == 1, "nothing may start"
         assert box.exec(["getent", "group", "watchdogd"]).returncode == 0
         # The venv works on this root's own python3.11, outside the build host.
         assert box.exec(["watchdogctl", "check-config", "/etc/watchdogd/watchdogd.yaml"]).returncode == 0
