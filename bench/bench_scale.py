@@ -1,8 +1,10 @@
 """What watchdogd costs as its rules grow: 10, 100 and 1,000 mixed rules every 5 s, and 1,000 under contention.
 
 Issue 17's scale table, taken on the real daemon (``python -m watchdogd.daemon``
-with the interpreter running this script), one daemon per row in a temp dir of
-its own, next to node_exporter and Monit measured in the same run.
+with the interpreter running this script and the unit's flags, ``-OO`` with a
+bytecode cache of the benchmark's own, compiled before the first row;
+``--unoptimized`` leaves them out), one daemon per row in a temp dir of its
+own, next to node_exporter and Monit measured in the same run.
 
 Per row:
 
@@ -46,6 +48,7 @@ measured, 2 when the benchmark could not run, 130 when interrupted; daemons,
 burners, listener and temp dirs are removed in every case.
 
 Run: python bench/bench_scale.py [--quick] [--rules 10,100,1000] [--no-contention] [--window SECONDS]
+     [--unoptimized]
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ from sidebyside.percentiles import percentile
 from sidebyside.processes import BenchError, Child, free_port, wait_until
 from sidebyside.provision import binary
 from sidebyside.scrape import Scraper, fetch_text, probe_success
+from sidebyside.steady import shipped_daemon
 
 INTERVAL_S = 5.0
 DEFAULT_RULES = (10, 100, 1000)
@@ -400,6 +404,8 @@ class Listener:
 @dataclass
 class Settings:
     python: str
+    daemon: list[str]
+    """the daemon's interpreter, flags and module, as the unit starts it (or without -OO: --unoptimized)"""
     env: dict[str, str]
     window: float
     freshness_gap: tuple[float, float]
@@ -480,7 +486,7 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         if contention:
             burners = start_burners(stack, settings, workdir)
             print(f"  {burners} CPU burners running (one per core)", flush=True)
-        daemon = Child("watchdogd", [settings.python, "-m", "watchdogd.daemon", "--config", str(config)],
+        daemon = Child("watchdogd", [*settings.daemon, "--config", str(config)],
                        workdir / "watchdogd.log", env=settings.env, cwd=workdir).start()
         stack.callback(daemon.stop)
         rss = RssWatch(daemon.pid).start()
@@ -720,6 +726,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-docker", action="store_true",
                         help="leave docker.* out of the mix even when an engine answers (runs to compare)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (configs, daemon logs)")
+    parser.add_argument("--unoptimized", action="store_true",
+                        help="start the daemon without the unit's -OO and bytecode cache (to compare)")
     args = parser.parse_args(argv)
     if args.window is None:
         args.window = QUICK_WINDOW_S if args.quick else WINDOW_S
@@ -758,8 +766,12 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(listener.close)
         # the daemon's own command line: its config path (each row's temp dir) under the common prefix
         own = r"watchdogd\.daemon --config /\S*watchdogd-bench-scale-"
+        pycache = Path(tempfile.mkdtemp(prefix="watchdogd-bench-scale-pycache-"))
+        stack.callback(shutil.rmtree, pycache, True)
+        daemon = ([sys.executable, "-m", "watchdogd.daemon"] if args.unoptimized
+                  else shipped_daemon(sys.executable, pycache))
         settings = Settings(
-            python=sys.executable, env=dict(os.environ), window=args.window,
+            python=sys.executable, daemon=daemon, env=dict(os.environ), window=args.window,
             freshness_gap=(0.2, 2.0) if args.quick else (0.2, INTERVAL_S - 0.2),
             full_renders=QUICK_FULL_RENDERS if args.quick else FULL_RENDERS, shared=shared,
             available=available, kinds=templates(str(shared / "f*.txt"), listener.port, own), keep=args.keep,
@@ -773,6 +785,7 @@ def run(args: argparse.Namespace) -> int:
                    for name in sorted({"postgres", "redis", "docker"} - available)]
         print(f"bench_scale: {len(plan)} rows, CPU window {args.window:g} s, rules every {INTERVAL_S:g} s; "
               f"watchdogd from {source}; load {' '.join(load_before)} on {os.cpu_count()} CPUs", flush=True)
+        print(f"daemon: {' '.join(daemon)}", flush=True)
         counts = ", ".join(f"{family} {count}" for family, count in
                            family_counts(mix(biggest, settings.kinds, available)))
         print(f"mix at {biggest:,} rules: {counts}"

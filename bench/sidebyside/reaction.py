@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from sidebyside import policy
 from sidebyside.processes import BenchError, Child, free_port, wait_until
 from sidebyside.scrape import fetch_text, probe_success
-from sidebyside.steady import daemon_env
+from sidebyside.steady import daemon_env, shipped_daemon
 
 RULE_EVERY = 1.0
 READY_TIMEOUT = 60.0
@@ -320,7 +320,7 @@ def _measure(stack: ExitStack, python: Path, workdir: Path, plans: dict[str, tup
         for kind, named in plan.targets.items():
             targets.setdefault(kind, {}).update(named)
     write_config(config, workdir, port, {plan.rule_name: plan.rule for _, plan in plans.values()}, targets)
-    daemon = Child("watchdogd (reaction)", [str(python), "-m", "watchdogd.daemon", "--config", str(config)],
+    daemon = Child("watchdogd (reaction)", [*shipped_daemon(python, workdir / "pycache"), "--config", str(config)],
                    workdir / "reaction-watchdogd.log", env=daemon_env(), cwd=workdir)
     daemon.start()
     stack.callback(daemon.stop)  # stopped before the scenarios' own cleanup (LIFO)
