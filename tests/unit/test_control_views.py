@@ -184,6 +184,13 @@ def test_encode_takes_the_fast_path_only_where_it_encodes_the_same(message: dict
     assert encode(message) == slow
 
 
+def test_a_streamed_result_alone_in_its_message_is_still_one_object() -> None:
+    snap = busy_snapshot()
+    streamed = encode({"result": StatusReply(snap, pid=7, version="9")})
+    assert bytes(streamed) == encode({"result": status_document(snap, pid=7, version="9")})
+    assert set(json.loads(streamed)) == {"result"}
+
+
 def test_encode_keeps_infinities_as_strings() -> None:
     assert encode({"x": math.inf, "y": [math.nan]}) == b'{"x":"+Inf","y":["NaN"]}\n'
 

@@ -180,12 +180,16 @@ def encode(message: Mapping[str, Any]) -> bytes | bytearray:
     result = message.get("result")
     if not isinstance(result, Streamed):
         return _dumps(message).encode("utf-8") + b"\n"
-    head = _dumps({key: value for key, value in message.items() if key != "result"})
-    out = bytearray(head[:-1].encode("utf-8"))
-    out += b',"result":'
+    out = _object_until({key: value for key, value in message.items() if key != "result"}, "result")
     result.write(out)
     out += b"}\n"
     return out
+
+
+def _object_until(fields: Mapping[str, Any], key: str) -> bytearray:
+    """A JSON object's text up to ``key``'s value, which the caller writes and closes: how a streamed part starts."""
+    head = _dumps(fields)[:-1]
+    return bytearray(f'{head}{"," if len(head) > 1 else ""}{json.dumps(key)}:'.encode())
 
 
 # --------------------------------------------------------------------------- documents (the schemas)
@@ -219,9 +223,8 @@ class StatusReply(Streamed):
     def write(self, out: bytearray) -> None:
         summary = self._view == "summary"
         rule_document = _rule_summary if summary else _rule_document
-        head = _dumps(_status_head(self._snap, pid=self._pid, version=self._version))
-        out += head[:-1].encode("utf-8")
-        out += b',"rules":['
+        out += _object_until(_status_head(self._snap, pid=self._pid, version=self._version), "rules")
+        out += b"["
         for index, rule in enumerate(self._snap.rules):
             if index:
                 out += b","
