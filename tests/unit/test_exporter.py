@@ -278,6 +278,24 @@ def test_memory_is_released_after_each_render_and_not_when_a_page_is_reused() ->
     assert released == [0, 1]
 
 
+def test_the_trim_after_a_render_holds_up_no_other_scrape() -> None:
+    """The trim runs once the render lock is free: a scrape in another format meanwhile renders at once."""
+    served: list[bytes] = []
+    trims: list[None] = []
+
+    def trim() -> None:
+        trims.append(None)
+        if len(trims) == 1:  # the first render's trim; the other scrape's own trim is the second
+            other = threading.Thread(target=lambda: served.append(
+                exposition.render("application/openmetrics-text; version=1.0.0", True).body))
+            other.start()
+            other.join(10)
+
+    exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), release_memory=trim)
+    exposition.render("", True)
+    assert len(served) == 1 and len(trims) == 2
+
+
 def test_the_previous_render_time_is_a_metric() -> None:
     exposition = Exposition(build_registry(lambda: snapshot(rule()), "1", process=False), min_spacing=0.0)
     exposition.render("", False)

@@ -822,7 +822,8 @@ class Exposition:
     ``release_memory`` runs after each render (the daemon's is
     ``memory.release_free_memory``): a render at 1,000 rules leaves 2-3 MiB
     of freed pieces in the C library's heap, which kept them resident until
-    the next periodic trim.
+    the next periodic trim. It runs once the render lock is free, so only
+    the scrape that rendered waits for it (0.3-1 ms at 1,000 rules).
     """
 
     def __init__(
@@ -866,10 +867,14 @@ class Exposition:
         wanted = self._generation
         body = self._bodies.get(content_type)
         if body is None or not self._fresh(body, wanted):
+            rendered = False
             with self._render_lock:
                 body = self._bodies.get(content_type)
                 if body is None or not self._fresh(body, wanted):
                     body = self._refresh(content_type, encoder)
+                    rendered = True
+            if rendered:  # outside the lock: scrapes that waited for this render do not wait for the trim too
+                self._release_memory()
         if not gzip_ok:
             return Rendered(self._text(body), content_type, None)
         return Rendered(body.zipped, content_type, "gzip")
@@ -901,8 +906,6 @@ class Exposition:
         body = _Body(rendered_at, generation, fresh_until, gzip.compress(plain, compresslevel=1, mtime=0))
         self.renders += 1
         self._bodies[content_type] = body
-        del plain
-        self._release_memory()
         return body
 
 
