@@ -348,16 +348,20 @@ def label(rules: int, contention: bool = False) -> str:
 # --- measuring ------------------------------------------------------------------------------------------
 
 class RssWatch:
-    """VmRSS of one process every second, in a thread, until stopped: the largest seen and the last."""
+    """VmRSS of one process every second, in a thread, until stopped: the largest seen (and when), and the last."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.max_kib = 0
+        self.max_after_s = 0.0
+        """seconds from ``start`` to the largest reading: which phase of the row a peak belongs to"""
         self.last_kib = 0
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-watch", daemon=True)
 
     def start(self) -> RssWatch:
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
@@ -371,7 +375,8 @@ class RssWatch:
         with contextlib.suppress(ProcessLookupError, ValueError, OSError):
             rss = procstats.sample(self.pid).rss_kib
             self.last_kib = rss
-            self.max_kib = max(self.max_kib, rss)
+            if rss > self.max_kib:
+                self.max_kib, self.max_after_s = rss, time.monotonic() - self._started
 
     def stop(self) -> None:
         self._stop.set()
@@ -501,10 +506,20 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         wait_until(all_ran, READY_TIMEOUT_S, f"all {rules} rules to run once (log: {daemon.log})", interval=0.5)
         print(f"  every rule ran once {time.monotonic() - started:.1f} s after start", flush=True)
 
+        phases = [("start and first runs", 0.0)]
+
+        def phase(name: str) -> None:
+            phases.append((name, time.monotonic() - started))
+
+        phase("CPU window")
         row.cpu_percent = cpu_window(daemon, port, settings.window)
+        phase("freshness")
         row.max_age_s, row.age_p50_s = freshness(port, rules, settings.freshness_gap)
+        phase("status calls")
         row.status_ms = status_times(settings, workdir)
+        phase("renders after an interval")
         row.render_full_ms, row.render_full_cpu_ms = renders_after_an_interval(port, settings.full_renders)
+        phase("scrapes")
         scraper = Scraper("watchdogd", port)
         for _ in range(WARMUP_SCRAPES):
             scraper.scrape()
@@ -529,6 +544,9 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         rss.sample()
         rss.stop()
         row.rss_end_mib, row.rss_max_mib = rss.last_kib / 1024, rss.max_kib / 1024
+        during = [name for name, since in phases if since <= rss.max_after_s][-1]
+        print(f"  RSS max {row.rss_max_mib:.1f} MiB {rss.max_after_s:.0f} s after start ({during}); "
+              f"end {row.rss_end_mib:.1f}", flush=True)
     return row
 
 
