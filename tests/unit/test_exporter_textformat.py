@@ -186,7 +186,7 @@ def test_every_fast_format_matches_the_client_encoder_for_it(accept: str) -> Non
     encoder, content_type = choose_encoder(accept)
     assert content_type in FAST_FORMATS
     fast, fast_type = encoder_for(reg, accept)
-    assert fast_type == content_type and fast() == encoder(reg)
+    assert fast_type == content_type and b"".join(fast()) == encoder(reg)
 
 
 @pytest.mark.parametrize("accept", [
@@ -199,7 +199,16 @@ def test_other_formats_go_through_prometheus_client(accept: str) -> None:
     encoder, content_type = choose_encoder(accept)
     assert content_type not in FAST_FORMATS
     rendered, rendered_type = encoder_for(reg, accept)
-    assert rendered_type == content_type and rendered() == encoder(reg)
+    assert rendered_type == content_type and b"".join(rendered()) == encoder(reg)
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_the_page_comes_a_family_at_a_time_so_it_is_never_whole_while_compressed(openmetrics: bool) -> None:
+    reg = registry(rich())
+    chunks = list(reg.chunks(openmetrics=openmetrics))
+    page = b"".join(chunks)
+    assert page == reg.encode(openmetrics=openmetrics)
+    assert len(chunks) > 20 and max(map(len, chunks)) < len(page) / 4
 
 
 def test_process_series_come_after_ours_from_the_client() -> None:
