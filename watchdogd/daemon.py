@@ -61,6 +61,13 @@ TRIM_EVERY = 5.0
 about 14 MiB of RSS at 1,000 rules that glibc would otherwise keep after each cycle's garbage. Every 5 s
 rather than every minute: under CPU contention runs pile up, and what they freed stayed resident for up to
 the whole period (1,000 rules: 2-3 MiB more for most of each minute, issue 17); at 0.01-0.02 % of a core."""
+FIRST_RUNS_PAGES_EVERY = 1.0
+FIRST_RUNS_PAGES_WALKS = 10
+"""While a start's or reload's first runs are under way, their file pages go back every second, ten times at
+most: 1,000 first runs touch 5 MiB of libraries (libpq, libssl...) within seconds, which stayed resident until
+the last run finished. Under CPU contention that took 3-4 s and was the 1,000-rule row's largest reading:
+60.0-60.8 MiB against 58.2-58.4 once settled; with these walks 58.0-58.7 (issue 17, stop 37). A walk is 4-9
+ms; a rule that hangs in its first run stops them after ten, not at the deadline."""
 STATUS_EVERY = 2.0
 """Seconds between sd_notify STATUS refreshes (sent only when the text changed)."""
 INTERFACE_ERRORS = (ControlError, ListenError, WebConfigError, TextfileError)
@@ -128,6 +135,8 @@ class Daemon:
         self._last_prune = 0.0
         self._last_trim = 0.0
         self._release_due = self._release_deadline(config)
+        self._first_runs_walks = FIRST_RUNS_PAGES_WALKS
+        self._first_runs_walked = self.clock()
         self.stop_deadline = STOP_DEADLINE
 
     @property
@@ -245,6 +254,7 @@ class Daemon:
         event(log, logging.INFO, "reloaded", summary=config.summary())
         release_free_memory()  # the old config's objects are gone: give their pages back now
         self._release_due = self._release_deadline(config)  # the new rules' first runs touch pages again
+        self._first_runs_walks, self._first_runs_walked = FIRST_RUNS_PAGES_WALKS, self.clock()
         return True, config.summary()
 
     def _housekeeping(self) -> None:
@@ -261,13 +271,20 @@ class Daemon:
         if self._release_due is not None and (now >= self._release_due or self.engine.every_rule_ran()):
             self._release_due = None  # once every rule has run, its first run's pages are touched: no need to wait
             self._release_start_pages()
+        elif (self._release_due is not None and self._first_runs_walks
+              and now - self._first_runs_walked >= FIRST_RUNS_PAGES_EVERY):
+            self._first_runs_walks -= 1
+            self._first_runs_walked = now
+            self._release_first_runs_pages()
 
     def _release_deadline(self, config: Config) -> float | None:
         after = config.release_start_pages_after
         return None if after is None else self.clock() + after
 
     def _release_start_pages(self) -> None:
-        """Around a start or reload only, never on a timer: a page handed back is read from disk on its next use."""
+        """Around a start or reload only, never on the daemon's lifelong timers: a page handed back is read again
+        from disk (or the page cache) on its next use; only the ten walks of ``FIRST_RUNS_PAGES_EVERY`` come
+        between."""
         released = release_file_pages()
         if released is None:
             event(log, logging.DEBUG, "cannot hand back start-up pages: no MADV_PAGEOUT (Linux 5.4+, glibc)")
@@ -278,6 +295,16 @@ class Daemon:
             file_mib_after=f"{released.file_kib_after / 1024:.1f}",
             mappings=released.mappings, refused=released.refused, ms=f"{released.seconds * 1000:.1f}",
         )
+
+    def _release_first_runs_pages(self) -> None:
+        """While the first runs are under way (``FIRST_RUNS_PAGES_EVERY``); the hand-back after them is logged."""
+        released = release_file_pages()
+        if released is not None:
+            event(
+                log, logging.DEBUG, "handed back the first runs' pages so far",
+                file_mib_before=f"{released.file_kib_before / 1024:.1f}",
+                file_mib_after=f"{released.file_kib_after / 1024:.1f}", ms=f"{released.seconds * 1000:.1f}",
+            )
 
     def shutdown(self) -> int:
         self.notifier.stopping()
