@@ -150,8 +150,21 @@ rules:
 """
 
 
+def interpreter() -> list[str]:
+    """This interpreter with its own ``-O``/``-OO`` and bytecode cache, for every child but the config check's.
+
+    Run the script as ``python -OO -X pycache_prefix=DIR bench/bench_imports.py``
+    to measure the daemon as the systemd unit starts it (watchdogd.launch);
+    the config child runs without them, as the daemon starts it.
+    """
+    flags = ["-" + "O" * sys.flags.optimize] if sys.flags.optimize else []
+    if sys.pycache_prefix:
+        flags += ["-X", f"pycache_prefix={sys.pycache_prefix}"]
+    return [sys.executable, *flags]
+
+
 def steps(pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, int]]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(pairs)], capture_output=True, text=True,
+    proc = subprocess.run([*interpreter(), "-c", PROBE, json.dumps(pairs)], capture_output=True, text=True,
                           check=False, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "import probe failed")
@@ -160,7 +173,7 @@ def steps(pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, int]]:
 
 def floor_released(names: str) -> str:
     """``FLOOR_RELEASED`` of ``names``: RSS imported -> after the release (anonymous), MiB."""
-    proc = subprocess.run([sys.executable, "-c", FLOOR_RELEASED, names], capture_output=True, text=True,
+    proc = subprocess.run([*interpreter(), "-c", FLOOR_RELEASED, names], capture_output=True, text=True,
                           check=False, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-500:] or "floor probe failed")
@@ -299,7 +312,7 @@ def run_daemon(text: str, settle: float, released_for: float = 0.0) -> Daemon:
     release = f"{settle + 1:g}s" if released_for else "null"
     with policy_file(f"release_start_pages_after: {release}\n{text}") as config:
         out = config.parent / "out.json"
-        proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), str(settle), str(config), str(released_for)],
+        proc = subprocess.run([*interpreter(), "-c", DRIVER, str(out), str(settle), str(config), str(released_for)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               timeout=settle + released_for + 120, check=False)
         if not out.exists():
@@ -360,7 +373,7 @@ def pymalloc_use(stats: str) -> tuple[int, int]:
 def import_groups(modules: list[str]) -> dict[str, Any]:
     """A fresh interpreter imports ``modules`` group by group (``ACCOUNT``): its VmRSS after each, the modules
     of each group, and those that would not import on their own."""
-    proc = subprocess.run([sys.executable, "-c", ACCOUNT, json.dumps(GROUPS), json.dumps(modules)],
+    proc = subprocess.run([*interpreter(), "-c", ACCOUNT, json.dumps(GROUPS), json.dumps(modules)],
                           capture_output=True, text=True, check=False, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "accounting failed")
@@ -420,7 +433,7 @@ def mix_config(rules: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--no-daemon", action="store_true", help="only the import steps and the floor")
     parser.add_argument("--no-accounting", action="store_true", help="skip the per-policy accounting")
     parser.add_argument("--rules", type=int, default=1000, help="rules in the accounting's bench_scale mix")
@@ -428,7 +441,7 @@ def main() -> int:
     parser.add_argument("--released-for", type=float, default=30.0, metavar="SECONDS",
                         help="seconds the rules run after the start-up pages went back (0: skip that reading)")
     args = parser.parse_args()
-    print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
+    print(f"interpreter: {' '.join(interpreter())} (Python {sys.version.split()[0]})")
     print_steps("Import steps (cumulative, one fresh interpreter)", steps(STEPS))
     (_, bare), (_, required) = steps((("required", REQUIRED),))
     print(f"\nfloor: interpreter {bare / 1024:.1f} MiB + required libraries (psutil, APScheduler, PyYAML, "
