@@ -46,7 +46,7 @@ from watchdogd.faces.httpserver import (
 from watchdogd.faces.textfile import TextfileError, TextfileWriter, check_directory
 from watchdogd.fleet.build import open_coordinator
 from watchdogd.logs import event, setup_logging
-from watchdogd.memory import release_file_pages, release_free_memory, tune_malloc
+from watchdogd.memory import Released, release_file_pages, release_free_memory, tune_malloc
 from watchdogd.model import Clock, RuleStatus
 from watchdogd.notifications.service import Notifications, NotifyConfigError, build_transports
 
@@ -134,9 +134,10 @@ class Daemon:
         self._pings_withheld = False
         self._last_prune = 0.0
         self._last_trim = 0.0
-        self._release_due = self._release_deadline(config)
-        self._first_runs_walks = FIRST_RUNS_PAGES_WALKS
-        self._first_runs_walked = self.clock()
+        self._release_due: float | None = None
+        self._first_runs_walks = 0
+        self._first_runs_walked = 0.0
+        self._await_first_runs(config)
         self.stop_deadline = STOP_DEADLINE
 
     @property
@@ -253,8 +254,7 @@ class Daemon:
         setup_logging(config.log_format, config.log_level)
         event(log, logging.INFO, "reloaded", summary=config.summary())
         release_free_memory()  # the old config's objects are gone: give their pages back now
-        self._release_due = self._release_deadline(config)  # the new rules' first runs touch pages again
-        self._first_runs_walks, self._first_runs_walked = FIRST_RUNS_PAGES_WALKS, self.clock()
+        self._await_first_runs(config)  # the new rules' first runs touch pages again
         return True, config.summary()
 
     def _housekeeping(self) -> None:
@@ -277,9 +277,11 @@ class Daemon:
             self._first_runs_walked = now
             self._release_first_runs_pages()
 
-    def _release_deadline(self, config: Config) -> float | None:
+    def _await_first_runs(self, config: Config) -> None:
+        """A start or reload: its pages go back once its first runs are done, walked every second until then."""
         after = config.release_start_pages_after
-        return None if after is None else self.clock() + after
+        self._release_due = None if after is None else self.clock() + after
+        self._first_runs_walks, self._first_runs_walked = FIRST_RUNS_PAGES_WALKS, self.clock()
 
     def _release_start_pages(self) -> None:
         """Around a start or reload only, never on the daemon's lifelong timers: a page handed back is read again
@@ -289,22 +291,14 @@ class Daemon:
         if released is None:
             event(log, logging.DEBUG, "cannot hand back start-up pages: no MADV_PAGEOUT (Linux 5.4+, glibc)")
             return
-        event(
-            log, logging.INFO, "handed back start-up pages",
-            file_mib_before=f"{released.file_kib_before / 1024:.1f}",
-            file_mib_after=f"{released.file_kib_after / 1024:.1f}",
-            mappings=released.mappings, refused=released.refused, ms=f"{released.seconds * 1000:.1f}",
-        )
+        event(log, logging.INFO, "handed back start-up pages", **_released_fields(released),
+              mappings=released.mappings, refused=released.refused)
 
     def _release_first_runs_pages(self) -> None:
         """While the first runs are under way (``FIRST_RUNS_PAGES_EVERY``); the hand-back after them is logged."""
         released = release_file_pages()
         if released is not None:
-            event(
-                log, logging.DEBUG, "handed back the first runs' pages so far",
-                file_mib_before=f"{released.file_kib_before / 1024:.1f}",
-                file_mib_after=f"{released.file_kib_after / 1024:.1f}", ms=f"{released.seconds * 1000:.1f}",
-            )
+            event(log, logging.DEBUG, "handed back the first runs' pages so far", **_released_fields(released))
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -572,6 +566,12 @@ class Daemon:
         # While the start's pages wait for the last first run, look every 0.1 s (a walk of the rules, 50 us
         # at 1,000): the RSS until then is the start's peak, 1,000 runs' garbage on top of 16 MiB of file pages.
         return wait if self._release_due is None else min(wait, 0.1)
+
+
+def _released_fields(released: Released) -> dict[str, str]:
+    """What a hand-back's log line says of it: the resident file pages before and after, and its time."""
+    return {"file_mib_before": f"{released.file_kib_before / 1024:.1f}",
+            "file_mib_after": f"{released.file_kib_after / 1024:.1f}", "ms": f"{released.seconds * 1000:.1f}"}
 
 
 class _SignalInbox:
