@@ -383,6 +383,40 @@ class RssWatch:
         self._thread.join(timeout=5)
 
 
+class PhasePeaks:
+    """The kernel's own high-water mark of RSS (VmHWM) per phase: every transient, not only those a sampler catches.
+
+    Writing ``5`` to ``/proc/<pid>/clear_refs`` sets the mark back to the
+    RSS of the moment, so each phase reads the largest RSS the process had
+    within it, however briefly (a render, a status reply). Needs the right
+    to write the daemon's ``clear_refs`` (the same user); without it the
+    phases read None and the report says so.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peaks: list[tuple[str, float | None]] = []
+        self._name = ""
+
+    def _mark(self) -> float | None:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            kib = procstats.parse_kib(status, "VmHWM")
+            return None if kib is None else kib / 1024
+        return None
+
+    def begin(self, name: str) -> None:
+        """End the phase under way (its peak) and start ``name`` from the RSS of now."""
+        if self._name:
+            self.peaks.append((self._name, self._mark()))
+        self._name = name
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def line(self) -> str:
+        return ", ".join(f"{name} {'?' if peak is None else f'{peak:.1f}'}" for name, peak in self.peaks)
+
+
 class Listener:
     """A loopback TCP listener of our own for the net.tcp rules: accepts and closes."""
 
@@ -507,9 +541,12 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         print(f"  every rule ran once {time.monotonic() - started:.1f} s after start", flush=True)
 
         phases = [("start and first runs", 0.0)]
+        peaks = PhasePeaks(daemon.pid)
+        peaks.begin("start and first runs")
 
         def phase(name: str) -> None:
             phases.append((name, time.monotonic() - started))
+            peaks.begin(name)
 
         phase("CPU window")
         row.cpu_percent = cpu_window(daemon, port, settings.window)
@@ -543,10 +580,12 @@ def measure_row(settings: Settings, rules: int, contention: bool) -> Row:
         row.probes_down = sum(1 for value in probe_success(text).values() if value != 1.0)
         rss.sample()
         rss.stop()
+        peaks.begin("")
         row.rss_end_mib, row.rss_max_mib = rss.last_kib / 1024, rss.max_kib / 1024
         during = [name for name, since in phases if since <= rss.max_after_s][-1]
         print(f"  RSS max {row.rss_max_mib:.1f} MiB {rss.max_after_s:.0f} s after start ({during}); "
               f"end {row.rss_end_mib:.1f}", flush=True)
+        print(f"  RSS peak per phase (VmHWM, MiB): {peaks.line()}", flush=True)
     return row
 
 

@@ -26,7 +26,7 @@ from watchdogd.faces.exporter import (
     encoder_for,
     render_text,
 )
-from watchdogd.faces.textformat import escape_label, go_float
+from watchdogd.faces.textformat import PIECE_ENTRIES, Families, encode, escape_label, go_float
 from watchdogd.model import Cardinality, RuleStatus, Unit
 from watchdogd.notifications.deliver import SinkStats
 
@@ -209,6 +209,17 @@ def test_the_page_comes_a_family_at_a_time_so_it_is_never_whole_while_compressed
     page = b"".join(chunks)
     assert page == reg.encode(openmetrics=openmetrics)
     assert len(chunks) > 20 and max(map(len, chunks)) < len(page) / 4
+
+
+def test_a_big_family_comes_in_pieces_of_a_bounded_number_of_entries() -> None:
+    out = Families()
+    gauge = out.gauge("watchdogd_rule_firing", "Doc.", ("rule",))
+    for n in range(3 * PIECE_ENTRIES + 5):
+        gauge.add_metric((f"r{n:04d}",), float(n))
+    pieces = list(encode(out, openmetrics=False))
+    assert pieces[1:] == ["".join(gauge.lines[start:start + PIECE_ENTRIES])
+                          for start in (0, PIECE_ENTRIES, 2 * PIECE_ENTRIES, 3 * PIECE_ENTRIES)]
+    assert pieces[0].startswith("# HELP watchdogd_rule_firing Doc.\n# TYPE watchdogd_rule_firing gauge\n")
 
 
 def test_process_series_come_after_ours_from_the_client() -> None:

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
 from watchdogd.faces.fleetview import fleet_document
 from watchdogd.faces.reason import reason_problem
+from watchdogd.faces.sending import write_in_pieces
 from watchdogd.logs import event
 
 if TYPE_CHECKING:
@@ -1001,10 +1002,9 @@ class ControlServer:
         # only when the whole reply is with the kernel, so a big reply (status at 1,000 rules, 0.5-1 MB)
         # is never cut short for a reader that lags.
         writer.transport.set_write_buffer_limits(high=0)
-        writer.write(reply)
         self.admission.silent(client, self._loop.time())
         async with asyncio.timeout(REPLY_TIMEOUT):
-            await writer.drain()
+            await write_in_pieces(writer, reply)
         writer.write_eof()
         await _linger(reader)
 

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from watchdogd.faces.admission import Admission, run_loop, sweep_until
 from watchdogd.faces.exporter import Exposition
+from watchdogd.faces.sending import write_in_pieces
 from watchdogd.logs import event
 
 log = logging.getLogger(__name__)
@@ -604,10 +605,9 @@ class MetricsServer:
                 return
             self.admission.busy(conn)
             reply, close = await loop.run_in_executor(self._pool, _answer, head, address, self._app)
-            writer.write(reply)
             self.admission.silent(conn, loop.time())
             async with asyncio.timeout(limits.write_timeout):
-                await writer.drain()
+                await write_in_pieces(writer, reply)
             if close:
                 return
             async with asyncio.timeout(self.limits.keepalive_idle):  # read each time: a reload may change it

@@ -281,8 +281,15 @@ class Families:
         return iter(self._by_name.values())
 
 
+PIECE_ENTRIES = 128
+"""Entries of a family's lines joined into one piece of text: a line, or a rule's block or group text (up to
+9 lines). At 1,000 rules the largest family is 0.6 MB; joined whole, then encoded, it was 1.2 MB alive at once
+in every render, the largest transient of a scrape (VmHWM +1.6 MiB, stop 38). 128 entries are 10-80 KB."""
+
+
 def encode(families: Iterable[Family | SummaryFamily], *, openmetrics: bool) -> Iterator[str]:
-    """The families' text, without OpenMetrics' closing ``# EOF`` (the caller appends the rest first)."""
+    """The families' text in pieces of at most ``PIECE_ENTRIES`` entries, without OpenMetrics' closing ``# EOF``
+    (the caller appends the rest first)."""
     for family in families:
         if openmetrics:
             name, documentation = family.name, _help_openmetrics(family.documentation)
@@ -290,4 +297,6 @@ def encode(families: Iterable[Family | SummaryFamily], *, openmetrics: bool) -> 
         else:
             name = family.name + "_total" if family.kind == "counter" else family.name
             yield f"# HELP {name} {_help_text(family.documentation)}\n# TYPE {name} {family.kind}\n"
-        yield "".join(family.lines)
+        lines = family.lines
+        for start in range(0, len(lines), PIECE_ENTRIES):
+            yield "".join(lines[start:start + PIECE_ENTRIES])
