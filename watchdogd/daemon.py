@@ -61,13 +61,16 @@ TRIM_EVERY = 5.0
 about 14 MiB of RSS at 1,000 rules that glibc would otherwise keep after each cycle's garbage. Every 5 s
 rather than every minute: under CPU contention runs pile up, and what they freed stayed resident for up to
 the whole period (1,000 rules: 2-3 MiB more for most of each minute, issue 17); at 0.01-0.02 % of a core."""
-FIRST_RUNS_PAGES_EVERY = 1.0
-FIRST_RUNS_PAGES_WALKS = 10
-"""While a start's or reload's first runs are under way, their file pages go back every second, ten times at
-most: 1,000 first runs touch 5 MiB of libraries (libpq, libssl...) within seconds, which stayed resident until
-the last run finished. Under CPU contention that took 3-4 s and was the 1,000-rule row's largest reading:
-60.0-60.8 MiB against 58.2-58.4 once settled; with these walks 58.0-58.7 (issue 17, stop 37). A walk is 4-9
-ms; a rule that hangs in its first run stops them after ten, not at the deadline."""
+FIRST_RUNS_PAGES_EVERY = 0.25
+FIRST_RUNS_PAGES_WALKS = 20
+"""While a start's or reload's first runs are under way, their file pages go back four times a second, twenty
+times at most: 1,000 first runs touch 5 MiB of libraries (libpq, libssl...) within seconds, which stayed resident
+until the last run finished. Under CPU contention that took 3-4 s and was the 1,000-rule row's largest reading:
+60.0-60.8 MiB against 58.2-58.4 once settled; with walks every second 58.0-58.7 (issue 17, stop 37). A second
+was still long enough for the psycopg and redis imports of the first runs to meet their libraries' pages at
+once: started four times each, RSS sampled every 20 ms, the start's largest reading was 58.7-59.7 MiB with
+walks every second and 57.7-58.5 every quarter second (stop 38). A walk is 4-9 ms; a rule that hangs in its
+first run stops them after twenty, not at the deadline."""
 STATUS_EVERY = 2.0
 """Seconds between sd_notify STATUS refreshes (sent only when the text changed)."""
 INTERFACE_ERRORS = (ControlError, ListenError, WebConfigError, TextfileError)
@@ -278,14 +281,14 @@ class Daemon:
             self._release_first_runs_pages()
 
     def _await_first_runs(self, config: Config) -> None:
-        """A start or reload: its pages go back once its first runs are done, walked every second until then."""
+        """A start or reload: its pages go back once its first runs are done, walked every quarter second until then."""
         after = config.release_start_pages_after
         self._release_due = None if after is None else self.clock() + after
         self._first_runs_walks, self._first_runs_walked = FIRST_RUNS_PAGES_WALKS, self.clock()
 
     def _release_start_pages(self) -> None:
         """Around a start or reload only, never on the daemon's lifelong timers: a page handed back is read again
-        from disk (or the page cache) on its next use; only the ten walks of ``FIRST_RUNS_PAGES_EVERY`` come
+        from disk (or the page cache) on its next use; only the twenty walks of ``FIRST_RUNS_PAGES_EVERY`` come
         between."""
         released = release_file_pages()
         if released is None:

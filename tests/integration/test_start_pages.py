@@ -45,7 +45,7 @@ def test_start_pages_go_back_as_soon_as_every_rule_has_run(tmp_path: Path) -> No
 
 def test_a_rule_still_in_its_first_run_holds_the_hand_back_until_the_deadline(tmp_path: Path) -> None:
     """A probe hanging on a server that never answers keeps its rule from having run: the deadline decides,
-    and until then the pages the other runs touched go back every second."""
+    and until then the pages the other runs touched go back four times a second."""
     hole = BlackHole()
     try:
         config = write_config(
@@ -69,7 +69,7 @@ def test_a_rule_still_in_its_first_run_holds_the_hand_back_until_the_deadline(tm
             daemon.wait_for_log("handed back start-up pages", timeout=30.0)
             assert time.monotonic() - started >= 2.5  # the 4 s deadline (set before "started" was logged)
             assert hole.connections == 1  # the slow rule's first run was still waiting on its answer
-            # Meanwhile what the first runs touched went back every second (FIRST_RUNS_PAGES_EVERY).
+            # Meanwhile what the first runs touched went back every quarter second (FIRST_RUNS_PAGES_EVERY).
             walks = [line for line in daemon.lines if "handed back the first runs' pages so far" in line]
             assert len(walks) >= 2, daemon.lines
     finally:
