@@ -151,13 +151,16 @@ rules:
 
 
 def interpreter() -> list[str]:
-    """This interpreter with its own ``-O``/``-OO`` and bytecode cache, for every child but the config check's.
+    """This interpreter with its own ``-O``/``-OO``, ``-X no_debug_ranges`` and bytecode cache, for every child
+    but the config check's.
 
-    Run the script as ``python -OO -X pycache_prefix=DIR bench/bench_imports.py``
+    Run the script as ``python -OO -X no_debug_ranges -X pycache_prefix=DIR bench/bench_imports.py``
     to measure the daemon as the systemd unit starts it (watchdogd.launch);
     the config child runs without them, as the daemon starts it.
     """
     flags = ["-" + "O" * sys.flags.optimize] if sys.flags.optimize else []
+    if "no_debug_ranges" in sys._xoptions:
+        flags += ["-X", "no_debug_ranges"]
     if sys.pycache_prefix:
         flags += ["-X", f"pycache_prefix={sys.pycache_prefix}"]
     return [sys.executable, *flags]

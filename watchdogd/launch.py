@@ -5,13 +5,19 @@ The daemon never reads them, yet kept them resident for its whole life:
 2.1 MiB at 1,000 rules, about 1.5 at the shipped policy (bench/README,
 stop 37). Its asserts only narrow types for mypy.
 
+``-X no_debug_ranges`` leaves out the column of every instruction (PEP
+657's position tables), which the daemon's code objects also kept for its
+whole life: 0.4-0.8 MiB at 1,000 rules (started twice each, bench/README,
+stop 38). A traceback in the journal then lacks its ``^^^`` markers; its
+file, line and source line stay.
+
 Debian ships no ``.opt-2.pyc`` and the unit's file system is read-only, so
 without a cache every start would compile each module again (+0.7 s and a
 65 MiB peak): ``-X pycache_prefix`` keeps them in the unit's CacheDirectory,
 written by the first start and read by the next ones. The packages clear it
 on install and upgrade, as their sources carry the build's fixed mtime.
 
-Command-line flags, not PYTHONOPTIMIZE or PYTHONPYCACHEPREFIX, so that
+Command-line flags, not PYTHONOPTIMIZE, PYTHONNODEBUGRANGES or PYTHONPYCACHEPREFIX, so that
 nothing the daemon starts inherits them: not an ``exec`` action's Python
 script, whose asserts are its own business, and not the config child, which
 reads docstrings (pydantic's checking models, argparse). ``-P``: ``-m`` would
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FLAGS = ("-P", "-OO")
+FLAGS = ("-P", "-OO", "-X", "no_debug_ranges")
 SHIPPED_PYTHON = "/opt/watchdogd/bin/python"
 SHIPPED_PYCACHE = "/var/cache/watchdogd/pycache"
 

@@ -25,6 +25,7 @@ import yaml
 
 from tests.integration.packaging.support import Packages, PackagingTestError, wait_until
 from tests.support.systemd_container import SystemdContainer, SystemdContainerError, ensure_image
+from watchdogd.launch import SHIPPED_PYCACHE, SHIPPED_PYTHON, interpreter
 
 # Builds (two packages, once per session) and a booted container take longer than the default timeout.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -234,8 +235,7 @@ def test_install_enables_and_starts_a_ready_service(box: SystemdContainer, packa
 def test_the_daemon_runs_optimized_from_the_cache_the_unit_lets_it_write(box: SystemdContainer) -> None:
     """-OO under ProtectSystem=strict: its bytecode can only go to CacheDirectory, and the first start put it there."""
     cmdline = inside(box, "cat", f"/proc/{main_pid(box)}/cmdline").stdout.split("\0")
-    assert cmdline[:cmdline.index("-m")] == [
-        "/opt/watchdogd/bin/python", "-P", "-OO", "-X", "pycache_prefix=/var/cache/watchdogd/pycache"], cmdline
+    assert cmdline[:cmdline.index("-m")] == interpreter(SHIPPED_PYTHON, SHIPPED_PYCACHE), cmdline
     site = "/var/cache/watchdogd/pycache/opt/watchdogd/lib/python3.11/site-packages"
     assert inside(box, "test", "-s", f"{site}/watchdogd/daemon.cpython-311.opt-2.pyc", check=False).returncode == 0
     written = inside(box, "find", "/opt/watchdogd", "-name", "*.opt-2.pyc").stdout
